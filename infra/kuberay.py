@@ -1,0 +1,157 @@
+"""RayOnKubernetes: the Kubernetes layer of the stack.
+
+Installs, through a Kubernetes provider built from the EKS cluster's kubeconfig:
+the NVIDIA device plugin (GPU nodes only), the KubeRay operator with its CRDs
+(system nodes), the Ray namespace and its IRSA service account, and the RayCluster.
+Every object comes from `infra/manifests.py`; this file only wires resources.
+
+The provider depends on the node groups, so `pulumi destroy` removes every
+Kubernetes object (and with it anything the cluster's controllers made) before
+the nodes, the cluster and the network go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra import manifests
+from infra.config import StackConfig
+
+TYPE_TOKEN = "raygpu:kuberay:RayOnKubernetes"
+HELM_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class RayOnKubernetesArgs:
+    config: StackConfig
+    kubeconfig: pulumi.Input[str]
+    # Resources the Kubernetes provider waits for (the EKS node groups).
+    node_groups: Sequence[pulumi.Resource]
+    data_bucket: pulumi.Input[str]
+    artifacts_bucket: pulumi.Input[str]
+    irsa_role_arn: pulumi.Input[str]
+
+
+class RayOnKubernetes(pulumi.ComponentResource):
+    """Device plugin, KubeRay operator, Ray namespace/service account, RayCluster."""
+
+    provider: k8s.Provider
+    ray_cluster_name: pulumi.Output[str]
+    ray_head_service: pulumi.Output[str]
+    ray_namespace: pulumi.Output[str]
+    ray_service_account: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: RayOnKubernetesArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__(TYPE_TOKEN, name, {}, opts)
+        cfg = args.config
+        refs = manifests.ClusterRefs(
+            data_bucket=args.data_bucket,
+            artifacts_bucket=args.artifacts_bucket,
+            irsa_role_arn=args.irsa_role_arn,
+        )
+        # Build every manifest first: a config no manifest can express fails here,
+        # before any resource is registered.
+        kuberay_ns_obj = manifests.kuberay_namespace_manifest(cfg)
+        ray_ns_obj = manifests.namespace_manifest(cfg)
+        sa_obj = manifests.service_account_manifest(cfg, refs)
+        raycluster_obj = manifests.raycluster_manifest(cfg, refs)
+        releases = {r.name: r for r in manifests.helm_releases(cfg)}
+
+        self.provider = k8s.Provider(
+            f"{name}-k8s",
+            kubeconfig=args.kubeconfig,
+            # Server-side apply lets the API server merge fields that controllers
+            # (KubeRay, the autoscaler) own.
+            enable_server_side_apply=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.node_groups)),
+        )
+
+        def k8s_opts(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(
+                parent=self, provider=self.provider, depends_on=list(depends_on)
+            )
+
+        kuberay_ns = k8s.core.v1.Namespace(
+            f"{name}-kuberay-ns",
+            metadata=kuberay_ns_obj["metadata"],
+            opts=k8s_opts(),
+        )
+        ray_ns = k8s.core.v1.Namespace(
+            f"{name}-ray-ns", metadata=ray_ns_obj["metadata"], opts=k8s_opts()
+        )
+        service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-ray-sa", metadata=sa_obj["metadata"], opts=k8s_opts(ray_ns)
+        )
+        device_plugin = self._release(
+            f"{name}-device-plugin",
+            releases[manifests.DEVICE_PLUGIN_RELEASE],
+            k8s_opts(),
+        )
+        # The operator's namespaced RBAC lands in the Ray namespace: create it first.
+        operator = self._release(
+            f"{name}-kuberay-operator",
+            releases[manifests.KUBERAY_RELEASE],
+            k8s_opts(kuberay_ns, ray_ns),
+        )
+        raycluster = k8s.apiextensions.CustomResource(
+            f"{name}-raycluster",
+            api_version=raycluster_obj["apiVersion"],
+            kind=raycluster_obj["kind"],
+            metadata=raycluster_obj["metadata"],
+            spec=raycluster_obj["spec"],
+            # The CRDs and the operator come with the chart; GPU workers need the
+            # device plugin to advertise nvidia.com/gpu.
+            opts=k8s_opts(operator, device_plugin, service_account),
+        )
+
+        cluster_name = manifests.ray_cluster_name(cfg)
+        head_service = manifests.head_service_name(cfg)
+        self.raycluster = raycluster
+        self.ray_cluster_name = raycluster.id.apply(lambda _: cluster_name)
+        self.ray_head_service = raycluster.id.apply(lambda _: head_service)
+        self.ray_namespace = ray_ns.id.apply(lambda _: cfg.ray_namespace)
+        self.ray_service_account = service_account.id.apply(
+            lambda _: cfg.ray_service_account
+        )
+        self.register_outputs(
+            {
+                "ray_cluster_name": self.ray_cluster_name,
+                "ray_head_service": self.ray_head_service,
+                "ray_namespace": self.ray_namespace,
+                "ray_service_account": self.ray_service_account,
+            }
+        )
+
+    def _release(
+        self,
+        resource_name: str,
+        release: manifests.HelmRelease,
+        opts: pulumi.ResourceOptions,
+    ) -> k8s.helm.v3.Release:
+        values: dict[str, Any] = release.values
+        return k8s.helm.v3.Release(
+            resource_name,
+            k8s.helm.v3.ReleaseArgs(
+                name=release.name,
+                chart=release.chart,
+                version=release.version,
+                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=release.repo),
+                namespace=release.namespace,
+                values=values,
+                skip_crds=release.skip_crds,
+                cleanup_on_fail=True,
+                timeout=HELM_TIMEOUT_SECONDS,
+                max_history=10,
+            ),
+            opts=opts,
+        )
