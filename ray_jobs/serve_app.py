@@ -1,0 +1,216 @@
+"""Ray Serve app: serve a checkpoint written by train.py over HTTP.
+
+    POST /predict  {"instances": [[...], ...]}
+                -> {"predictions": [...], "probabilities": [[...], ...]}
+    GET  /healthz  200 while the model is loaded
+
+Requests are batched dynamically (`@serve.batch`). Bad input gets 400 with a message
+that names the problem, an oversized body 413, a request that outlasts
+`request_timeout_s` 408; nothing a client sends makes a replica crash.
+
+Deploy with the application builder and typed arguments:
+
+    serve run serve_app:build_app checkpoint=/path/or/s3/uri/checkpoint_epoch0009_attempt01
+
+or import `app` (the checkpoint from $RAYGPU_CHECKPOINT).
+"""
+
+import asyncio
+import json
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from ray import serve
+
+DEFAULT_MAX_INSTANCES = 256
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+class ServeArgs(BaseModel):
+    """Arguments of the serving application (validated, field names in errors)."""
+
+    checkpoint: str = Field(..., min_length=1, description="local folder or s3:// URI")
+    max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=100_000)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=5.0)
+    request_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
+    num_replicas: int = Field(1, ge=1, le=1000)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(256, ge=-1)
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+
+
+def parse_instances(
+    body: bytes, num_features: int, max_instances: int, max_body_bytes: int
+) -> np.ndarray:
+    """Validate a JSON body; return float32 instances of shape (n, num_features)."""
+    if len(body) > max_body_bytes:
+        raise BadRequest(413, f"request body is larger than {max_body_bytes} bytes")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest(400, "body is not valid JSON") from None
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise BadRequest(400, "'instances' is missing: send {\"instances\": [[...]]}")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest(400, "'instances' must be a list of instances")
+    if not instances:
+        raise BadRequest(400, "'instances' is empty")
+    if len(instances) > max_instances:
+        raise BadRequest(
+            400,
+            f"'instances' has {len(instances)} items, more than the maximum "
+            f"of {max_instances}",
+        )
+    try:
+        arr = np.asarray(instances)
+    except (ValueError, TypeError):
+        raise BadRequest(
+            400, f"each instance must be a list of {num_features} numbers"
+        ) from None
+    if arr.dtype.kind not in "iuf":
+        raise BadRequest(
+            400, f"instances must hold only numbers (each a list of {num_features})"
+        )
+    if arr.ndim < 2 or math.prod(arr.shape[1:]) != num_features:
+        got = math.prod(arr.shape[1:]) if arr.ndim >= 2 else 1
+        raise BadRequest(
+            400, f"each instance must have {num_features} features (got {got})"
+        )
+    out = arr.reshape(len(arr), num_features).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise BadRequest(400, "instances must hold only finite numbers (no NaN/inf)")
+    return out
+
+
+api = FastAPI(title="raygpu model server", docs_url=None, redoc_url=None)
+
+
+@serve.deployment(name="ModelServer")
+@serve.ingress(api)
+class ModelServer:
+    def __init__(self, args: dict[str, Any]):
+        import torch
+        from mlcore.checkpointing import load_model, local_copy
+
+        self.args = ServeArgs(**args)
+        if self.args.checkpoint == "unset":
+            raise ValueError(
+                "no checkpoint: set RAYGPU_CHECKPOINT, or deploy "
+                "serve_app:build_app with checkpoint=<folder or s3:// URI>"
+            )
+        torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
+        with local_copy(self.args.checkpoint, "checkpoint") as directory:
+            model, meta = load_model(directory)
+        self.device = (
+            "cuda" if self.args.num_gpus and torch.cuda.is_available() else "cpu"
+        )
+        self.model = model.to(self.device)
+        self.meta = meta
+        shape = meta["model"]["image_shape"]
+        self.image_shape = tuple(int(v) for v in shape)
+        self.num_features = math.prod(self.image_shape)
+        self.loaded_at = time.time()
+        self.reconfigure({})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Tunables that can change without restarting replicas."""
+        for key in ("max_batch_size", "batch_wait_timeout_s", "max_instances"):
+            if key in user_config:
+                self.args = self.args.model_copy(update={key: user_config[key]})
+        self.predict_batch.set_max_batch_size(self.args.max_batch_size)
+        self.predict_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(x).view(len(x), *self.image_shape).to(self.device)
+            return torch.softmax(self.model(t).float(), dim=1).cpu().numpy()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def predict_batch(self, requests: list[np.ndarray]) -> list[np.ndarray]:
+        sizes = [len(r) for r in requests]
+        probs = self.forward(np.concatenate(requests))
+        return np.split(probs, np.cumsum(sizes)[:-1])
+
+    @api.post("/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+            if declared > self.args.max_body_bytes:
+                raise BadRequest(
+                    413, f"request body is larger than {self.args.max_body_bytes} bytes"
+                )
+            body = await request.body()
+            x = parse_instances(
+                body,
+                self.num_features,
+                self.args.max_instances,
+                self.args.max_body_bytes,
+            )
+            probs = await asyncio.wait_for(
+                self.predict_batch(x), timeout=self.args.request_timeout_s
+            )
+        except BadRequest as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except ValueError:  # a malformed Content-Length header
+            return JSONResponse({"error": "invalid Content-Length"}, status_code=400)
+        except TimeoutError:
+            return JSONResponse(
+                {"error": f"no answer within {self.args.request_timeout_s}s"},
+                status_code=408,
+            )
+        return JSONResponse(
+            {
+                "predictions": probs.argmax(axis=1).tolist(),
+                "probabilities": np.round(probs, 6).tolist(),
+            }
+        )
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": self.meta["model"],
+                "epoch": self.meta["epoch"],
+                "device": self.device,
+            }
+        )
+
+    def check_health(self) -> None:
+        if self.model is None:  # pragma: no cover - guarded by __init__
+            raise RuntimeError("model not loaded")
+
+
+def build_app(args: ServeArgs):
+    """Application builder: `serve run serve_app:build_app checkpoint=...`."""
+    if isinstance(args, dict):
+        args = ServeArgs(**args)
+    return ModelServer.options(
+        num_replicas=args.num_replicas,
+        max_ongoing_requests=args.max_ongoing_requests,
+        max_queued_requests=args.max_queued_requests,
+        ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+    ).bind(args.model_dump())
+
+
+# A ready application for `serve run serve_app:app` (checkpoint from the environment).
+app = ModelServer.bind({"checkpoint": os.environ.get("RAYGPU_CHECKPOINT", "unset")})

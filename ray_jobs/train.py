@@ -1,0 +1,402 @@
+"""Data-parallel training with Ray Train's TorchTrainer (DDP over N workers).
+
+The entry point for `ray job submit --working-dir ray_jobs -- python train.py ...`.
+CPU workers use gloo, GPU workers NCCL (with bf16 autocast where the GPU has it).
+Every epoch rank 0 writes a checkpoint to the storage path and every worker reports
+its train loss and validation accuracy. A rerun with the same storage path and run
+name resumes from the latest good checkpoint. At the end the driver evaluates the
+final checkpoint on the test split and writes `result.json` beside the checkpoints.
+
+    python train.py --num-workers 2 --dataset digits --storage-path /tmp/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from mlcore import checkpointing
+from mlcore.data import DATASETS, Split, load_dataset
+from mlcore.errors import (
+    CheckpointError,
+    DatasetUnavailable,
+    JobInputError,
+    StorageError,
+)
+from mlcore.models import MODELS, ModelSpec, build_model
+from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+CHECKPOINT_PREFIX = "checkpoint_epoch"
+_CKPT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)_attempt(\d+)$")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_tensors(split: Split) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y))
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024):
+    """(correct, total) of `model` on (x, y), without gradients."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits = model(x[i : i + batch])
+            correct += int((logits.argmax(dim=1) == y[i : i + batch]).sum())
+    return correct, len(x)
+
+
+# ------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_name(epoch: int, attempt: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{epoch:04d}_attempt{attempt:02d}"
+
+
+def _older_checkpoints(checkpoint):
+    """Sibling checkpoints of `checkpoint` in storage, newest first."""
+    import pyarrow.fs as pafs
+    from ray.train import Checkpoint
+
+    fs = checkpoint.filesystem
+    parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    found = []
+    for info in infos:
+        match = _CKPT_NAME.match(info.base_name)
+        if info.type == pafs.FileType.Directory and match:
+            if info.path.rstrip("/") != checkpoint.path.rstrip("/"):
+                key = (int(match.group(1)), int(match.group(2)))
+                found.append((key, Checkpoint(path=info.path, filesystem=fs)))
+    return [c for _, c in sorted(found, key=lambda kc: kc[0], reverse=True)]
+
+
+def restore(checkpoint) -> tuple[dict, dict, dict | None]:
+    """State from the latest good checkpoint: the given one, else an older one."""
+    problems = []
+    for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
+        with candidate.as_directory() as directory:
+            try:
+                return checkpointing.load_state(directory)
+            except CheckpointError as exc:
+                problems.append(str(exc).replace(directory, candidate.path))
+                print(f"[raygpu] skipping checkpoint {candidate.path}: {exc}")
+    raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(problems))
+
+
+# ------------------------------------------------------------------ train_func
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """One data-parallel worker. Knows nothing of storage or the cluster."""
+    import ray.train
+    import ray.train.torch
+
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+    ctx = ray.train.get_context()
+    world, rank = ctx.get_world_size(), ctx.get_world_rank()
+    device = ray.train.torch.get_device()
+    use_bf16 = config["precision"] == "bf16" or (
+        config["precision"] == "auto"
+        and device.type == "cuda"
+        and torch.cuda.is_bf16_supported()
+    )
+
+    ds = load_dataset(config["dataset"], config.get("data_dir"), config["download"])
+    spec = ModelSpec(config["model"], ds.image_shape, ds.num_classes)
+    model = build_model(spec)
+
+    start_epoch, starts, optim_state = 0, [], None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        meta, model_state, optim_state = restore(checkpoint)
+        model.load_state_dict(model_state)
+        start_epoch = int(meta["epoch"]) + 1
+        starts = list(meta.get("starts", []))
+    starts.append(start_epoch)
+    attempt = len(starts)
+    if rank == 0:
+        how = f"resuming after epoch {start_epoch - 1}" if start_epoch else "starting"
+        print(f"[raygpu] {how}: {world} worker(s), device {device}, bf16={use_bf16}")
+
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state)
+    loss_fn = nn.CrossEntropyLoss()
+
+    per_worker_batch = config["batch_size"] // world
+    train_loader = ray.train.torch.prepare_data_loader(
+        DataLoader(
+            split_tensors(ds.train),
+            batch_size=per_worker_batch,
+            shuffle=True,
+            drop_last=False,
+        )
+    )
+    # Each worker validates its own shard; counts are summed across workers.
+    val_x = torch.from_numpy(ds.val.x[rank::world]).to(device)
+    val_y = torch.from_numpy(ds.val.y[rank::world]).to(device)
+    unwrapped = model.module if hasattr(model, "module") else model
+
+    for epoch in range(start_epoch, config["epochs"]):
+        if world > 1:
+            train_loader.sampler.set_epoch(epoch)
+        model.train()
+        loss_sum, batches, samples = 0.0, 0, 0
+        t0 = time.perf_counter()
+        for xb, yb in train_loader:
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach())
+            batches += 1
+            samples += len(xb)
+        elapsed = time.perf_counter() - t0
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            correct, total = evaluate(model, val_x, val_y)
+        stats = torch.tensor(
+            [loss_sum, batches, correct, total, samples], dtype=torch.float64
+        )
+        if world > 1:
+            import torch.distributed as dist
+
+            stats = stats.to(device)
+            dist.all_reduce(stats)
+            stats = stats.cpu()
+        metrics = {
+            "epoch": epoch,
+            "train_loss": float(stats[0] / max(stats[1], 1)),
+            "val_accuracy": float(stats[2] / max(stats[3], 1)),
+            "samples_per_second": float(stats[4] / max(elapsed, 1e-9)),
+            "start_epoch": start_epoch,
+            "attempt": attempt,
+        }
+        with tempfile.TemporaryDirectory(prefix="rg-ckpt-") as tmp:
+            ckpt = None
+            if rank == 0:
+                checkpointing.save(
+                    tmp,
+                    unwrapped,
+                    optimizer,
+                    epoch,
+                    spec,
+                    metrics,
+                    extra={"starts": starts, "config": config},
+                )
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(
+                metrics,
+                checkpoint=ckpt,
+                checkpoint_dir_name=checkpoint_name(epoch, attempt),
+            )
+
+
+# ------------------------------------------------------------------- the trainer
+
+
+def build_trainer(args: argparse.Namespace, storage: StoragePath):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    config = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "download": args.download,
+        "model": args.model,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "precision": args.precision,
+        "threads_per_worker": args.cpus_per_worker,
+    }
+    resources = {"CPU": args.cpus_per_worker}
+    return TorchTrainer(
+        train_func,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=args.num_workers,
+            use_gpu=args.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=args.run_name,
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem if storage.is_remote else None,
+            failure_config=FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=args.keep_checkpoints),
+        ),
+    )
+
+
+def evaluate_checkpoint(checkpoint, dataset: str, data_dir, download: bool) -> dict:
+    """Accuracy and loss of a checkpoint on the test split, in this process."""
+    with checkpoint.as_directory() as directory:
+        model, meta = checkpointing.load_model(directory)
+    ds = load_dataset(dataset, data_dir, download)
+    x, y = torch.from_numpy(ds.test.x), torch.from_numpy(ds.test.y)
+    correct, total = evaluate(model, x, y)
+    with torch.no_grad():
+        loss = float(nn.functional.cross_entropy(model(x), y))
+    return {
+        "test_accuracy": correct / total,
+        "test_loss": loss,
+        "test_samples": total,
+        "epoch": meta["epoch"],
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--num-workers", type=int, default=2, help="DDP workers (2)")
+    p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL")
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (1)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs in total (10)")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch (64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--dataset", default="digits", help=f"one of {DATASETS}")
+    p.add_argument("--data-dir", default=None, help="where mnist's files are")
+    p.add_argument("--download", action="store_true", help="allow mnist download")
+    p.add_argument("--model", default="mlp", help=f"one of {MODELS}")
+    p.add_argument("--precision", default="auto", help=f"one of {PRECISIONS}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--storage-path",
+        default=os.environ.get("RAYGPU_STORAGE_PATH", "~/raygpu-runs"),
+        help="local folder or s3://bucket/prefix ($RAYGPU_STORAGE_PATH)",
+    )
+    p.add_argument(
+        "--run-name",
+        default=None,
+        help="run folder under the storage path; the same name resumes",
+    )
+    p.add_argument("--max-failures", type=int, default=3, help="worker restarts (3)")
+    p.add_argument("--keep-checkpoints", type=int, default=2, help="kept (2)")
+    args = p.parse_args(argv)
+    try:
+        validate(args)
+    except JobInputError as exc:
+        p.error(str(exc))
+    return args
+
+
+def validate(args: argparse.Namespace) -> None:
+    def positive(flag: str, value) -> None:
+        if value is None or value <= 0:
+            raise JobInputError(flag, f"must be a positive number (got {value})")
+
+    positive("--num-workers", args.num_workers)
+    positive("--cpus-per-worker", args.cpus_per_worker)
+    positive("--epochs", args.epochs)
+    positive("--batch-size", args.batch_size)
+    if not (args.lr > 0 and np.isfinite(args.lr)):
+        raise JobInputError("--lr", f"must be a positive finite number (got {args.lr})")
+    if args.batch_size < args.num_workers:
+        raise JobInputError(
+            "--batch-size",
+            f"the global batch ({args.batch_size}) must be at least the number of "
+            f"workers ({args.num_workers})",
+        )
+    if args.dataset not in DATASETS:
+        raise JobInputError(
+            "--dataset",
+            f"unknown {args.dataset!r}; choose one of {', '.join(DATASETS)}",
+        )
+    if args.model not in MODELS:
+        raise JobInputError(
+            "--model", f"unknown {args.model!r}; choose one of {', '.join(MODELS)}"
+        )
+    if args.precision not in PRECISIONS:
+        raise JobInputError(
+            "--precision",
+            f"unknown {args.precision!r}; choose one of {', '.join(PRECISIONS)}",
+        )
+    if args.max_failures < -1:
+        raise JobInputError("--max-failures", "must be -1 (unlimited) or >= 0")
+    positive("--keep-checkpoints", args.keep_checkpoints)
+    if args.run_name is None:
+        args.run_name = f"{args.dataset}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", args.run_name):
+        raise JobInputError(
+            "--run-name",
+            "use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit",
+        )
+    parse_storage(args.storage_path)  # raises JobInputError on a malformed URI
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train, evaluate on the test split, write result.json; return the result."""
+    from ray.train import Checkpoint
+
+    storage = parse_storage(args.storage_path)
+    check_storage(storage)
+    started = time.time()
+    result = build_trainer(args, storage).fit()
+    if result.error is not None:  # pragma: no cover - fit() raises in V2
+        raise RuntimeError(f"training failed: {result.error}")
+    if result.checkpoint is None:
+        raise CheckpointError("training finished without a checkpoint")
+    checkpoint = Checkpoint(
+        path=result.checkpoint.path, filesystem=result.checkpoint.filesystem
+    )
+    metrics = evaluate_checkpoint(
+        checkpoint, args.dataset, args.data_dir, args.download
+    )
+    summary = {
+        "run_name": args.run_name,
+        "storage_path": storage.uri,
+        "checkpoint": checkpointing.checkpoint_uri(storage, result.checkpoint.path),
+        "metrics": {**(result.metrics or {}), **metrics},
+        "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "wall_seconds": round(time.time() - started, 2),
+    }
+    write_text(
+        storage.join(args.run_name, "result.json"), json.dumps(summary, indent=2)
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except (StorageError, CheckpointError, DatasetUnavailable, JobInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # Ray's TrainingFailedError and the like
+        reason = " ".join(str(exc).split())[:2000]
+        print(
+            f"error: training failed: {type(exc).__name__}: {reason}", file=sys.stderr
+        )
+        return 1
+    m = summary["metrics"]
+    print(f"checkpoint={summary['checkpoint']}")
+    print(f"result={summary['storage_path']}/{args.run_name}/result.json")
+    print(f"test_accuracy={m['test_accuracy']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

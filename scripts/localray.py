@@ -1,0 +1,242 @@
+"""Start and stop an isolated local Ray head: the embedded default cluster.
+
+`ray start --head` on 127.0.0.1 with its own temp dir and free ports, so that it can
+run beside other local clusters, and a stop that ends only the processes of that
+cluster (`ray stop` would end every Ray process on the machine). Ray's token
+authentication stays on: Ray writes the token to ~/.ray/auth_token and every Ray
+client on this machine (`ray job submit`, the dashboard SDK) reads it from there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class LocalRayError(RuntimeError):
+    """The local Ray head could not be started."""
+
+
+@dataclass(frozen=True)
+class LocalRay:
+    address: str  # GCS address, host:port
+    dashboard_url: str  # job API (what `ray job submit --address` takes)
+    temp_dir: str
+    client_port: int
+
+    def env(self) -> dict[str, str]:
+        """Environment for Ray clients of this cluster (`ray.init`, `ray job`)."""
+        return {"RAY_ADDRESS": self.address, **client_auth_env()}
+
+
+def client_auth_env() -> dict[str, str]:
+    """Token auth for clients: Ray only enables it by itself for `address="auto"`.
+
+    A client given an explicit address must be told, or it sends no token.
+    """
+    return {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+
+
+def ensure_token() -> None:
+    """Create ~/.ray/auth_token (mode 0600) when no token is configured yet."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    if not path.exists():
+        subprocess.run(
+            [ray_executable(), "get-auth-token", "--generate"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    path.chmod(0o600)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def ray_executable() -> str:
+    """The `ray` CLI installed beside the running interpreter."""
+    candidate = Path(sys.executable).with_name("ray")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("ray")
+    if not found:
+        raise LocalRayError("the `ray` command was not found; run `make venv` first")
+    return found
+
+
+def start_head(
+    num_cpus: int | None = None,
+    temp_dir: str | None = None,
+    timeout_s: float = 90.0,
+    extra_env: dict[str, str] | None = None,
+) -> LocalRay:
+    """Start a Ray head bound to 127.0.0.1 and wait until its job API answers."""
+    temp_dir = temp_dir or tempfile.mkdtemp(prefix="rg-", dir="/tmp")
+    port, dash, client, agent = (free_port() for _ in range(4))
+    cmd = [
+        ray_executable(),
+        "start",
+        "--head",
+        f"--node-ip-address={LOOPBACK}",
+        f"--port={port}",
+        "--include-dashboard=true",
+        f"--dashboard-host={LOOPBACK}",
+        f"--dashboard-port={dash}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+    ]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    env = {**os.environ, **client_auth_env(), **(extra_env or {})}
+    env.pop("RAY_ADDRESS", None)
+    if env["RAY_AUTH_MODE"] == "token":
+        ensure_token()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    if proc.returncode != 0:
+        stop_head(temp_dir)
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        raise LocalRayError("`ray start --head` failed:\n" + "\n".join(tail))
+    ray = LocalRay(
+        address=f"{LOOPBACK}:{port}",
+        dashboard_url=f"http://{LOOPBACK}:{dash}",
+        temp_dir=temp_dir,
+        client_port=client,
+    )
+    try:
+        wait_for_job_api(ray.dashboard_url, timeout_s)
+    except LocalRayError:
+        stop_head(temp_dir)
+        raise
+    return ray
+
+
+def auth_headers() -> dict[str, str]:
+    """The bearer token Ray's clients send, from the environment or ~/.ray."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if not token:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser(
+            "~/.ray/auth_token"
+        )
+        try:
+            token = Path(path).read_text().strip()
+        except OSError:
+            token = ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def wait_for_job_api(dashboard_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(
+            f"{dashboard_url}/api/version", headers=auth_headers()
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                json.loads(resp.read())
+                return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise LocalRayError(
+        f"the Ray job API at {dashboard_url} did not answer in {timeout_s:.0f}s "
+        f"({last})"
+    )
+
+
+def _process_table() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, command line) for every process we can read."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        table[int(entry.name)] = (ppid, cmdline)
+    return table
+
+
+def _cluster_pids(temp_dir: str) -> list[int]:
+    """Processes of the cluster whose temp dir is `temp_dir`, descendants included.
+
+    The daemons (gcs_server, raylet, dashboard, ...) name the session directory in
+    their command line; workers rename themselves (`ray::IDLE`) but are children
+    of the raylet.
+    """
+    marker = temp_dir.rstrip("/").encode()
+    table = _process_table()
+    found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in table.items() if ppid in found}
+        grew = not children <= found
+        found |= children
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def stop_head(temp_dir: str, grace_s: float = 10.0) -> None:
+    """End every process of the cluster started with `temp_dir`, and only those."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        pids = _cluster_pids(temp_dir)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _cluster_pids(temp_dir):
+            time.sleep(0.2)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    start = sub.add_parser("start", help="start a head and print its addresses as JSON")
+    start.add_argument("--num-cpus", type=int, default=None)
+    stop = sub.add_parser("stop", help="stop the head started with TEMP_DIR")
+    stop.add_argument("temp_dir")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "start":
+            ray = start_head(num_cpus=args.num_cpus)
+            print(json.dumps(ray.__dict__))
+        else:
+            stop_head(args.temp_dir)
+    except LocalRayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Shared fixtures: a real local Ray head and a real S3 API on loopback.
+
+Both servers are started as subprocesses bound to 127.0.0.1 on free ports and are
+always stopped, also when a test fails. Nothing here talks to any other address:
+AWS SDKs are told never to look for instance metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_JOBS = REPO / "ray_jobs"
+# ray_jobs/ is shipped to the cluster as a working directory: its modules are
+# top-level there, so tests import them the same way.
+for path in (str(REPO), str(RAY_JOBS)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+# Never reach for the EC2 instance metadata service (a non-loopback address).
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Clusters and clients in tests use Ray's token authentication, as users do.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+# Keep Ray Train's progress table out of test logs.
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+
+from scripts.localray import LocalRay, free_port, start_head, stop_head  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A Ray head started with `ray start --head` on 127.0.0.1, 2 CPUs."""
+    head = start_head(num_cpus=2)
+    try:
+        yield head
+    finally:
+        stop_head(head.temp_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_head: LocalRay):
+    """This test process connected to `ray_head` as a driver."""
+    import ray
+
+    ray.init(address=ray_head.address, log_to_driver=False)
+    try:
+        yield ray_head
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    env: dict[str, str]  # what a client needs: endpoint, fake credentials, region
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto_server (a real S3/EC2/ELB/... API) on 127.0.0.1; env vars set meanwhile."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        exe = Path(shutil.which("moto_server") or "moto_server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.2)
+        os.environ.update(env)
+        yield S3Server(endpoint_url=url, env=env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def s3_bucket(moto_server: S3Server, request):
+    """A fresh, empty bucket on the loopback S3 server."""
+    import boto3
+
+    name = "rg-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    name = "".join(c for c in name if c.isalnum() or c == "-")
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url)
+    s3.create_bucket(Bucket=name)
+    return name
