@@ -70,7 +70,10 @@ MIN_WORKER_MEMORY_GIB = 4
 DEFAULT_JOB_TTL_SECONDS = 300
 DEFAULT_JOB_DEADLINE_SECONDS = 6 * 3600
 SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
+# ray_jobs/serve_app.py: a ready `app` (checkpoint from $RAYGPU_CHECKPOINT) and the
+# application builder `build_app` that takes `checkpoint` as an argument.
 SERVE_IMPORT_PATH = "serve_app:app"
+SERVE_BUILDER_IMPORT_PATH = "serve_app:build_app"
 SERVE_APP_NAME = "raygpu"
 
 # A Service that someone switches to LoadBalancer would still get only an internal
@@ -495,21 +498,28 @@ def serve_config(
     *,
     working_dir: str,
     checkpoint: str | None = None,
-    import_path: str = SERVE_IMPORT_PATH,
+    import_path: str | None = None,
     app_name: str = SERVE_APP_NAME,
     route_prefix: str = "/",
     extra_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Serve config (the `serveConfigV2` schema) for one application.
 
-    `args` reach the application builder that `import_path` names; Serve refuses
-    args for an already-built application, so pass a builder when you pass
-    `checkpoint`."""
+    With `checkpoint` (or other args) the app comes from the builder
+    `serve_app:build_app`, which receives them as `args`; without, from the ready
+    `serve_app:app`. Serve refuses args for an already-built application."""
     if not working_dir:
         raise ManifestError("working_dir: must be a URI of the packaged ray_jobs/")
     args = dict(extra_args or {})
     if checkpoint:
         args["checkpoint"] = checkpoint
+    if import_path is None:
+        import_path = SERVE_BUILDER_IMPORT_PATH if args else SERVE_IMPORT_PATH
+    elif args and import_path == SERVE_IMPORT_PATH:
+        raise ManifestError(
+            f"import_path: {SERVE_IMPORT_PATH} is an already-built application and "
+            f"takes no args; use the builder {SERVE_BUILDER_IMPORT_PATH}"
+        )
     app: dict[str, Any] = {
         "name": app_name,
         "route_prefix": route_prefix,
@@ -528,7 +538,7 @@ def rayservice_manifest(
     name: str,
     working_dir: str,
     checkpoint: str | None = None,
-    import_path: str = SERVE_IMPORT_PATH,
+    import_path: str | None = None,
     app_name: str = SERVE_APP_NAME,
     extra_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -260,7 +260,6 @@ def test_rayservice_template(cfg):
         name="serve",
         working_dir="s3://bucket/pkg-abc.zip",
         checkpoint="s3://bucket/run/checkpoint_000002",
-        import_path="serve_app:build_app",
     )
     assert svc["kind"] == "RayService"
     serve = yaml.safe_load(svc["spec"]["serveConfigV2"])
@@ -278,6 +277,18 @@ def test_rayservice_without_checkpoint_uses_the_ready_app():
     (app,) = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
     assert app["import_path"] == "serve_app:app"
     assert "args" not in app
+
+
+def test_rayservice_refuses_args_for_the_ready_app():
+    with pytest.raises(ManifestError, match="import_path"):
+        manifests.rayservice_manifest(
+            stack_config("dev"),
+            REFS,
+            name="serve",
+            working_dir="s3://b/p.zip",
+            checkpoint="s3://b/ckpt",
+            import_path="serve_app:app",
+        )
 
 
 # ----------------------------------------------------------------- Helm values

@@ -36,7 +36,6 @@ def rendered(stack: str) -> list[dict]:
             name="serve",
             working_dir="s3://bucket/jobs/pkg.zip",
             checkpoint="s3://bucket/runs/r1/checkpoint_000001",
-            import_path="serve_app:build_app",
         ),
     ]
 
