@@ -10,7 +10,7 @@ that names the problem, an oversized body 413, a request that outlasts
 
 Deploy with the application builder and typed arguments:
 
-    serve run serve_app:build_app checkpoint=/path/or/s3/uri/checkpoint_epoch0009_attempt01
+    serve run serve_app:build_app checkpoint=<run folder>/checkpoint_epoch0009_attempt01
 
 or import `app` (the checkpoint from $RAYGPU_CHECKPOINT).
 """
@@ -107,6 +107,7 @@ api = FastAPI(title="raygpu model server", docs_url=None, redoc_url=None)
 class ModelServer:
     def __init__(self, args: dict[str, Any]):
         import torch
+
         from mlcore.checkpointing import load_model, local_copy
 
         self.args = ServeArgs(**args)

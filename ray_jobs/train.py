@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
 from mlcore import checkpointing
 from mlcore.data import DATASETS, Split, load_dataset
 from mlcore.errors import (
@@ -33,8 +36,6 @@ from mlcore.errors import (
 )
 from mlcore.models import MODELS, ModelSpec, build_model
 from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 CHECKPOINT_PREFIX = "checkpoint_epoch"
 _CKPT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)_attempt(\d+)$")

@@ -109,6 +109,8 @@ def start_head(
         cmd.append(f"--num-cpus={num_cpus}")
     env = {**os.environ, **client_auth_env(), **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
+    # Job entrypoints say `python ...`: make that this environment's interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     if env["RAY_AUTH_MODE"] == "token":
         ensure_token()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
