@@ -40,6 +40,18 @@ from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
 CHECKPOINT_PREFIX = "checkpoint_epoch"
 _CKPT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)_attempt(\d+)$")
 PRECISIONS = ("auto", "fp32", "bf16")
+# When set, each process appends timestamped events (JSON lines) to this file:
+# scripts/bench.py uses them to split a run's wall time into phases.
+MARKS_ENV = "RAYGPU_BENCH_MARKS"
+
+
+def mark(event: str, **fields: Any) -> None:
+    """Append one timing event to $RAYGPU_BENCH_MARKS; does nothing when unset."""
+    path = os.environ.get(MARKS_ENV)
+    if path:
+        line = {"event": event, "t": time.time(), "pid": os.getpid(), **fields}
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 # --------------------------------------------------------------------------- data
@@ -106,6 +118,7 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    mark("worker_start")
     torch.manual_seed(config["seed"])
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     ctx = ray.train.get_context()
@@ -154,6 +167,7 @@ def train_func(config: dict[str, Any]) -> None:
     val_y = torch.from_numpy(ds.val.y[rank::world]).to(device)
     unwrapped = model.module if hasattr(model, "module") else model
 
+    mark("worker_ready", rank=rank)
     for epoch in range(start_epoch, config["epochs"]):
         if world > 1:
             train_loader.sampler.set_epoch(epoch)
@@ -166,10 +180,13 @@ def train_func(config: dict[str, Any]) -> None:
                 loss = loss_fn(model(xb), yb)
             loss.backward()
             optimizer.step()
+            if batches == 0 and epoch == start_epoch:
+                mark("first_step", rank=rank)
             loss_sum += float(loss.detach())
             batches += 1
             samples += len(xb)
         elapsed = time.perf_counter() - t0
+        mark("epoch_end", rank=rank, epoch=epoch, samples=samples, seconds=elapsed)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             correct, total = evaluate(model, val_x, val_y)
@@ -208,6 +225,7 @@ def train_func(config: dict[str, Any]) -> None:
                 checkpoint=ckpt,
                 checkpoint_dir_name=checkpoint_name(epoch, attempt),
             )
+            mark("reported", rank=rank, epoch=epoch)
 
 
 # ------------------------------------------------------------------- the trainer
@@ -354,7 +372,9 @@ def run(args: argparse.Namespace) -> dict:
     storage = parse_storage(args.storage_path)
     check_storage(storage)
     started = time.time()
+    mark("fit_start")
     result = build_trainer(args, storage).fit()
+    mark("fit_end")
     if result.error is not None:  # pragma: no cover - fit() raises in V2
         raise RuntimeError(f"training failed: {result.error}")
     if result.checkpoint is None:
@@ -380,6 +400,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    mark("driver_start")
     args = parse_args(argv)
     try:
         summary = run(args)
