@@ -1,0 +1,104 @@
+"""The raygpu Pulumi program: read the stack's config, create the components
+(network, storage, EKS cluster, identity, cost guard, Ray on Kubernetes) and export
+the outputs that scripts/ use. It creates no cloud resource itself; the explicit
+AWS provider it builds carries the stack's region and default tags to every child.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `pulumi up` runs this file with infra/ as the program directory; the package
+# imports below need the repository root on sys.path.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pulumi  # noqa: E402
+import pulumi_aws as aws  # noqa: E402
+
+from infra import config as config_mod  # noqa: E402
+from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
+from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
+from infra.identity import Identity, IdentityArgs  # noqa: E402
+from infra.kuberay import RayOnKubernetes, RayOnKubernetesArgs  # noqa: E402
+from infra.network import Network, NetworkArgs  # noqa: E402
+from infra.storage import Storage, StorageArgs  # noqa: E402
+
+
+def main() -> dict[str, object]:
+    try:
+        cfg = config_mod.from_pulumi()
+    except config_mod.ConfigError as exc:
+        # One line naming every bad key, no traceback.
+        raise pulumi.RunError(f"invalid stack config: {exc}") from None
+
+    provider = aws.Provider(
+        f"{cfg.name_prefix}-aws",
+        region=cfg.region,
+        default_tags=aws.ProviderDefaultTagsArgs(tags=cfg.tags),
+    )
+    opts = pulumi.ResourceOptions(providers=[provider])
+    prefix = cfg.name_prefix
+
+    network = Network(f"{prefix}-net", NetworkArgs.from_config(cfg), opts)
+    storage = Storage(f"{prefix}-storage", StorageArgs.from_config(cfg), opts)
+    cluster = EksCluster(
+        f"{prefix}-cluster",
+        EksClusterArgs.from_config(cfg, network.private_subnet_ids),
+        opts,
+    )
+    identity = Identity(
+        f"{prefix}-identity",
+        IdentityArgs(
+            oidc_issuer_url=cluster.oidc_issuer_url,
+            data_bucket_arn=storage.data_bucket_arn,
+            artifacts_bucket_arn=storage.artifacts_bucket_arn,
+            kms_key_arn=storage.kms_key_arn,
+            namespace=cfg.ray_namespace,
+            service_account=cfg.ray_service_account,
+            tags=cfg.tags,
+        ),
+        opts,
+    )
+    if cfg.budget_monthly_usd is not None:
+        CostGuard(f"{prefix}-cost", CostGuardArgs.from_config(cfg), opts)
+    ray = RayOnKubernetes(
+        f"{prefix}-ray",
+        RayOnKubernetesArgs(
+            config=cfg,
+            kubeconfig=cluster.kubeconfig,
+            node_groups=cluster.node_groups,
+            data_bucket=storage.data_bucket,
+            artifacts_bucket=storage.artifacts_bucket,
+            irsa_role_arn=identity.irsa_role_arn,
+        ),
+    )
+
+    outputs: dict[str, object] = {
+        "cluster_name": cluster.cluster_name,
+        "region": cfg.region,
+        "kubeconfig": cluster.kubeconfig,
+        "vpc_id": network.vpc_id,
+        "data_bucket": storage.data_bucket,
+        "artifacts_bucket": storage.artifacts_bucket,
+        "ray_namespace": ray.ray_namespace,
+        "ray_service_account": ray.ray_service_account,
+        "irsa_role_arn": identity.irsa_role_arn,
+        "ray_cluster_name": ray.ray_cluster_name,
+        "ray_head_service": ray.ray_head_service,
+        "oidc_provider_arn": identity.oidc_provider_arn,
+        "private_subnet_ids": network.private_subnet_ids,
+        "gpu_node_groups": {
+            pool: group.node_group_name
+            for pool, group in cluster.gpu_node_groups.items()
+        },
+    }
+    for name, value in outputs.items():
+        pulumi.export(name, value)
+    return outputs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""CostGuard: a monthly AWS Budgets cost budget, with email alerts when the stack's
+config gives an address (actual spend at 80 % and forecast at 100 %).
+
+Scope "account" watches the whole account (right for an account that holds only
+this toolkit); scope "stack" filters on the `raygpu:stack` cost allocation tag,
+which must be activated once in the Billing console before it counts anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from infra.config import StackConfig
+
+ALERTS = (("ACTUAL", 80.0), ("FORECASTED", 100.0))
+
+
+@dataclass(frozen=True)
+class CostGuardArgs:
+    monthly_usd: float
+    stack: str
+    alert_email: str | None = None
+    scope: str = "account"  # or "stack"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: StackConfig) -> CostGuardArgs:
+        if cfg.budget_monthly_usd is None:
+            raise ValueError("raygpu:budgetMonthlyUsd is required for a CostGuard")
+        return cls(
+            monthly_usd=cfg.budget_monthly_usd,
+            stack=cfg.stack,
+            alert_email=cfg.budget_alert_email,
+            scope=cfg.budget_scope,
+            tags=cfg.tags,
+        )
+
+
+class CostGuard(pulumi.ComponentResource):
+    budget_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: CostGuardArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("raygpu:budget:CostGuard", name, {}, opts)
+        notifications = []
+        if args.alert_email:
+            notifications = [
+                aws.budgets.BudgetNotificationArgs(
+                    comparison_operator="GREATER_THAN",
+                    notification_type=kind,
+                    threshold=threshold,
+                    threshold_type="PERCENTAGE",
+                    subscriber_email_addresses=[args.alert_email],
+                )
+                for kind, threshold in ALERTS
+            ]
+        cost_filters = []
+        if args.scope == "stack":
+            cost_filters = [
+                aws.budgets.BudgetCostFilterArgs(
+                    name="TagKeyValue", values=[f"user:raygpu:stack${args.stack}"]
+                )
+            ]
+        budget = aws.budgets.Budget(
+            f"{name}-budget",
+            name=f"{name}-monthly",
+            budget_type="COST",
+            limit_amount=f"{args.monthly_usd:.2f}",
+            limit_unit="USD",
+            time_unit="MONTHLY",
+            cost_filters=cost_filters or None,
+            notifications=notifications or None,
+            tags={**args.tags, "Name": f"{name}-monthly"},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.budget_name = budget.name
+        self.register_outputs({"budget_name": self.budget_name})

@@ -1,0 +1,157 @@
+"""Identity: the cluster's OIDC provider and the IAM role that Ray's Kubernetes
+service account assumes (IRSA).
+
+The role trusts exactly one service account (`system:serviceaccount:<ns>:<sa>`,
+audience `sts.amazonaws.com`). Its policy names the two bucket ARNs and the KMS
+key; no action and no resource is `*` (object ARNs end in `/*`, which is the
+bucket's own object space).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+STS_AUDIENCE = "sts.amazonaws.com"
+DATA_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
+ARTIFACTS_OBJECT_ACTIONS = (
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
+BUCKET_LIST_ACTIONS = ("s3:ListBucket", "s3:GetBucketLocation")
+KMS_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    oidc_issuer_url: pulumi.Input[str]
+    data_bucket_arn: pulumi.Input[str]
+    artifacts_bucket_arn: pulumi.Input[str]
+    kms_key_arn: pulumi.Input[str]
+    namespace: str = "ray"
+    service_account: str = "ray-workload"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def trust_policy(provider_arn: str, issuer_url: str, namespace: str, sa: str) -> str:
+    issuer = issuer_url.removeprefix("https://")
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": provider_arn},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                    "Condition": {
+                        "StringEquals": {
+                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{sa}",
+                            f"{issuer}:aud": STS_AUDIENCE,
+                        }
+                    },
+                }
+            ],
+        }
+    )
+
+
+def bucket_access_policy(data_arn: str, artifacts_arn: str, key_arn: str) -> str:
+    """Read the data bucket, read and write the artifacts bucket, use the key."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ListBuckets",
+                    "Effect": "Allow",
+                    "Action": list(BUCKET_LIST_ACTIONS),
+                    "Resource": [data_arn, artifacts_arn],
+                },
+                {
+                    "Sid": "ReadData",
+                    "Effect": "Allow",
+                    "Action": list(DATA_READ_ACTIONS),
+                    "Resource": [f"{data_arn}/*"],
+                },
+                {
+                    "Sid": "ReadWriteArtifacts",
+                    "Effect": "Allow",
+                    "Action": list(ARTIFACTS_OBJECT_ACTIONS),
+                    "Resource": [f"{artifacts_arn}/*"],
+                },
+                {
+                    "Sid": "UseBucketKey",
+                    "Effect": "Allow",
+                    "Action": list(KMS_ACTIONS),
+                    "Resource": [key_arn],
+                },
+            ],
+        }
+    )
+
+
+class Identity(pulumi.ComponentResource):
+    oidc_provider_arn: pulumi.Output[str]
+    irsa_role_arn: pulumi.Output[str]
+    irsa_role_name: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        args: IdentityArgs,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("raygpu:identity:Identity", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        def tags(resource_name: str) -> dict[str, str]:
+            return {**args.tags, "Name": resource_name}
+
+        provider = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc",
+            url=args.oidc_issuer_url,
+            client_id_lists=[STS_AUDIENCE],
+            tags=tags(f"{name}-oidc"),
+            opts=child,
+        )
+        role = aws.iam.Role(
+            f"{name}-ray",
+            description=(
+                f"IRSA role of {args.namespace}/{args.service_account}: read data, "
+                "read/write artifacts"
+            ),
+            assume_role_policy=pulumi.Output.all(
+                provider.arn, pulumi.Output.from_input(args.oidc_issuer_url)
+            ).apply(
+                lambda v: trust_policy(v[0], v[1], args.namespace, args.service_account)
+            ),
+            max_session_duration=3600,
+            tags=tags(f"{name}-ray"),
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-ray-buckets",
+            role=role.id,
+            policy=pulumi.Output.all(
+                args.data_bucket_arn, args.artifacts_bucket_arn, args.kms_key_arn
+            ).apply(lambda v: bucket_access_policy(v[0], v[1], v[2])),
+            opts=child,
+        )
+
+        self.oidc_provider_arn = provider.arn
+        self.irsa_role_arn = role.arn
+        self.irsa_role_name = role.name
+        self.register_outputs(
+            {
+                "oidc_provider_arn": self.oidc_provider_arn,
+                "irsa_role_arn": self.irsa_role_arn,
+            }
+        )
