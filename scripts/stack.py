@@ -1,0 +1,494 @@
+"""What the operator scripts share: a stack's outputs, kubectl and the way in.
+
+A stack is reached from a laptop without exposing anything: the kubeconfig from the
+stack's outputs goes to a private temporary file (mode 0600, removed afterwards),
+`kubectl port-forward` binds the Ray head's port to 127.0.0.1 only, and Ray's auth
+token is read from the cluster's Secret into memory and handed to child processes
+through their environment. It is never printed, logged or put on a command line.
+
+Every external program (pulumi, kubectl) runs through `subprocess` here, so that a
+test can replace the runner or the executable without touching the logic above it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RAY_JOBS_DIR = REPO_ROOT / "ray_jobs"
+LOOPBACK = "127.0.0.1"
+DASHBOARD_PORT = 8265  # Ray's job API and dashboard on the head
+SERVE_PORT = 8000  # Ray Serve's HTTP proxy
+# Key of the token in the Secret that KubeRay creates for `authOptions.mode: token`.
+RAY_TOKEN_SECRET_KEY = "auth_token"
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+class ScriptError(Exception):
+    """An error the operator can act on; scripts print it as one line and exit 1."""
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Run a script's main(): ScriptError becomes one line on stderr, exit 1."""
+    try:
+        code = main()
+    except ScriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    """The stack outputs that scripts use (names fixed by the infra contract)."""
+
+    stack: str
+    values: Mapping[str, Any] = field(repr=False)  # holds the kubeconfig: no repr
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.values.get(key)
+        return default if value in (None, "") else value
+
+    def require(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise ScriptError(
+                f"stack output {key!r} is missing from stack {self.stack!r} "
+                f"(has: {', '.join(sorted(self.values)) or 'nothing'}); "
+                "run `pulumi up` for the stack first"
+            )
+        return value
+
+    @property
+    def region(self) -> str:
+        return str(self.require("region"))
+
+    @property
+    def cluster_name(self) -> str:
+        return str(self.require("cluster_name"))
+
+    @property
+    def artifacts_bucket(self) -> str:
+        return str(self.require("artifacts_bucket"))
+
+    @property
+    def ray_namespace(self) -> str:
+        return str(self.get("ray_namespace", "ray"))
+
+    @property
+    def ray_cluster_name(self) -> str:
+        return str(self.require("ray_cluster_name"))
+
+    @property
+    def ray_head_service(self) -> str:
+        return str(self.get("ray_head_service") or f"{self.ray_cluster_name}-head-svc")
+
+
+def pulumi_executable() -> str:
+    found = shutil.which("pulumi")
+    if not found:
+        raise ScriptError(
+            "the Pulumi CLI was not found on PATH; install it, or pass the stack's "
+            "outputs with --outputs FILE (from `pulumi stack output --json "
+            "--show-secrets`)"
+        )
+    return found
+
+
+def load_outputs(
+    stack: str, outputs_file: str | Path | None = None, runner: Runner = subprocess.run
+) -> StackOutputs:
+    """Read a stack's outputs from FILE, or from `pulumi stack output --json`."""
+    if outputs_file is not None:
+        path = Path(outputs_file)
+        try:
+            values = json.loads(path.read_text())
+        except OSError as exc:
+            raise ScriptError(
+                f"--outputs: cannot read {path}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ScriptError(f"--outputs: {path} is not JSON: {exc}") from None
+    else:
+        argv = [
+            pulumi_executable(),
+            "stack",
+            "output",
+            "--json",
+            "--show-secrets",
+            "--stack",
+            stack,
+        ]
+        proc = runner(argv, cwd=REPO_ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            # pulumi's stderr never carries output values; stdout might.
+            reason = _last_line(proc.stderr) or f"exit status {proc.returncode}"
+            raise ScriptError(f"`pulumi stack output` for stack {stack!r}: {reason}")
+        try:
+            values = json.loads(proc.stdout or "{}")
+        except ValueError:
+            raise ScriptError(
+                f"`pulumi stack output --json` for stack {stack!r} did not print JSON"
+            ) from None
+    if not isinstance(values, dict):
+        raise ScriptError(f"stack outputs of {stack!r} must be a JSON object")
+    return StackOutputs(stack=stack, values=values)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# ------------------------------------------------------------------------ kubeconfig
+
+
+@contextmanager
+def private_kubeconfig(kubeconfig: str | Mapping[str, Any]) -> Iterator[Path]:
+    """Write the kubeconfig to a file only this user can read; remove it after."""
+    if isinstance(kubeconfig, Mapping):
+        text = json.dumps(kubeconfig)
+    elif isinstance(kubeconfig, str) and kubeconfig.strip():
+        text = kubeconfig
+    else:
+        raise ScriptError("stack output 'kubeconfig' is empty")
+    fd, name = tempfile.mkstemp(prefix="raygpu-kubeconfig-", suffix=".yaml")
+    path = Path(name)
+    try:
+        os.fchmod(fd, 0o600)  # mkstemp already uses 0600; say it explicitly
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+class Kubectl:
+    """kubectl against one kubeconfig. The seam to Kubernetes for every script."""
+
+    def __init__(
+        self,
+        kubeconfig: str | Path,
+        executable: str | None = None,
+        runner: Runner = subprocess.run,
+        timeout_s: float = 120.0,
+    ) -> None:
+        self.kubeconfig = str(kubeconfig)
+        self.executable = executable or shutil.which("kubectl") or "kubectl"
+        self.runner = runner
+        self.timeout_s = timeout_s
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.executable, "--kubeconfig", self.kubeconfig, *args]
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        try:
+            proc = self.runner(
+                self.argv(*args),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+            )
+        except FileNotFoundError:
+            raise ScriptError("kubectl was not found on PATH; install it") from None
+        except subprocess.TimeoutExpired:
+            raise ScriptError(
+                f"`kubectl {' '.join(args[:3])}` did not answer in "
+                f"{self.timeout_s:.0f}s"
+            ) from None
+        if check and proc.returncode != 0:
+            # stderr only: stdout may hold a Secret's data.
+            reason = _last_line(proc.stderr) or f"exit status {proc.returncode}"
+            raise ScriptError(f"`kubectl {' '.join(args[:3])}` failed: {reason}")
+        return proc
+
+    def get_json(self, *args: str) -> Any:
+        proc = self.run(*args, "-o", "json")
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            raise ScriptError(
+                f"`kubectl {' '.join(args[:3])}` did not print JSON"
+            ) from None
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen:
+        try:
+            return subprocess.Popen(self.argv(*args), **kwargs)
+        except FileNotFoundError:
+            raise ScriptError("kubectl was not found on PATH; install it") from None
+
+
+def read_ray_auth_token(
+    kubectl: Kubectl, namespace: str, ray_cluster: str
+) -> str | None:
+    """Ray's token from the Secret KubeRay made for the RayCluster, or None.
+
+    None when the RayCluster does not use token authentication. The value stays in
+    memory; errors name the Secret, never its content.
+    """
+    cluster = kubectl.get_json("get", "raycluster", ray_cluster, "-n", namespace)
+    auth = (cluster.get("spec") or {}).get("authOptions") or {}
+    if auth.get("mode") != "token":
+        return None
+    secret_name = auth.get("secretName") or ray_cluster
+    secret = kubectl.get_json("get", "secret", secret_name, "-n", namespace)
+    encoded = (secret.get("data") or {}).get(RAY_TOKEN_SECRET_KEY)
+    if not encoded:
+        raise ScriptError(
+            f"Secret {namespace}/{secret_name} has no key {RAY_TOKEN_SECRET_KEY!r}; "
+            "is the KubeRay operator running?"
+        )
+    try:
+        token = base64.b64decode(encoded, validate=True).decode().strip()
+    except ValueError:
+        raise ScriptError(
+            f"Secret {namespace}/{secret_name} key {RAY_TOKEN_SECRET_KEY!r} "
+            "is not valid base64"
+        ) from None
+    if not token:
+        raise ScriptError(f"Secret {namespace}/{secret_name} holds an empty token")
+    return token
+
+
+# ---------------------------------------------------------------------- port-forward
+
+_FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)")
+
+
+@contextmanager
+def port_forward(
+    kubectl: Kubectl,
+    namespace: str,
+    target: str,
+    remote_port: int,
+    local_port: int = 0,
+    timeout_s: float = 30.0,
+) -> Iterator[str]:
+    """`kubectl port-forward` bound to 127.0.0.1; yields http://127.0.0.1:PORT.
+
+    The forward is stopped when the block ends, however it ends (error, Ctrl-C).
+    `local_port` 0 lets kubectl pick a free port.
+    """
+    proc = kubectl.popen(
+        "port-forward",
+        "--address",
+        LOOPBACK,
+        "-n",
+        namespace,
+        target,
+        f"{local_port or ''}:{remote_port}",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+    errors: list[str] = []
+
+    def drain(stream, sink) -> None:
+        # Keep reading for the forward's whole life: kubectl writes a line per
+        # connection and would block on a full pipe.
+        for line in stream:
+            sink(line)
+        if sink is lines.put:
+            lines.put(None)
+
+    threads = [
+        threading.Thread(target=drain, args=(proc.stdout, lines.put), daemon=True),
+        threading.Thread(target=drain, args=(proc.stderr, errors.append), daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        url = _wait_forwarding(proc, lines, errors, target, timeout_s)
+        yield url
+    finally:
+        _stop(proc)
+
+
+def _wait_forwarding(proc, lines, errors, target: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ScriptError(
+                f"kubectl port-forward to {target} did not start in {timeout_s:.0f}s"
+            )
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            continue
+        if line is None:  # stdout closed: kubectl ended
+            proc.wait(timeout=5)
+            time.sleep(0.1)  # let the stderr reader catch up
+            reason = _last_line("".join(errors)) or f"exit status {proc.returncode}"
+            raise ScriptError(f"kubectl port-forward to {target} failed: {reason}")
+        match = _FORWARDING.search(line)
+        if match:
+            return f"http://{LOOPBACK}:{match.group(1)}"
+
+
+def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+@contextmanager
+def stack_access(
+    outputs: StackOutputs,
+    remote_port: int = DASHBOARD_PORT,
+    kubectl_executable: str | None = None,
+) -> Iterator[tuple[str, str | None, Kubectl]]:
+    """Private kubeconfig + Ray's token + a port-forward to the head.
+
+    Yields (url on 127.0.0.1, token or None, kubectl); everything is undone on exit.
+    """
+    namespace = outputs.ray_namespace
+    with private_kubeconfig(outputs.require("kubeconfig")) as path:
+        kubectl = Kubectl(path, executable=kubectl_executable)
+        token = read_ray_auth_token(kubectl, namespace, outputs.ray_cluster_name)
+        target = f"svc/{outputs.ray_head_service}"
+        with port_forward(kubectl, namespace, target, remote_port) as url:
+            yield url, token, kubectl
+
+
+# ------------------------------------------------------------------------------- Ray
+
+
+def ray_cli(name: str = "ray") -> str:
+    """A Ray CLI (`ray`, `serve`) from this virtualenv, else from PATH."""
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise ScriptError(f"the `{name}` command was not found; run `make venv` first")
+    return found
+
+
+def ray_client_env(token: str | None, extra: Mapping[str, str] | None = None) -> dict:
+    """Environment for a Ray CLI child: the token only here, never on argv."""
+    env = dict(os.environ)
+    env.update(extra or {})
+    if token:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN"] = token
+    return env
+
+
+def local_token() -> str | None:
+    """The token Ray's own clients would use on this machine (env or ~/.ray)."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(
+        Path.home() / ".ray" / "auth_token"
+    )
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def dashboard_get(address: str, path: str, token: str | None) -> Any:
+    """GET a JSON document from Ray's dashboard API (the job/Serve REST API)."""
+    token = token or local_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(address.rstrip("/") + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise ScriptError(f"GET {path} on {address}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ScriptError(f"cannot reach Ray at {address}: {reason}") from None
+    except ValueError:
+        raise ScriptError(f"GET {path} on {address} did not return JSON") from None
+
+
+def check_address(address: str) -> str:
+    """Validate --address: an http(s) URL of Ray's job API."""
+    if not re.match(r"^https?://[^/\s]+/?$", address):
+        raise ScriptError(
+            f"--address: {address!r} is not allowed; give the job API's URL, "
+            "e.g. http://127.0.0.1:8265"
+        )
+    return address.rstrip("/")
+
+
+def split_entrypoint(argv: Sequence[str]) -> list[str]:
+    """The words after `--`, without the separator itself."""
+    words = list(argv)
+    if words and words[0] == "--":
+        words = words[1:]
+    return words
+
+
+# ---------------------------------------------------------------------- bounded waits
+
+
+class Clock:
+    """Time for bounded waits; tests pass one that advances without sleeping."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def wait_until(
+    check: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 5.0,
+    clock: Clock | None = None,
+) -> Any:
+    """Call `check` until it returns something truthy, at most `timeout_s` seconds.
+
+    Returns that value; raises ScriptError naming `what` on timeout. `what` may be a
+    callable that describes what is still missing at the end.
+    """
+    clock = clock or Clock()
+    deadline = clock.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if clock.monotonic() >= deadline:
+            detail = what() if callable(what) else what
+            raise ScriptError(f"timed out after {timeout_s:.0f}s waiting for {detail}")
+        clock.sleep(min(interval_s, max(deadline - clock.monotonic(), 0.0)) or 0.01)

@@ -1,0 +1,538 @@
+"""The orphan scan and --delete against a real AWS API (moto_server on loopback).
+
+Each test builds what a deleted cluster leaves behind for its own stack, beside the
+same kinds of resources of another stack, of a cluster whose name shares a prefix,
+and untagged ones, then checks that exactly the stack's are found and deleted, in
+an order the API accepts, and that the rest is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+
+import boto3
+import pytest
+
+from scripts import orphans as orphans_mod
+from scripts.orphans import (
+    DELETE_ORDER,
+    OrphanScanner,
+    classify_arn,
+    cluster_reason,
+    sort_for_deletion,
+)
+from scripts.stack import REPO_ROOT
+
+REGION = "us-west-2"
+
+
+class FakeClock:
+    """Advances time on sleep: bounded waits run instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Leftovers:
+    """Resource ids of one stack's leftovers, by kind."""
+
+    stack: str
+    cluster: str
+    ids: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, rid: str) -> None:
+        self.ids.setdefault(kind, set()).add(rid)
+
+    def all(self) -> set[tuple[str, str]]:
+        return {(k, i) for k, ids in self.ids.items() for i in ids}
+
+
+def _tags(**tags: str) -> list[dict[str, str]]:
+    return [{"Key": k.replace("__", "/"), "Value": v} for k, v in tags.items()]
+
+
+def _spec(rtype: str, tags: dict[str, str]) -> list[dict]:
+    return [
+        {
+            "ResourceType": rtype,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
+    ]
+
+
+@pytest.fixture
+def aws(moto_server):
+    session = boto3.Session(region_name=REGION)
+    ec2 = session.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az)[
+            "Subnet"
+        ]["SubnetId"]
+        for i, az in enumerate((f"{REGION}a", f"{REGION}b"))
+    ]
+    return session, vpc, subnets
+
+
+def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket: str):
+    """What a stack whose cluster was deleted typically leaves behind."""
+    ec2 = session.client("ec2")
+    elbv2 = session.client("elbv2")
+    elb = session.client("elb")
+    s3 = session.client("s3")
+    logs = session.client("logs")
+    left = Leftovers(stack, cluster)
+    suffix = uuid.uuid4().hex[:6]
+    lbc = {"elbv2.k8s.aws/cluster": cluster, "ingress.k8s.aws/stack": "ray/serve"}
+    owned = {f"kubernetes.io/cluster/{cluster}": "owned"}
+
+    lb_sg = ec2.create_security_group(
+        GroupName=f"k8s-traffic-{suffix}",
+        Description="[k8s] Shared Backend SecurityGroup for LoadBalancer",
+        VpcId=vpc,
+        TagSpecifications=_spec("security-group", lbc),
+    )["GroupId"]
+    left.add("security-group", lb_sg)
+    elb_sg = ec2.create_security_group(
+        GroupName=f"k8s-elb-{suffix}",
+        Description="Security group for Kubernetes ELB",
+        VpcId=vpc,
+        TagSpecifications=_spec("security-group", owned),
+    )["GroupId"]
+    left.add("security-group", elb_sg)
+    # The node-side group allows traffic from the load balancer's group.
+    ec2.authorize_security_group_ingress(
+        GroupId=elb_sg,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 8000,
+                "ToPort": 8000,
+                "UserIdGroupPairs": [{"GroupId": lb_sg}],
+            }
+        ],
+    )
+
+    lb = elbv2.create_load_balancer(
+        Name=f"k8s-ray-{suffix}",
+        Subnets=subnets,
+        SecurityGroups=[lb_sg],
+        Scheme="internal",
+        Tags=_tags(**{k.replace("/", "__"): v for k, v in lbc.items()}),
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    left.add("load-balancer", lb)
+    tg = elbv2.create_target_group(
+        Name=f"k8s-ray-serve-{suffix}",
+        Protocol="HTTP",
+        Port=8000,
+        VpcId=vpc,
+        Tags=[{"Key": "elbv2.k8s.aws/cluster", "Value": cluster}],
+    )["TargetGroups"][0]["TargetGroupArn"]
+    left.add("target-group", tg)
+    # The listener keeps the target group in use until the load balancer goes.
+    elbv2.create_listener(
+        LoadBalancerArn=lb,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+    )
+    clb = f"a{suffix}{'0' * 10}"
+    elb.create_load_balancer(
+        LoadBalancerName=clb,
+        Listeners=[{"Protocol": "tcp", "LoadBalancerPort": 80, "InstancePort": 30080}],
+        Subnets=[subnets[0]],
+        SecurityGroups=[elb_sg],
+        Tags=[{"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"}],
+    )
+    left.add("classic-load-balancer", clb)
+
+    cni = {"cluster.k8s.amazonaws.com/name": cluster, "node.k8s.amazonaws.com/no": "x"}
+    free_eni = ec2.create_network_interface(
+        SubnetId=subnets[0],
+        Groups=[elb_sg],
+        Description="aws-K8S-i-0123",
+        TagSpecifications=_spec("network-interface", cni),
+    )["NetworkInterface"]["NetworkInterfaceId"]
+    left.add("network-interface", free_eni)
+    # A secondary interface still attached to an (untagged) instance.
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnets[1]
+    )["Instances"][0]["InstanceId"]
+    attached_eni = ec2.create_network_interface(
+        SubnetId=subnets[1],
+        TagSpecifications=_spec("network-interface", cni),
+    )["NetworkInterface"]["NetworkInterfaceId"]
+    ec2.attach_network_interface(
+        NetworkInterfaceId=attached_eni, InstanceId=instance, DeviceIndex=1
+    )
+    left.add("network-interface", attached_eni)
+
+    volume = ec2.create_volume(
+        AvailabilityZone=f"{REGION}a",
+        Size=10,
+        VolumeType="gp3",
+        TagSpecifications=_spec(
+            "volume",
+            {
+                **owned,
+                "kubernetes.io/created-for/pvc/name": "ray-logs",
+                "kubernetes.io/created-for/pvc/namespace": "ray",
+                "ebs.csi.aws.com/cluster": "true",
+            },
+        ),
+    )["VolumeId"]
+    left.add("volume", volume)
+
+    region_cfg = {"LocationConstraint": REGION}
+    for bucket in (f"{stack}-artifacts", data_bucket):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration=region_cfg)
+        s3.put_bucket_versioning(
+            Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
+        s3.put_bucket_tagging(
+            Bucket=bucket,
+            Tagging={"TagSet": [{"Key": "raygpu:stack", "Value": stack}]},
+        )
+        for version in range(2):
+            s3.put_object(Bucket=bucket, Key="runs/a/ckpt", Body=f"v{version}")
+        s3.delete_object(Bucket=bucket, Key="runs/a/ckpt")  # leaves a marker
+        left.add("s3-bucket", bucket)
+    logs.create_log_group(logGroupName=f"/aws/eks/{cluster}/cluster")
+    left.add("log-group", f"/aws/eks/{cluster}/cluster")
+    return left
+
+
+def make_bystanders(session, vpc, subnets, cluster: str) -> dict[str, set[str]]:
+    """Resources that must never be touched: untagged, shared, other clusters."""
+    ec2 = session.client("ec2")
+    elbv2 = session.client("elbv2")
+    s3 = session.client("s3")
+    suffix = uuid.uuid4().hex[:6]
+    kept: dict[str, set[str]] = {}
+    shared = {f"kubernetes.io/cluster/{cluster}": "shared"}
+    prefix_twin = {"elbv2.k8s.aws/cluster": f"{cluster}2"}
+    for name, tags in (("plain", {}), ("shared", shared), ("twin", prefix_twin)):
+        spec = _spec("security-group", tags) if tags else []
+        kept.setdefault("security-group", set()).add(
+            ec2.create_security_group(
+                GroupName=f"{name}-{suffix}",
+                Description=name,
+                VpcId=vpc,
+                TagSpecifications=spec,
+            )["GroupId"]
+        )
+        kept.setdefault("volume", set()).add(
+            ec2.create_volume(
+                AvailabilityZone=f"{REGION}a",
+                Size=1,
+                TagSpecifications=_spec("volume", tags) if tags else [],
+            )["VolumeId"]
+        )
+    # CSI volume of some cluster: no cluster name in its tags, so never ours.
+    kept["volume"].add(
+        ec2.create_volume(
+            AvailabilityZone=f"{REGION}a",
+            Size=1,
+            TagSpecifications=_spec("volume", {"ebs.csi.aws.com/cluster": "true"}),
+        )["VolumeId"]
+    )
+    lb = elbv2.create_load_balancer(
+        Name=f"twin-{suffix}",
+        Subnets=subnets,
+        Tags=[{"Key": "elbv2.k8s.aws/cluster", "Value": f"{cluster}2"}],
+    )["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elbv2.create_target_group(
+        Name=f"plain-{suffix}", Protocol="HTTP", Port=80, VpcId=vpc
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.create_listener(
+        LoadBalancerArn=lb,
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+    )
+    kept["load-balancer"] = {lb}
+    kept["target-group"] = {tg}
+    kept["network-interface"] = {
+        ec2.create_network_interface(SubnetId=subnets[0])["NetworkInterface"][
+            "NetworkInterfaceId"
+        ]
+    }
+    bucket = f"plain-{suffix}"
+    s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    kept["s3-bucket"] = {bucket}
+    return kept
+
+
+def exists(session, kind: str, rid: str) -> bool:
+    ec2 = session.client("ec2")
+    try:
+        if kind == "security-group":
+            return bool(ec2.describe_security_groups(GroupIds=[rid])["SecurityGroups"])
+        elif kind == "volume":
+            return bool(ec2.describe_volumes(VolumeIds=[rid])["Volumes"])
+        elif kind == "network-interface":
+            found = ec2.describe_network_interfaces(NetworkInterfaceIds=[rid])
+            return bool(found["NetworkInterfaces"])
+        elif kind == "load-balancer":
+            session.client("elbv2").describe_load_balancers(LoadBalancerArns=[rid])
+        elif kind == "target-group":
+            session.client("elbv2").describe_target_groups(TargetGroupArns=[rid])
+        elif kind == "classic-load-balancer":
+            session.client("elb").describe_load_balancers(LoadBalancerNames=[rid])
+        elif kind == "s3-bucket":
+            session.client("s3").head_bucket(Bucket=rid)
+        elif kind == "log-group":
+            groups = session.client("logs").describe_log_groups(logGroupNamePrefix=rid)
+            return any(g["logGroupName"] == rid for g in groups["logGroups"])
+        else:
+            raise AssertionError(kind)
+    except session.client("s3").exceptions.ClientError:
+        return False
+    return True
+
+
+@pytest.fixture
+def two_stacks(aws):
+    """Leftovers of `dev`, of another stack, and bystanders; unique names per test."""
+    session, vpc, subnets = aws
+    tag = uuid.uuid4().hex[:6]
+    dev = make_leftovers(
+        session, vpc, subnets, f"dev{tag}", f"raygpu-dev{tag}", f"dev{tag}-data"
+    )
+    other = make_leftovers(
+        session, vpc, subnets, f"prod{tag}", f"raygpu-prod{tag}", f"prod{tag}-data"
+    )
+    bystanders = make_bystanders(session, vpc, subnets, dev.cluster)
+    return session, dev, other, bystanders
+
+
+def scanner(session, left: Leftovers, **kwargs) -> OrphanScanner:
+    lines: list[str] = []
+    scan = OrphanScanner(
+        session,
+        left.stack,
+        cluster_name=left.cluster,
+        data_bucket=f"{left.stack}-data",
+        clock=FakeClock(),
+        wait_timeout_s=30,
+        interval_s=1,
+        log=lines.append,
+        **kwargs,
+    )
+    scan.lines = lines
+    return scan
+
+
+def test_scan_finds_exactly_the_stacks_resources(two_stacks):
+    session, dev, other, _ = two_stacks
+    found = scanner(session, dev).scan()
+    assert {(o.kind, o.id) for o in found} == dev.all()
+    # In deletion order, the data bucket marked protected, each with its reason.
+    assert [o.kind for o in found] == sorted(
+        (o.kind for o in found), key=DELETE_ORDER.index
+    )
+    protected = [o.id for o in found if o.protected]
+    assert protected == [f"{dev.stack}-data"]
+    reasons = {o.kind: o.reason for o in found}
+    assert reasons["load-balancer"] == f"elbv2.k8s.aws/cluster={dev.cluster}"
+    assert reasons["volume"] == f"kubernetes.io/cluster/{dev.cluster}=owned"
+    assert reasons["network-interface"] == (
+        f"cluster.k8s.amazonaws.com/name={dev.cluster}"
+    )
+    assert reasons["s3-bucket"] == f"raygpu:stack={dev.stack}"
+
+
+def test_scan_without_cluster_name_sees_only_the_stack_tag(two_stacks):
+    session, dev, _, _ = two_stacks
+    scan = OrphanScanner(session, dev.stack, cluster_name=None)
+    assert {(o.kind, o.id) for o in scan.scan()} == {
+        ("s3-bucket", f"{dev.stack}-artifacts"),
+        ("s3-bucket", f"{dev.stack}-data"),
+    }
+
+
+def test_delete_removes_the_stacks_resources_in_order_and_nothing_else(two_stacks):
+    session, dev, other, bystanders = two_stacks
+    scan = scanner(session, dev)
+    outcomes = scan.delete(scan.scan())
+
+    actions = {(o.orphan.kind, o.orphan.id): o.action for o in outcomes}
+    data = ("s3-bucket", f"{dev.stack}-data")
+    assert actions.pop(data) == "kept"
+    assert set(actions.values()) == {"deleted"}, [o.line() for o in outcomes]
+    assert set(actions) == dev.all() - {data}
+    # Reported one by one, in dependency order: load balancers before their
+    # target groups, interfaces and volumes before security groups.
+    kinds = [o.orphan.kind for o in outcomes]
+    assert kinds == sorted(kinds, key=DELETE_ORDER.index)
+    assert kinds.index("target-group") > kinds.index("load-balancer")
+    assert kinds.index("security-group") > kinds.index("network-interface")
+    assert any(line.startswith("detached") for line in scan.lines)
+
+    for kind, rid in dev.all() - {data}:
+        assert not exists(session, kind, rid), (kind, rid)
+    assert exists(session, *data)
+    for kind, rid in other.all():
+        assert exists(session, kind, rid), (kind, rid)
+    for kind, ids in bystanders.items():
+        for rid in ids:
+            assert exists(session, kind, rid), (kind, rid)
+    # A second scan finds only the protected bucket.
+    assert [(o.kind, o.id, o.protected) for o in scan.scan()] == [(*data, True)]
+
+
+def test_delete_data_bucket_only_when_asked(two_stacks):
+    session, dev, _, _ = two_stacks
+    scan = scanner(session, dev)
+    data = [o for o in scan.scan() if o.protected]
+    assert [o.action for o in scan.delete(data)] == ["kept"]
+    assert exists(session, "s3-bucket", f"{dev.stack}-data")
+    outcomes = scan.delete(data, delete_data_bucket=True)
+    assert [o.action for o in outcomes] == ["deleted"]  # every version emptied first
+    assert not exists(session, "s3-bucket", f"{dev.stack}-data")
+
+
+def test_volume_on_a_running_instance_is_reported_not_detached(aws):
+    session, vpc, subnets = aws
+    ec2 = session.client("ec2")
+    cluster = f"raygpu-v{uuid.uuid4().hex[:6]}"
+    instance = ec2.run_instances(
+        ImageId="ami-12c6146b", MinCount=1, MaxCount=1, SubnetId=subnets[0]
+    )["Instances"][0]["InstanceId"]
+    volume = ec2.create_volume(
+        AvailabilityZone=f"{REGION}a",
+        Size=1,
+        TagSpecifications=_spec("volume", {"KubernetesCluster": cluster}),
+    )["VolumeId"]
+    ec2.attach_volume(VolumeId=volume, InstanceId=instance, Device="/dev/sdf")
+    scan = OrphanScanner(session, "v", cluster_name=cluster, clock=FakeClock())
+    outcomes = scan.delete(scan.scan())
+    assert [(o.orphan.id, o.action) for o in outcomes] == [(volume, "not-deleted")]
+    assert "running instance" in outcomes[0].message
+    assert exists(session, "volume", volume)
+
+
+def test_stack_tagged_kinds_without_a_deleter_are_reported(aws):
+    session, vpc, subnets = aws
+    ec2 = session.client("ec2")
+    stack = f"s{uuid.uuid4().hex[:6]}"
+    subnet = ec2.create_subnet(
+        VpcId=vpc,
+        CidrBlock="10.0.9.0/24",
+        TagSpecifications=_spec("subnet", {"raygpu:stack": stack}),
+    )["Subnet"]["SubnetId"]
+    scan = OrphanScanner(session, stack, clock=FakeClock(), log=lambda line: None)
+    found = scan.scan()
+    assert [(o.kind, o.id) for o in found] == [("ec2:subnet", subnet)]
+    outcomes = scan.delete(found)
+    assert outcomes[0].action == "not-deleted"
+    assert "make destroy" in outcomes[0].message
+
+
+def test_cli_lists_then_deletes(two_stacks, tmp_path, capsys):
+    session, dev, _, _ = two_stacks
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(
+        json.dumps(
+            {
+                "region": REGION,
+                "cluster_name": dev.cluster,
+                "data_bucket": f"{dev.stack}-data",
+                "kubeconfig": "secret",
+            }
+        )
+    )
+    base = ["--stack", dev.stack, "--outputs", str(outputs)]
+    assert orphans_mod.main(base) == 1
+    listed = capsys.readouterr().out
+    assert f"{len(dev.all())} resource(s) left" in listed
+    assert f"kept (protected) s3-bucket {dev.stack}-data" in listed
+
+    assert orphans_mod.main([*base, "--delete"]) == 0
+    out = capsys.readouterr().out
+    assert "1 kept, 0 left" in out
+    assert orphans_mod.main(base) == 0  # only the protected bucket is left
+    assert "1 resource(s) left" in capsys.readouterr().out
+    assert orphans_mod.main([*base, "--json"]) == 0
+    left = json.loads(capsys.readouterr().out)
+    assert [o["id"] for o in left] == [f"{dev.stack}-data"]
+
+
+def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/orphans.py",
+            "--stack",
+            "nosuchstack",
+            "--outputs",
+            str(tmp_path / "missing.json"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: --outputs: cannot read")
+    assert "Traceback" not in proc.stderr
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "scripts/orphans.py",
+            "--stack",
+            "x",
+            "--cluster-name",
+            "a b",
+            "--region",
+            REGION,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert "--cluster-name: 'a b' is not an EKS cluster name" in bad.stderr
+
+
+def test_cluster_reason_and_arn_classes():
+    assert cluster_reason({"kubernetes.io/cluster/c": "owned"}, "c")
+    assert cluster_reason({"kubernetes.io/cluster/c": "shared"}, "c") is None
+    assert cluster_reason({"elbv2.k8s.aws/cluster": "c2"}, "c") is None
+    assert cluster_reason({"elbv2.k8s.aws/cluster": "c"}, None) is None
+    assert cluster_reason({"ebs.csi.aws.com/cluster": "true"}, "c") is None
+    arn = "arn:aws:elasticloadbalancing:r:1:loadbalancer/app/n/1"
+    assert classify_arn(arn) == ("load-balancer", arn)
+    assert classify_arn("arn:aws:elasticloadbalancing:r:1:loadbalancer/old") == (
+        "classic-load-balancer",
+        "old",
+    )
+    assert classify_arn("arn:aws:ec2:r:1:volume/vol-1") == ("volume", "vol-1")
+    assert classify_arn("arn:aws:ec2:r:1:natgateway/nat-1") == (
+        "ec2:natgateway",
+        "nat-1",
+    )
+    assert classify_arn("arn:aws:s3:::b") == ("s3-bucket", "b")
+    assert classify_arn("arn:aws:logs:r:1:log-group:/a/b:*") == ("log-group", "/a/b")
+    assert classify_arn("arn:aws:kms:r:1:key/k")[0] == "kms:key"
+    shuffled = sort_for_deletion(
+        [
+            orphans_mod.Orphan(kind, kind, kind, "r")
+            for kind in reversed([*DELETE_ORDER, "ec2:vpc"])
+        ]
+    )
+    assert [o.kind for o in shuffled] == [*DELETE_ORDER, "ec2:vpc"]
