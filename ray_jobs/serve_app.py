@@ -2,9 +2,13 @@
 
     POST /predict  {"instances": [[...], ...]}
                 -> {"predictions": [...], "probabilities": [[...], ...]}
+    POST /predict  Content-Type: application/octet-stream, X-Instances: N
+                   body: N x features float32, little-endian, row-major
+                -> the same JSON answer (no JSON parsing of the input)
     GET  /healthz  200 while the model is loaded
 
-Requests are batched dynamically (`@serve.batch`). Bad input gets 400 with a message
+Requests are batched dynamically (`@serve.batch`; `batching=false` runs each
+request's forward pass on its own). Bad input gets 400 with a message
 that names the problem, an oversized body 413, a request that outlasts
 `request_timeout_s` 408; nothing a client sends makes a replica crash.
 
@@ -30,6 +34,8 @@ from ray import serve
 
 DEFAULT_MAX_INSTANCES = 256
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+BINARY_TYPE = "application/octet-stream"
+INSTANCES_HEADER = "x-instances"
 
 
 class BadRequest(Exception):
@@ -53,6 +59,7 @@ class ServeArgs(BaseModel):
     max_queued_requests: int = Field(256, ge=-1)
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
+    batching: bool = Field(True, description="dynamic batching (@serve.batch)")
 
 
 def parse_instances(
@@ -97,6 +104,58 @@ def parse_instances(
     if not np.isfinite(out).all():
         raise BadRequest(400, "instances must hold only finite numbers (no NaN/inf)")
     return out
+
+
+def parse_binary(
+    body: bytes,
+    instances_header: str | None,
+    num_features: int,
+    max_instances: int,
+    max_body_bytes: int,
+) -> np.ndarray:
+    """Validate a binary body (float32 little-endian); return (n, num_features)."""
+    if len(body) > max_body_bytes:
+        raise BadRequest(413, f"request body is larger than {max_body_bytes} bytes")
+    if instances_header is None:
+        raise BadRequest(
+            400, "X-Instances header is missing: give the number of instances"
+        )
+    try:
+        n = int(instances_header)
+    except ValueError:
+        raise BadRequest(400, "X-Instances must be a whole number") from None
+    if not 1 <= n <= max_instances:
+        raise BadRequest(
+            400, f"X-Instances must be between 1 and {max_instances} (got {n})"
+        )
+    expected = n * num_features * 4
+    if len(body) != expected:
+        raise BadRequest(
+            400,
+            f"body has {len(body)} bytes; X-Instances: {n} needs {expected} "
+            f"({n} x {num_features} float32 little-endian)",
+        )
+    # A writable native-order copy: torch.from_numpy refuses read-only buffers.
+    out = np.frombuffer(body, dtype="<f4").astype(np.float32).reshape(n, num_features)
+    if not np.isfinite(out).all():
+        raise BadRequest(400, "instances must hold only finite numbers (no NaN/inf)")
+    return out
+
+
+def parse_request(
+    body: bytes,
+    content_type: str | None,
+    instances_header: str | None,
+    num_features: int,
+    max_instances: int,
+    max_body_bytes: int,
+) -> np.ndarray:
+    """JSON or binary instances, chosen by Content-Type."""
+    if (content_type or "").split(";")[0].strip().lower() == BINARY_TYPE:
+        return parse_binary(
+            body, instances_header, num_features, max_instances, max_body_bytes
+        )
+    return parse_instances(body, num_features, max_instances, max_body_bytes)
 
 
 api = FastAPI(title="raygpu model server", docs_url=None, redoc_url=None)
@@ -160,15 +219,20 @@ class ModelServer:
                     413, f"request body is larger than {self.args.max_body_bytes} bytes"
                 )
             body = await request.body()
-            x = parse_instances(
+            x = parse_request(
                 body,
+                request.headers.get("content-type"),
+                request.headers.get(INSTANCES_HEADER),
                 self.num_features,
                 self.args.max_instances,
                 self.args.max_body_bytes,
             )
-            probs = await asyncio.wait_for(
-                self.predict_batch(x), timeout=self.args.request_timeout_s
-            )
+            if self.args.batching:
+                probs = await asyncio.wait_for(
+                    self.predict_batch(x), timeout=self.args.request_timeout_s
+                )
+            else:
+                probs = self.forward(x)
         except BadRequest as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except ValueError:  # a malformed Content-Length header
