@@ -826,7 +826,7 @@ def load_config(
     raw = get("budgetAlertEmail")
     out["budget_alert_email"] = (
         None
-        if raw is _MISSING or raw is None
+        if raw is _MISSING or raw is None or raw == ""
         else c.matches(
             _rkey("budgetAlertEmail"), raw, _EMAIL_RE, "an email address like a@b.com"
         )

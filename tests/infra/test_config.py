@@ -272,10 +272,11 @@ def test_committed_stack_files_load(stack):
     # every key of the stack file is a known key (load_config rejects unknown ones),
     # and every known key appears in the committed stack file.
     values = config.stack_file_values(ROOT / f"Pulumi.{stack}.yaml")
-    assert set(config.KEY_KINDS) - set(values) <= {
-        "publicSubnetCidrs",
-        "privateSubnetCidrs",
-    } | ({"budgetAlertEmail"} if stack == "dev" else set())
+    assert set(config.KEY_KINDS) <= set(values)
+    # The written-out subnets are exactly the default layout.
+    assert (cfg.public_subnet_cidrs, cfg.private_subnet_cidrs) == (
+        config.default_subnet_cidrs(cfg.vpc_cidr, cfg.az_count)
+    )
 
 
 def test_dev_and_prod_match_the_issue():
@@ -341,3 +342,29 @@ def test_instance_table_names_region_date_source_and_is_consistent():
     assert instance_types.is_gpu_instance("g5.xlarge")
     assert not instance_types.is_gpu_instance("m6i.xlarge")
     assert not instance_types.is_gpu_instance("nope.large")
+
+
+def test_every_key_and_output_is_documented():
+    doc = (ROOT / "docs" / "infra.md").read_text()
+    for key in config.KEY_KINDS:
+        assert f"`raygpu:{key}" in doc, key
+    assert "`aws:region`" in doc
+    for pool_key in config._POOL_KEYS:
+        assert f"`raygpu:gpuPools[i].{pool_key}`" in doc, pool_key
+    for pool_key in config._SYSTEM_POOL_KEYS:
+        assert f"`raygpu:systemPool.{pool_key}`" in doc or (
+            pool_key.endswith("Size")
+            and "`raygpu:systemPool.minSize` / `desiredSize` / `maxSize`" in doc
+        ), pool_key
+    for output in (
+        "cluster_name",
+        "region",
+        "kubeconfig",
+        "vpc_id",
+        "data_bucket",
+        "artifacts_bucket",
+        "ray_namespace",
+        "ray_service_account",
+        "irsa_role_arn",
+    ):
+        assert f"| `{output}` |" in doc, output
