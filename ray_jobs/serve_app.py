@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 
 DEFAULT_MAX_INSTANCES = 256
@@ -48,6 +48,8 @@ class BadRequest(Exception):
 class ServeArgs(BaseModel):
     """Arguments of the serving application (validated, field names in errors)."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt argument is an error
+
     checkpoint: str = Field(..., min_length=1, description="local folder or s3:// URI")
     max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=100_000)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
@@ -61,6 +63,28 @@ class ServeArgs(BaseModel):
     num_gpus: float = Field(0.0, ge=0.0)
     batching: bool = Field(True, description="dynamic batching (@serve.batch)")
 
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_uri(cls, value: str) -> str:
+        """A local folder or a well-formed s3:// URI (touches no storage)."""
+        from mlcore.errors import JobInputError
+        from mlcore.storage import parse_storage
+
+        try:
+            parse_storage(value, "checkpoint")
+        except JobInputError as exc:
+            raise ValueError(str(exc).removeprefix("checkpoint: ")) from None
+        return value
+
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_limit(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError(
+                f"must be -1 (no limit) or a positive integer (got {value})"
+            )
+        return value
+
 
 def parse_instances(
     body: bytes, num_features: int, max_instances: int, max_body_bytes: int
@@ -72,6 +96,8 @@ def parse_instances(
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(400, "body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest(400, "body is nested too deeply") from None
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest(400, "'instances' is missing: send {\"instances\": [[...]]}")
     instances = payload["instances"]
