@@ -337,9 +337,7 @@ class _Collector:
         return value
 
     def choice(self, key: str, value: Any, allowed: Sequence[Any]) -> Any:
-        if value not in allowed or isinstance(value, bool) != isinstance(
-            allowed[0], bool
-        ):
+        if type(value) is not type(allowed[0]) or value not in allowed:
             shown = ", ".join(str(a) for a in allowed)
             self.add(key, f"must be one of {shown}, got {_show(value)}")
             return _MISSING
@@ -418,8 +416,9 @@ def _read_sizes(
         f"{key}.maxSize", raw.get("maxSize", defaults["max"]), 1, MAX_POOL_NODES
     )
     desired_default = out["min"] if out["min"] is not _MISSING else defaults["min"]
-    if "desiredSize" not in raw and key.endswith("systemPool"):
-        desired_default = defaults["desired"]
+    if key.endswith("systemPool") and _MISSING not in (out["min"], out["max"]):
+        # The default desired size, moved inside the configured min..max.
+        desired_default = min(max(defaults["desired"], out["min"]), out["max"])
     out["desired"] = c.int_in(
         f"{key}.desiredSize",
         raw.get("desiredSize", desired_default),

@@ -166,6 +166,8 @@ BAD = [
      "raygpu:noncurrentVersionExpirationDays", "between 1"),
     ("flow-log-retention", with_("flowLogRetentionDays", 10),
      "raygpu:flowLogRetentionDays", "one of"),
+    ("flow-log-retention-float", with_("flowLogRetentionDays", 30.0),
+     "raygpu:flowLogRetentionDays", "one of"),
     ("ray-namespace", with_("rayNamespace", "Ray_NS"), "raygpu:rayNamespace",
      "Kubernetes name"),
     ("ray-service-account", with_("rayServiceAccount", "-sa"),
@@ -368,3 +370,12 @@ def test_every_key_and_output_is_documented():
         "irsa_role_arn",
     ):
         assert f"| `{output}` |" in doc, output
+
+
+def test_system_pool_desired_default_follows_min_and_max():
+    cfg = load_config("dev", with_("systemPool", {"minSize": 3, "maxSize": 5}))
+    assert cfg.system_pool.desired_size == 3
+    cfg = load_config("dev", with_("systemPool", {"minSize": 1, "maxSize": 1}))
+    assert cfg.system_pool.desired_size == 1
+    cfg = load_config("dev", good_values())
+    assert (cfg.system_pool.min_size, cfg.system_pool.desired_size) == (2, 2)

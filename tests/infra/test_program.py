@@ -240,3 +240,21 @@ def test_bad_config_reaches_the_program_as_one_line_run_error(monkeypatch):
     assert "raygpu:gpuPools[0].instanceTypes[0]" in message
     assert "raygpu:budgetMonthlyUsd" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_from_pulumi_reads_what_the_stack_file_says(name):
+    """The engine hands config over as strings; from_pulumi() decodes them back."""
+    from infra import config
+    from scripts.offline import run_under_mocks
+
+    path = ROOT / f"Pulumi.{name}.yaml"
+    seen = []
+    run_under_mocks(
+        lambda: seen.append(config.from_pulumi()),
+        stack=name,
+        region="us-east-1",
+        engine_config=config.engine_values(config.stack_file_values(path)),
+    )
+    assert seen == [load_stack_file(path)]
+    assert seen[0].cluster_version == "1.33"
