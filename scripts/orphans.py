@@ -53,6 +53,7 @@ VOLUME = "volume"
 SECURITY_GROUP = "security-group"
 S3_BUCKET = "s3-bucket"
 LOG_GROUP = "log-group"
+KMS_KEY = "kms-key"
 _LB_KINDS = (LOAD_BALANCER, CLASSIC_LOAD_BALANCER)
 DELETE_ORDER = (
     LOAD_BALANCER,
@@ -63,6 +64,7 @@ DELETE_ORDER = (
     SECURITY_GROUP,
     S3_BUCKET,
     LOG_GROUP,
+    KMS_KEY,  # after the buckets it encrypts
 )
 # Tag keys whose value names the cluster that made the resource.
 CLUSTER_NAME_TAGS = (
@@ -72,6 +74,7 @@ CLUSTER_NAME_TAGS = (
     "eks:cluster-name",  # EKS managed node groups
     "aws:eks:cluster-name",  # EKS itself (cluster security group)
 )
+KMS_PENDING_DAYS = 30
 _CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")
 
 
@@ -158,6 +161,8 @@ def classify_arn(arn: str) -> tuple[str, str]:
         return kinds.get(rtype, f"ec2:{rtype}"), rid
     if service == "s3":
         return S3_BUCKET, resource
+    if service == "kms" and resource.startswith("key/"):
+        return KMS_KEY, arn
     if service == "logs" and resource.startswith("log-group:"):
         name = resource.split(":", 1)[1]
         return LOG_GROUP, name[:-2] if name.endswith(":*") else name
@@ -230,14 +235,54 @@ class OrphanScanner:
             for item in page.get("ResourceTagMappingList", []):
                 arn = item["ResourceARN"]
                 kind, rid = classify_arn(arn)
-                protected = kind == S3_BUCKET and rid == self.data_bucket
+                tags = _tags(item.get("Tags"))
+                protected = kind == S3_BUCKET and self.is_data_bucket(rid, tags)
                 orphan = Orphan(kind, rid, arn, reason, protected=protected)
                 try:
                     orphan = self._confirm(orphan)
                 except _Missing:
                     continue  # the Tagging API lags deletions
                 result.append(orphan)
-        return result
+        return self._protect_keys(result)
+
+    def is_data_bucket(self, name: str, tags: Mapping[str, str]) -> bool:
+        """The stack's data bucket: the output's name, or (after a destroy, when
+        there are no outputs) the `<storage>-data` Name tag infra/storage.py sets."""
+        if self.data_bucket:
+            return name == self.data_bucket
+        return tags.get("Name", "").endswith("-data")
+
+    def _protect_keys(self, orphans: list[Orphan]) -> list[Orphan]:
+        """Keep the KMS keys that encrypt a kept bucket (or it could not be read)."""
+        keys: set[str] = set()
+        for orphan in orphans:
+            if orphan.kind == S3_BUCKET and orphan.protected:
+                keys |= self._bucket_keys(orphan.id)
+        if not keys:
+            return orphans
+        return [
+            replace(o, protected=True, detail="encrypts the protected data bucket")
+            if o.kind == KMS_KEY and (o.id in keys or o.id.split("/")[-1] in keys)
+            else o
+            for o in orphans
+        ]
+
+    def _bucket_keys(self, bucket: str) -> set[str]:
+        try:
+            found = self.client("s3").get_bucket_encryption(Bucket=bucket)
+        except Exception as exc:
+            if _code(exc) in ("ServerSideEncryptionConfigurationNotFoundError",):
+                return set()
+            raise
+        rules = found.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        ids = set()
+        for rule in rules:
+            key = rule.get("ApplyServerSideEncryptionByDefault", {}).get(
+                "KMSMasterKeyID"
+            )
+            if key:
+                ids |= {key, key.split("/")[-1]}
+        return ids
 
     def _confirm(self, orphan: Orphan) -> Orphan:
         """Check that a resource from the Tagging API still exists."""
@@ -254,6 +299,10 @@ class OrphanScanner:
                 )
             elif orphan.kind == S3_BUCKET:
                 self.client("s3").head_bucket(Bucket=orphan.id)
+            elif orphan.kind == KMS_KEY:
+                key = self.client("kms").describe_key(KeyId=orphan.id)["KeyMetadata"]
+                if key.get("KeyState") in ("PendingDeletion", "PendingReplicaDeletion"):
+                    raise _Missing
             elif orphan.kind == LOG_GROUP:
                 groups = self.client("logs").describe_log_groups(
                     logGroupNamePrefix=orphan.id
@@ -453,8 +502,9 @@ class OrphanScanner:
 
     def _delete_one(self, orphan: Orphan, delete_data_bucket: bool) -> Outcome:
         if orphan.protected and not delete_data_bucket:
+            what = "data bucket" if orphan.kind == S3_BUCKET else "data bucket's key"
             return Outcome(
-                orphan, "kept", "protected data bucket (pass --delete-data-bucket)"
+                orphan, "kept", f"protected {what} (pass --delete-data-bucket)"
             )
         handler = {
             LOAD_BALANCER: self._delete_load_balancer,
@@ -465,6 +515,7 @@ class OrphanScanner:
             SECURITY_GROUP: self._delete_security_group,
             S3_BUCKET: self._delete_bucket,
             LOG_GROUP: self._delete_log_group,
+            KMS_KEY: self._delete_key,
         }.get(orphan.kind)
         if handler is None:
             return Outcome(
@@ -648,6 +699,14 @@ class OrphanScanner:
 
     def _delete_log_group(self, orphan: Orphan) -> None:
         self.client("logs").delete_log_group(logGroupName=orphan.id)
+
+    def _delete_key(self, orphan: Orphan) -> None:
+        # KMS deletes a key only after a waiting period (7 to 30 days); until
+        # then it can be cancelled, and the scan no longer counts it.
+        key_id = orphan.id.rsplit("/", 1)[-1]  # the key's id, from its ARN
+        self.client("kms").schedule_key_deletion(
+            KeyId=key_id, PendingWindowInDays=KMS_PENDING_DAYS
+        )
 
 
 _NOT_FOUND = (

@@ -405,6 +405,10 @@ def ray_client_env(token: str | None, extra: Mapping[str, str] | None = None) ->
     if token:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN"] = token
+    elif "RAY_AUTH_MODE" not in env and local_token():
+        # Ray's CLIs given an explicit address send the token from ~/.ray only
+        # when told that token auth is on.
+        env["RAY_AUTH_MODE"] = "token"
     return env
 
 

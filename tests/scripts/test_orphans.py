@@ -194,15 +194,46 @@ def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket:
     )["VolumeId"]
     left.add("volume", volume)
 
+    # Retained on destroy (protectDataBucket): the data bucket and its key.
+    key = session.client("kms").create_key(
+        Description="S3 default encryption",
+        Tags=[
+            {"TagKey": "raygpu:stack", "TagValue": stack},
+            {"TagKey": "Name", "TagValue": f"raygpu-{stack}-storage-kms"},
+        ],
+    )["KeyMetadata"]["Arn"]
+    left.add("kms-key", key)
     region_cfg = {"LocationConstraint": REGION}
-    for bucket in (f"{stack}-artifacts", data_bucket):
+    for bucket, name in (
+        (f"{stack}-artifacts", f"raygpu-{stack}-storage-artifacts"),
+        (data_bucket, f"raygpu-{stack}-storage-data"),
+    ):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration=region_cfg)
         s3.put_bucket_versioning(
             Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
         )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [
+                    {
+                        "ApplyServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": key,
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+        )
         s3.put_bucket_tagging(
             Bucket=bucket,
-            Tagging={"TagSet": [{"Key": "raygpu:stack", "Value": stack}]},
+            Tagging={
+                "TagSet": [
+                    {"Key": "raygpu:stack", "Value": stack},
+                    {"Key": "Name", "Value": name},
+                ]
+            },
         )
         for version in range(2):
             s3.put_object(Bucket=bucket, Key="runs/a/ckpt", Body=f"v{version}")
@@ -294,6 +325,9 @@ def exists(session, kind: str, rid: str) -> bool:
             session.client("elb").describe_load_balancers(LoadBalancerNames=[rid])
         elif kind == "s3-bucket":
             session.client("s3").head_bucket(Bucket=rid)
+        elif kind == "kms-key":
+            key = session.client("kms").describe_key(KeyId=rid)["KeyMetadata"]
+            return key["KeyState"] != "PendingDeletion"
         elif kind == "log-group":
             groups = session.client("logs").describe_log_groups(logGroupNamePrefix=rid)
             return any(g["logGroupName"] == rid for g in groups["logGroups"])
@@ -344,8 +378,9 @@ def test_scan_finds_exactly_the_stacks_resources(two_stacks):
     assert [o.kind for o in found] == sorted(
         (o.kind for o in found), key=DELETE_ORDER.index
     )
-    protected = [o.id for o in found if o.protected]
-    assert protected == [f"{dev.stack}-data"]
+    protected = [(o.kind, o.id) for o in found if o.protected]
+    keys = [("kms-key", key) for key in dev.ids["kms-key"]]
+    assert protected == [("s3-bucket", f"{dev.stack}-data"), *keys]
     reasons = {o.kind: o.reason for o in found}
     assert reasons["load-balancer"] == f"elbv2.k8s.aws/cluster={dev.cluster}"
     assert reasons["volume"] == f"kubernetes.io/cluster/{dev.cluster}=owned"
@@ -358,9 +393,17 @@ def test_scan_finds_exactly_the_stacks_resources(two_stacks):
 def test_scan_without_cluster_name_sees_only_the_stack_tag(two_stacks):
     session, dev, _, _ = two_stacks
     scan = OrphanScanner(session, dev.stack, cluster_name=None)
-    assert {(o.kind, o.id) for o in scan.scan()} == {
+    found = scan.scan()
+    assert {(o.kind, o.id) for o in found} == {
         ("s3-bucket", f"{dev.stack}-artifacts"),
         ("s3-bucket", f"{dev.stack}-data"),
+        *(("kms-key", key) for key in dev.ids["kms-key"]),
+    }
+    # No outputs after a destroy: the data bucket is known by its Name tag, and
+    # the key that encrypts it is kept with it.
+    assert {o.id for o in found if o.protected} == {
+        f"{dev.stack}-data",
+        *dev.ids["kms-key"],
     }
 
 
@@ -371,9 +414,11 @@ def test_delete_removes_the_stacks_resources_in_order_and_nothing_else(two_stack
 
     actions = {(o.orphan.kind, o.orphan.id): o.action for o in outcomes}
     data = ("s3-bucket", f"{dev.stack}-data")
+    (key,) = (("kms-key", k) for k in dev.ids["kms-key"])
     assert actions.pop(data) == "kept"
+    assert actions.pop(key) == "kept"
     assert set(actions.values()) == {"deleted"}, [o.line() for o in outcomes]
-    assert set(actions) == dev.all() - {data}
+    assert set(actions) == dev.all() - {data, key}
     # Reported one by one, in dependency order: load balancers before their
     # target groups, interfaces and volumes before security groups.
     kinds = [o.orphan.kind for o in outcomes]
@@ -382,27 +427,32 @@ def test_delete_removes_the_stacks_resources_in_order_and_nothing_else(two_stack
     assert kinds.index("security-group") > kinds.index("network-interface")
     assert any(line.startswith("detached") for line in scan.lines)
 
-    for kind, rid in dev.all() - {data}:
+    for kind, rid in dev.all() - {data, key}:
         assert not exists(session, kind, rid), (kind, rid)
     assert exists(session, *data)
+    assert exists(session, *key)
     for kind, rid in other.all():
         assert exists(session, kind, rid), (kind, rid)
     for kind, ids in bystanders.items():
         for rid in ids:
             assert exists(session, kind, rid), (kind, rid)
-    # A second scan finds only the protected bucket.
-    assert [(o.kind, o.id, o.protected) for o in scan.scan()] == [(*data, True)]
+    # A second scan finds only the protected bucket and its key.
+    again = [(o.kind, o.id, o.protected) for o in scan.scan()]
+    assert again == [(*data, True), (*key, True)]
 
 
 def test_delete_data_bucket_only_when_asked(two_stacks):
     session, dev, _, _ = two_stacks
     scan = scanner(session, dev)
     data = [o for o in scan.scan() if o.protected]
-    assert [o.action for o in scan.delete(data)] == ["kept"]
+    assert [o.kind for o in data] == ["s3-bucket", "kms-key"]
+    assert [o.action for o in scan.delete(data)] == ["kept", "kept"]
     assert exists(session, "s3-bucket", f"{dev.stack}-data")
     outcomes = scan.delete(data, delete_data_bucket=True)
-    assert [o.action for o in outcomes] == ["deleted"]  # every version emptied first
+    # Every object version emptied first; the key then scheduled for deletion.
+    assert [o.action for o in outcomes] == ["deleted", "deleted"], outcomes
     assert not exists(session, "s3-bucket", f"{dev.stack}-data")
+    assert not exists(session, "kms-key", data[1].id)
 
 
 def test_volume_on_a_running_instance_is_reported_not_detached(aws):
@@ -463,12 +513,12 @@ def test_cli_lists_then_deletes(two_stacks, tmp_path, capsys):
 
     assert orphans_mod.main([*base, "--delete"]) == 0
     out = capsys.readouterr().out
-    assert "1 kept, 0 left" in out
-    assert orphans_mod.main(base) == 0  # only the protected bucket is left
-    assert "1 resource(s) left" in capsys.readouterr().out
+    assert "2 kept, 0 left" in out
+    assert orphans_mod.main(base) == 0  # only the protected bucket and key are left
+    assert "2 resource(s) left" in capsys.readouterr().out
     assert orphans_mod.main([*base, "--json"]) == 0
     left = json.loads(capsys.readouterr().out)
-    assert [o["id"] for o in left] == [f"{dev.stack}-data"]
+    assert [o["id"] for o in left] == [f"{dev.stack}-data", *dev.ids["kms-key"]]
 
 
 def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
@@ -528,7 +578,8 @@ def test_cluster_reason_and_arn_classes():
     )
     assert classify_arn("arn:aws:s3:::b") == ("s3-bucket", "b")
     assert classify_arn("arn:aws:logs:r:1:log-group:/a/b:*") == ("log-group", "/a/b")
-    assert classify_arn("arn:aws:kms:r:1:key/k")[0] == "kms:key"
+    assert classify_arn("arn:aws:kms:r:1:key/k")[0] == "kms-key"
+    assert classify_arn("arn:aws:eks:r:1:cluster/c")[0] == "eks:cluster"
     shuffled = sort_for_deletion(
         [
             orphans_mod.Orphan(kind, kind, kind, "r")
