@@ -126,7 +126,8 @@ def parse_instances(
         raise BadRequest(
             400, f"each instance must have {num_features} features (got {got})"
         )
-    out = arr.reshape(len(arr), num_features).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
+        out = arr.reshape(len(arr), num_features).astype(np.float32)
     if not np.isfinite(out).all():
         raise BadRequest(400, "instances must hold only finite numbers (no NaN/inf)")
     return out

@@ -50,10 +50,18 @@ def ray_head():
 
 @pytest.fixture(scope="session")
 def ray_cluster(ray_head: LocalRay):
-    """This test process connected to `ray_head` as a driver."""
+    """This test process connected to `ray_head` as a driver.
+
+    Its job ships ray_jobs/ as the working directory, as `ray job submit` does, so
+    workers import the same modules (train_func is pickled by reference).
+    """
     import ray
 
-    ray.init(address=ray_head.address, log_to_driver=False)
+    ray.init(
+        address=ray_head.address,
+        runtime_env={"working_dir": str(RAY_JOBS), "excludes": ["__pycache__"]},
+        log_to_driver=False,
+    )
     try:
         yield ray_head
     finally:

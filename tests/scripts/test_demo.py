@@ -1,0 +1,60 @@
+"""`make demo`'s script end to end: its own Ray head, train, serve, check, stop."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_trains_serves_and_reports_both_accuracies(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "demo.py"),
+            "--storage-path",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    test_acc = float(re.search(r"^test_accuracy=([0-9.]+)$", out, re.M).group(1))
+    served = float(re.search(r"^served_accuracy=([0-9.]+)$", out, re.M).group(1))
+    assert test_acc >= 0.95 and served >= 0.95
+    # the same checkpoint, the same test split: the served answers match
+    assert abs(test_acc - served) < 1e-3
+    # it stopped the head it started: no process still names its temp dir
+    head = re.search(r"job API (http://127\.0\.0\.1:\d+)", out).group(1)
+    assert (
+        subprocess.run(
+            ["pgrep", "-f", head.rsplit(":", 1)[1]], capture_output=True
+        ).returncode
+        != 0
+    )
+
+
+def test_demo_exits_non_zero_with_the_failing_step(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "demo.py"),
+            "--storage-path",
+            str(tmp_path),
+            "--epochs",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "step 'train' failed" in proc.stderr
+    assert "--epochs: must be a positive number" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
