@@ -1,0 +1,47 @@
+"""A fresh Ray Train driver for the benchmark: `train.py`'s main, unchanged.
+
+    python scripts/bench_raytrain.py [--own-cluster DIR [--lean]] -- <train.py args>
+
+Without --own-cluster the driver joins the cluster named by $RAY_ADDRESS (what
+`python train.py` does next to a running head). With it, the driver starts its
+own local cluster in temp dir DIR with 2 CPUs, as `python train.py` does on a
+machine without one; --lean starts that cluster without the dashboard and
+metrics agent processes (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+RAY_JOBS = Path(__file__).resolve().parents[1] / "ray_jobs"
+sys.path.insert(0, str(RAY_JOBS))
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv:
+        print("usage: bench_raytrain.py [--own-cluster DIR [--lean]] -- ARGS")
+        return 2
+    cut = argv.index("--")
+    opts, train_args = argv[:cut], argv[cut + 1 :]
+    import train
+
+    train.mark("driver_start")
+    if "--own-cluster" in opts:
+        import ray
+
+        temp_dir = opts[opts.index("--own-cluster") + 1]
+        lean = "--lean" in opts
+        ray.init(
+            num_cpus=2,
+            include_dashboard=not lean,
+            _temp_dir=temp_dir,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": str(RAY_JOBS)}},
+        )
+        train.mark("cluster_ready")
+    return train.main(train_args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""The benchmark's pure parts: statistics, timing marks, tables, result schema.
+
+No timing is asserted here: the numbers come from `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from scripts import bench, bench_load, bench_proc
+
+
+def test_stats_median_range_and_nan():
+    s = bench.stats([3.0, 1.0, 2.0, float("nan"), None])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert bench.stats([1.0, 2.0, 3.0, 4.0])["median"] == 2.5
+    empty = bench.stats([])
+    assert empty["median"] is None and empty["n"] == 0
+
+
+def test_paired_ratios_are_taken_within_a_round():
+    r = bench.paired_ratios([90.0, 100.0, 50.0], [100.0, 100.0, 100.0])
+    assert r["values"] == [0.9, 1.0, 0.5]
+    assert r["median"] == 0.9 and r["min"] == 0.5 and r["max"] == 1.0
+    # A missing figure drops that round, not the whole ratio.
+    assert bench.paired_ratios([None, 2.0], [1.0, 1.0])["values"] == [2.0]
+
+
+def test_fmt_stats():
+    assert bench.fmt_stats(bench.stats([1.0, 2.0, 3.0])) == "2.0 (1.0-3.0)"
+    assert bench.fmt_stats(bench.stats([150.0])) == "150"
+    assert bench.fmt_stats(None) == "-"
+    assert bench.fmt_stats(bench.stats([])) == "-"
+
+
+def _marks(t0: float) -> list[dict]:
+    out = [
+        {"event": "driver_start", "t": t0 + 2, "pid": 1},
+        {"event": "worker_start", "t": t0 + 5, "pid": 2},
+        {"event": "worker_start", "t": t0 + 6, "pid": 3},
+        {"event": "worker_ready", "t": t0 + 7, "pid": 2, "rank": 0},
+        {"event": "worker_ready", "t": t0 + 8, "pid": 3, "rank": 1},
+        {"event": "first_step", "t": t0 + 9, "pid": 2, "rank": 0},
+    ]
+    for epoch, end in ((0, 20), (1, 30), (2, 40)):
+        for rank, secs in ((0, 8.0), (1, 9.0)):
+            out.append(
+                {
+                    "event": "epoch_end",
+                    "t": t0 + end + rank * 0.1,
+                    "pid": 2 + rank,
+                    "rank": rank,
+                    "epoch": epoch,
+                    "samples": 100,
+                    "seconds": secs,
+                }
+            )
+    return out
+
+
+def test_steady_throughput_skips_the_first_epoch():
+    tp = bench.steady_throughput(_marks(0.0))
+    assert tp["epochs"] == 2
+    # 2 epochs x 2 ranks x 100 samples over 2 x the slowest rank's 9 s.
+    assert tp["loop"] == pytest.approx(400 / 18)
+    # The same samples over epoch end 0 -> epoch end 2 (latest rank): 20 s.
+    assert tp["wall"] == pytest.approx(400 / 20)
+    assert bench.steady_throughput([])["loop"] is None
+
+
+def test_phases_follow_the_milestones():
+    p = bench.phases(_marks(100.0), 100.0, 150.0)
+    assert p["launch->driver_start"] == 2.0
+    assert p["driver_start->worker_start"] == 3.0
+    assert p["worker_start->worker_ready"] == 3.0  # the slower rank
+    assert p["worker_ready->first_step"] == 1.0
+    assert p["last_epoch_end->exit"] == pytest.approx(9.9)
+    assert sorted(p, key=bench._phase_order) == list(p)
+
+
+def test_read_marks_ignores_torn_lines(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps({"event": "a", "t": 1.0}) + "\n{not json\n")
+    assert bench.read_marks(path) == [{"event": "a", "t": 1.0}]
+    assert bench.read_marks(tmp_path / "missing") == []
+
+
+def _results() -> dict:
+    s = bench.stats([100.0, 90.0, 110.0])
+    r = bench.stats([0.9, 0.95, 1.0])
+    return {
+        "schema": bench.SCHEMA,
+        "date": "2025-01-01 00:00:00 +0000",
+        "mode": "quick",
+        "command": "scripts/bench.py --quick",
+        "wall_s": 100.0,
+        "machine": {"cpus": 2, "loadavg_start": [1, 1, 1], "loadavg_end": [1, 1, 1]},
+        "versions": {"ray": "2.60.0"},
+        "notes": ["shared machine"],
+        "train": {
+            "work": bench.TRAIN_WORK,
+            "summary": {
+                "torchrun": {
+                    "loop_samples_per_s": s,
+                    "wall_samples_per_s": s,
+                    "ray_daemon_cores": bench.stats([0.0]),
+                    "foreign_cores": bench.stats([0.5]),
+                }
+            },
+            "ratios": {"ray_lean/torchrun": r},
+        },
+        "startup": {"skipped": "failed: no head"},
+        "plan": {"summary": {"dev": bench.stats([3.0])}},
+    }
+
+
+def test_targets_and_markdown():
+    res = _results()
+    res["targets"] = bench.targets(res)
+    names = {t["name"]: t for t in res["targets"]}
+    ray = names["Ray Train (lean) / torchrun throughput"]
+    assert ray["median"] == 0.95 and ray["met"] is True
+    assert names["Serve batched p99 ms, MLP c=8"]["met"] is None
+    md = bench.render_markdown(res)
+    assert "| torchrun | 100 (90.0-110) |" in md
+    assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md
+    assert "skipped: failed: no head" in md
+    assert "note: shared machine" in md
+    assert "| dev | 3.0 |" in md
+    assert bench.check_schema(res) == []
+
+
+def test_check_schema_finds_problems():
+    res = _results()
+    res["targets"] = [{"name": "x"}]
+    del res["versions"]
+    res["machine"]["cpus"] = "two"
+    problems = bench.check_schema(res)
+    assert "missing key 'versions'" in problems
+    assert "machine.cpus must be an integer" in problems
+    assert any("wrong keys" in p for p in problems)
+
+
+def test_parse_args_rejects_unknown_sections(capsys):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--only", "train,gpu"])
+    assert "unknown section" in capsys.readouterr().err
+    assert bench.parse_args(["--quick", "--only", "plan"]).sections == ["plan"]
+
+
+def test_percentile_nearest_rank():
+    vals = sorted(float(v) for v in range(1, 101))
+    assert bench_load.percentile(vals, 50) == 50.0
+    assert bench_load.percentile(vals, 99) == 99.0
+    assert math.isnan(bench_load.percentile([], 50))
+
+
+def test_wrk_script_carries_the_exact_body():
+    body = bytes(range(256))
+    script = bench_load.wrk_script(body, "application/octet-stream", 10)
+    literal = script.split('wrk.body = "')[1].split('"\n')[0]
+    decoded = bytes(int(literal[i + 1 : i + 4]) for i in range(0, len(literal), 4))
+    assert decoded == body
+    assert "count >= limit" in script and "local limit = 10" in script
+
+
+def test_classify_processes():
+    assert bench_proc.classify("/x/gcs_server --session-dir=/tmp/rg") == "ray_gcs"
+    assert bench_proc.classify("ray::RayTrainWorker.run") == "ray_workers"
+    assert bench_proc.classify("ray::TrainController.run") == "train_controller"
+    assert bench_proc.classify("python scripts/bench_torchrun.py") == (
+        "torchrun_workers"
+    )
+    assert bench_proc.classify("vim") == "other"
+    cores = {"ray_gcs": 0.1, "ray_raylet": 0.2, "ray_workers": 1.5}
+    assert bench_proc.ray_daemon_cores(cores) == pytest.approx(0.3)
+
+
+def test_cpu_sampler_counts_this_process():
+    with bench_proc.CpuSampler(interval_s=0.05) as s:
+        end = s.t0 + 0.3
+        import time
+
+        while time.monotonic() < end:
+            pass
+    assert s.groups().get("bench", 0) > 0.1
+    assert "foreign" not in s.cores() or s.cores()["foreign"] >= 0
