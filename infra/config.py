@@ -29,6 +29,10 @@ DEFAULT_PROJECT = "raygpu"
 NODE_ROLE_LABEL = "raygpu.io/node-role"
 POOL_LABEL = "raygpu.io/pool"
 GPU_MODEL_LABEL = "raygpu.io/gpu-model"
+# The Cluster Autoscaler's GPU label on AWS: a node that carries it but does not yet
+# advertise nvidia.com/gpu (device plugin starting) counts as not ready, instead of
+# as a node without GPUs that would trigger a second scale-up.
+AWS_GPU_LABEL = "k8s.amazonaws.com/accelerator"
 SYSTEM_NODE_ROLE = "system"
 GPU_NODE_ROLE = "gpu"
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -107,6 +111,7 @@ class GpuPoolConfig:
             NODE_ROLE_LABEL: GPU_NODE_ROLE,
             POOL_LABEL: self.name,
             GPU_MODEL_LABEL: self.gpu_model,
+            AWS_GPU_LABEL: f"nvidia-{self.gpu_model.lower()}",
         }
 
     @property

@@ -146,6 +146,7 @@ def test_one_gpu_node_group_per_pool(private):
             config_mod.NODE_ROLE_LABEL: "gpu",
             config_mod.POOL_LABEL: pool.name,
             config_mod.GPU_MODEL_LABEL: pool.gpu_model,
+            config_mod.AWS_GPU_LABEL: f"nvidia-{pool.gpu_model.lower()}",
         }
         # No SSH: no remote access block and no key pair in the template.
         assert "remoteAccess" not in inputs
