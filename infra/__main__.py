@@ -1,7 +1,8 @@
 """The raygpu Pulumi program: read the stack's config, create the components
-(network, storage, EKS cluster, identity, cost guard, Ray on Kubernetes) and export
-the outputs that scripts/ use. It creates no cloud resource itself; the explicit
-AWS provider it builds carries the stack's region and default tags to every child.
+(network, storage, EKS cluster, identity, cost guard, Ray on Kubernetes, cluster
+autoscaler) and export the outputs that scripts/ use. It creates no cloud resource
+itself; the explicit AWS provider it builds carries the stack's region and default
+tags to every child.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pulumi  # noqa: E402
 import pulumi_aws as aws  # noqa: E402
 
 from infra import config as config_mod  # noqa: E402
+from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs  # noqa: E402
 from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
 from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
 from infra.identity import Identity, IdentityArgs  # noqa: E402
@@ -74,6 +76,19 @@ def main() -> dict[str, object]:
             artifacts_bucket=storage.artifacts_bucket,
             irsa_role_arn=identity.irsa_role_arn,
         ),
+    )
+    # Grows the GPU node groups from zero for Ray's pending worker pods and
+    # shrinks them back; it reuses the Kubernetes provider of the Ray layer.
+    ClusterAutoscaler(
+        f"{prefix}-autoscaler",
+        ClusterAutoscalerArgs(
+            config=cfg,
+            cluster_name=cluster.cluster_name,
+            oidc_provider_arn=identity.oidc_provider_arn,
+            oidc_issuer_url=cluster.oidc_issuer_url,
+            k8s_provider=ray.provider,
+        ),
+        opts,
     )
 
     outputs: dict[str, object] = {

@@ -21,3 +21,14 @@ NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
 
 # Default EKS Kubernetes version; a stack may override it with `clusterVersion`.
 KUBERNETES_VERSION = "1.33"
+
+# Kubernetes Cluster Autoscaler: its minor must equal the cluster's Kubernetes minor
+# (kubernetes/autoscaler README "Releases": k8s 1.33 -> CA 1.33.x, chart 9.47.0+).
+# Chart 9.51.0 is the last chart release whose appVersion is 1.33.0; the image tag
+# pins the newest 1.33 patch release (v1.33.5). A stack whose `clusterVersion` is
+# another minor must move these three together.
+CLUSTER_AUTOSCALER_CHART_VERSION = "9.51.0"
+CLUSTER_AUTOSCALER_HELM_REPO = "https://kubernetes.github.io/autoscaler"
+CLUSTER_AUTOSCALER_IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autoscaler"
+CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.33.5"
+CLUSTER_AUTOSCALER_KUBERNETES_MINOR = "1.33"

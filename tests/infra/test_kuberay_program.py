@@ -33,6 +33,7 @@ def test_program_installs_the_kubernetes_layer(program):
         "kubernetes:core/v1:ServiceAccount",
         "kubernetes:helm.sh/v3:Release",
         "kubernetes:helm.sh/v3:Release",
+        "kubernetes:helm.sh/v3:Release",  # cluster-autoscaler (infra/autoscaler.py)
         RAYCLUSTER,
     ]
 
