@@ -308,29 +308,48 @@ def port_forward(
     )
     lines: queue.Queue[str | None] = queue.Queue()
     errors: list[str] = []
+    stderr_done = threading.Event()
 
-    def drain(stream, sink) -> None:
+    def drain(stream, sink, done=None) -> None:
         # Keep reading for the forward's whole life: kubectl writes a line per
         # connection and would block on a full pipe.
-        for line in stream:
-            sink(line)
-        if sink is lines.put:
-            lines.put(None)
+        try:
+            for line in stream:
+                sink(line)
+        except (OSError, ValueError):  # closed by _stop
+            pass
+        if done is not None:
+            done()
 
     threads = [
-        threading.Thread(target=drain, args=(proc.stdout, lines.put), daemon=True),
-        threading.Thread(target=drain, args=(proc.stderr, errors.append), daemon=True),
+        threading.Thread(
+            target=drain,
+            args=(proc.stdout, lines.put, lambda: lines.put(None)),
+            daemon=True,
+        ),
+        threading.Thread(
+            target=drain,
+            args=(proc.stderr, errors.append, stderr_done.set),
+            daemon=True,
+        ),
     ]
     for thread in threads:
         thread.start()
     try:
-        url = _wait_forwarding(proc, lines, errors, target, timeout_s)
+        url = _wait_forwarding(proc, lines, errors, stderr_done, target, timeout_s)
         yield url
     finally:
         _stop(proc)
 
 
-def _wait_forwarding(proc, lines, errors, target: str, timeout_s: float) -> str:
+def _wait_forwarding(
+    proc: subprocess.Popen,
+    lines: queue.Queue,
+    errors: list[str],
+    stderr_done: threading.Event,
+    target: str,
+    timeout_s: float,
+) -> str:
     deadline = time.monotonic() + timeout_s
     while True:
         remaining = deadline - time.monotonic()
@@ -344,7 +363,7 @@ def _wait_forwarding(proc, lines, errors, target: str, timeout_s: float) -> str:
             continue
         if line is None:  # stdout closed: kubectl ended
             proc.wait(timeout=5)
-            time.sleep(0.1)  # let the stderr reader catch up
+            stderr_done.wait(timeout=5)
             reason = _last_line("".join(errors)) or f"exit status {proc.returncode}"
             raise ScriptError(f"kubectl port-forward to {target} failed: {reason}")
         match = _FORWARDING.search(line)
@@ -435,6 +454,11 @@ def dashboard_get(address: str, path: str, token: str | None) -> Any:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise ScriptError(
+                f"Ray at {address} refused the request (HTTP {exc.code}): its auth "
+                "token is missing or wrong"
+            ) from None
         raise ScriptError(f"GET {path} on {address}: HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
