@@ -52,11 +52,6 @@ def cluster_tag(cluster_name: str) -> str:
     return f"{CLUSTER_TAG_PREFIX}{cluster_name}"
 
 
-def service_account_subject() -> str:
-    """The `sub` claim of the autoscaler's projected service account token."""
-    return f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
-
-
 def check_cluster_version(cfg: StackConfig) -> None:
     """The Cluster Autoscaler's minor must equal the cluster's Kubernetes minor."""
     if cfg.cluster_version != versions.CLUSTER_AUTOSCALER_KUBERNETES_MINOR:
