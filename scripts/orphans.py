@@ -738,17 +738,22 @@ def sort_for_deletion(orphans: Iterable[Orphan]) -> list[Orphan]:
     return sorted(orphans, key=lambda o: (rank.get(o.kind, len(rank)), o.kind, o.id))
 
 
-def region_from_stack_file(stack: str) -> str | None:
-    """`aws:region` from Pulumi.<stack>.yaml (still there after a destroy)."""
-    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    try:
-        import yaml
+def from_stack_file(stack: str) -> tuple[str | None, str | None]:
+    """(region, cluster name) from Pulumi.<stack>.yaml, which outlives a destroy.
 
-        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
-    except (OSError, ValueError):
-        return None
-    region = config.get("aws:region")
-    return region if isinstance(region, str) else None
+    The cluster's name derives from the stack's config (infra/config.py), so the
+    leftovers of a destroyed stack can still be found by its cluster's tags.
+    """
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        return None, None
+    from infra.config import ConfigError, load_stack_file
+
+    try:
+        cfg = load_stack_file(path, stack)
+    except (ConfigError, OSError, ValueError):
+        return None, None
+    return cfg.region, cfg.cluster_name
 
 
 @dataclass(frozen=True)
@@ -773,13 +778,14 @@ def resolve_target(args: argparse.Namespace) -> Target:
                 f"note: {exc}; using flags and Pulumi.{args.stack}.yaml",
                 file=sys.stderr,
             )
-    region = args.region or outputs.get("region") or region_from_stack_file(args.stack)
+    file_region, file_cluster = from_stack_file(args.stack)
+    region = args.region or outputs.get("region") or file_region
     if not region:
         raise ScriptError(
             f"--region: no region for stack {args.stack!r} (no stack output "
-            f"'region', no aws:region in Pulumi.{args.stack}.yaml); pass --region"
+            f"'region', no valid Pulumi.{args.stack}.yaml); pass --region"
         )
-    cluster = args.cluster_name or outputs.get("cluster_name")
+    cluster = args.cluster_name or outputs.get("cluster_name") or file_cluster
     data_bucket = args.data_bucket or outputs.get("data_bucket")
     return Target(args.stack, region, cluster, data_bucket)
 

@@ -39,6 +39,7 @@ from scripts.orphans import (  # noqa: E402
     Orphan,
     OrphanScanner,
     Target,
+    from_stack_file,
     scanner_for,
 )
 from scripts.stack import (  # noqa: E402
@@ -316,17 +317,18 @@ def _lb_name(orphan: Orphan) -> str:
 
 
 def target_from(outputs: StackOutputs, args: argparse.Namespace) -> Target:
-    region = args.region or outputs.get("region")
+    """Where to scan; read before the destroy removes the outputs."""
+    file_region, file_cluster = from_stack_file(outputs.stack)
+    region = args.region or outputs.get("region") or file_region
     if not region:
         raise ScriptError(
-            f"stack {outputs.stack!r} has no output 'region' (nothing deployed?); "
-            "pass --region and --cluster-name to scan for leftovers with "
-            "scripts/orphans.py"
+            f"--region: stack {outputs.stack!r} has no output 'region' and no valid "
+            f"Pulumi.{outputs.stack}.yaml; pass --region"
         )
     return Target(
         stack=outputs.stack,
         region=str(region),
-        cluster_name=args.cluster_name or outputs.get("cluster_name"),
+        cluster_name=args.cluster_name or outputs.get("cluster_name") or file_cluster,
         data_bucket=outputs.get("data_bucket"),
     )
 

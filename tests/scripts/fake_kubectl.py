@@ -66,6 +66,8 @@ def main() -> None:
     elif args[:2] == ["get", "secret"]:
         token = base64.b64encode(os.environ["FAKE_TOKEN"].encode()).decode()
         print(json.dumps({"data": {"auth_token": token}}))
+    elif args[:1] == ["get"] and "--all-namespaces" in args:
+        print(json.dumps({"items": []}))  # an empty cluster
     elif args[:1] == ["port-forward"]:
         port_forward()
     else:

@@ -20,7 +20,7 @@ import boto3
 import pytest
 
 from scripts.orphans import OrphanScanner
-from scripts.stack import Kubectl, ScriptError
+from scripts.stack import REPO_ROOT, Kubectl, ScriptError
 from scripts.teardown import (
     KubectlKubernetes,
     KubeObject,
@@ -441,3 +441,45 @@ def test_pulumi_adapter_runs_destroy_from_the_repo_root(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(ScriptError, match="the Pulumi CLI was not found"):
         cli.destroy("dev")
+
+
+def test_make_destroy_entry_point(aws, fake_kubectl, tmp_path, monkeypatch, capsys):
+    """teardown.main wires kubectl (private kubeconfig), the AWS scan and pulumi."""
+    session, _, _ = aws
+    stack = f"t{uuid.uuid4().hex[:6]}"
+    record = tmp_path / "pulumi.args"
+    pulumi = fake_kubectl.bin_dir / "pulumi"
+    pulumi.write_text(
+        f'#!/bin/sh\necho "$@" > "{record}"\necho "pwd=$PWD" >> "{record}"\n'
+    )
+    pulumi.chmod(pulumi.stat().st_mode | stat.S_IXUSR)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(
+        json.dumps(
+            {
+                "region": REGION,
+                "cluster_name": f"raygpu-{stack}",
+                "kubeconfig": "apiVersion: v1\n",
+                "data_bucket": f"{stack}-data",
+            }
+        )
+    )
+    from scripts import teardown as teardown_mod
+
+    assert teardown_mod.main(["--stack", stack, "--outputs", str(outputs)]) == 0
+    kinds = [c["args"][1] for c in fake_kubectl.calls()]
+    assert kinds == [
+        "rayservices.ray.io",
+        "rayjobs.ray.io",
+        "rayclusters.ray.io",
+        "services",
+        "ingresses.networking.k8s.io",
+        "persistentvolumeclaims",
+    ]
+    assert {c["kubeconfig_mode"] for c in fake_kubectl.calls()} == {"0o600"}
+    args, cwd = record.read_text().splitlines()
+    assert args == f"destroy --yes --stack {stack}"
+    assert cwd == f"pwd={REPO_ROOT}"
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"nothing of stack {stack!r} is left"
+    )
