@@ -1,5 +1,6 @@
 """`make demo`'s script end to end: its own Ray head, train, serve, check, stop."""
 
+import os
 import re
 import subprocess
 import sys
@@ -40,7 +41,11 @@ def test_demo_trains_serves_and_reports_both_accuracies(tmp_path):
     )
 
 
-def test_demo_exits_non_zero_with_the_failing_step(tmp_path):
+def test_demo_on_a_running_cluster_exits_non_zero_with_the_failing_step(
+    ray_head, tmp_path
+):
+    """RAY_ADDRESS names a running cluster: the demo uses it and reports failure."""
+    env = {**os.environ, "RAY_ADDRESS": ray_head.address}
     proc = subprocess.run(
         [
             sys.executable,
@@ -53,7 +58,9 @@ def test_demo_exits_non_zero_with_the_failing_step(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
+    assert f"using the running cluster at {ray_head.address}" in proc.stdout
     assert proc.returncode != 0
     assert "step 'train' failed" in proc.stderr
     assert "--epochs: must be a positive number" in proc.stdout + proc.stderr
