@@ -66,6 +66,11 @@ LEAN_ENV = {
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
+# Serve on a 2-core machine: no extra event-loop threads per replica and router.
+SERVE_LEAN_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+}
 # Same for both sides: one math thread per worker process.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -73,6 +78,7 @@ MODES = {
     "quick": {
         "train_rounds": 1,
         "train_variants": ("torchrun", "ray_lean", "ray_default"),
+        "train_default_rounds": 1,
         "startup_rounds": 1,
         "serve_rounds": 1,
         "serve_seconds": 3.0,
@@ -82,9 +88,11 @@ MODES = {
     "full": {
         "train_rounds": 3,
         "train_variants": ("torchrun", "ray_lean", "ray_default"),
+        # Ray with its defaults: once, for the before/after of the lean setup.
+        "train_default_rounds": 1,
         "startup_rounds": 3,
         "serve_rounds": 3,
-        "serve_seconds": 5.0,
+        "serve_seconds": 3.0,
         "serve_requests": 20000,
         "plan_rounds": 3,
     },
@@ -307,6 +315,7 @@ class Bench:
         self.procs: list[subprocess.Popen] = []
         self.notes: list[str] = []
         self.counter = 0
+        self.serve_lean = True
 
     def new_path(self, stem: str, suffix: str = "") -> Path:
         self.counter += 1
@@ -322,13 +331,13 @@ class Bench:
             stop_head(temp_dir)
         self.heads.clear()
 
-    def start_head(self, lean: bool) -> Any:
+    def start_head(self, lean: bool, env: dict[str, str] | None = None) -> Any:
         from scripts.localray import start_head
 
         temp_dir = tempfile.mkdtemp(prefix="rg-bench-", dir="/tmp")
         self.heads.append(temp_dir)
         self.markers.append(temp_dir)
-        extra = {**THREAD_ENV, **(LEAN_ENV if lean else {})}
+        extra = {**THREAD_ENV, **(LEAN_ENV if lean else {}), **(env or {})}
         extra["RAYGPU_BENCH_MARKS"] = str(self.work / "head-marks.jsonl")
         t0 = time.monotonic()
         head = start_head(num_cpus=2, temp_dir=temp_dir, extra_env=extra)
@@ -476,13 +485,16 @@ def bench_train(bench: Bench) -> dict[str, Any]:
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for r in range(bench.cfg["train_rounds"]):
         for v in variants:
+            if v == "ray_default" and r >= bench.cfg["train_default_rounds"]:
+                continue
             log(f"train round {r + 1}: {v}")
             res = one_training_run(bench, v, TRAIN_WORK)
             runs[v].append(res)
             log(
                 f"  {v}: {fmt(res['throughput']['loop'])} samples/s (loop), "
                 f"{fmt(res['throughput']['wall'])} (wall), "
-                f"ray daemons {res['ray_daemon_cores']:.2f} cores"
+                f"ray daemons {res['ray_daemon_cores']:.2f} cores; "
+                f"all: {res['cpu_cores']}"
             )
     summary = {
         v: {
@@ -712,6 +724,11 @@ def one_load(
     if line is None:
         raise BenchError(f"the load generator printed no result for {url}:\n{output}")
     res = json.loads(line[len("RGJSON ") :])
+    if res["errors"]:
+        raise BenchError(
+            f"{res['errors']} of {res['requests']} requests to {url} failed "
+            f"(c={c}, {content_type})"
+        )
     res["rps"] = res["requests"] / max(res["duration_s"], 1e-9)
     res["generator_cpu_s"] = round(usage, 3)
     res["generator_cores"] = usage / span
@@ -734,8 +751,9 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
     ceiling = {
         m: bare_ceiling(ckpts[m], 1.0 if bench.mode == "quick" else 2.0) for m in ckpts
     }
-    head, head_s = bench.start_head(lean=True)
-    log(f"serve: head up in {head_s:.1f}s")
+    serve_env = SERVE_LEAN_ENV if bench.serve_lean else {}
+    head, head_s = bench.start_head(lean=True, env=serve_env)
+    log(f"serve: head up in {head_s:.1f}s (Serve env {serve_env or 'default'})")
     serve_port = free_port()
     env = base_env()
     env["RAY_ADDRESS"] = head.address
@@ -844,6 +862,7 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
         "(application/octet-stream, X-Instances: 1); JSON body where marked",
         "checkpoints": "freshly initialised models saved with "
         "mlcore.checkpointing.save (speed, not accuracy)",
+        "serve_env": serve_env,
         "bare_ceiling": ceiling,
         "head_start_s": round(head_s, 2),
         "idle_cores": idle_cores,
@@ -1127,6 +1146,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out", default=str(REPO / "bench"), help="results folder")
     p.add_argument("--keep-work", action="store_true", help="keep logs and marks")
+    p.add_argument(
+        "--serve-default-env",
+        action="store_true",
+        help="run Serve with Ray's default threading (the 'before' measurement)",
+    )
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in args.sections if s not in SECTIONS]
@@ -1139,6 +1163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     mode = "quick" if args.quick else "full"
     work = Path(tempfile.mkdtemp(prefix="rg-bench-work-"))
     bench = Bench(work, mode)
+    bench.serve_lean = not args.serve_default_env
     started = time.monotonic()
     results: dict[str, Any] = {
         "schema": SCHEMA,

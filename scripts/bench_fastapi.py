@@ -9,8 +9,6 @@ formats as serve_app (JSON, or float32 with X-Instances) through the same
 parsing functions, and answers the same JSON.
 """
 
-from __future__ import annotations
-
 import argparse
 import math
 import sys

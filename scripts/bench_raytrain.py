@@ -26,20 +26,23 @@ def main(argv: list[str]) -> int:
     opts, train_args = argv[:cut], argv[cut + 1 :]
     import train
 
-    train.mark("driver_start")
-    if "--own-cluster" in opts:
-        import ray
+    import ray
 
-        temp_dir = opts[opts.index("--own-cluster") + 1]
-        lean = "--lean" in opts
+    train.mark("driver_start")
+    # The workers import train.py's module as the driver did: from ray_jobs/,
+    # found through PYTHONPATH on this machine (no working_dir upload).
+    runtime_env = {"env_vars": {"PYTHONPATH": str(RAY_JOBS)}}
+    if "--own-cluster" in opts:
         ray.init(
             num_cpus=2,
-            include_dashboard=not lean,
-            _temp_dir=temp_dir,
+            include_dashboard="--lean" not in opts,
+            _temp_dir=opts[opts.index("--own-cluster") + 1],
             log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": str(RAY_JOBS)}},
+            runtime_env=runtime_env,
         )
-        train.mark("cluster_ready")
+    else:
+        ray.init(log_to_driver=False, runtime_env=runtime_env)  # $RAY_ADDRESS
+    train.mark("cluster_ready")
     return train.main(train_args)
 
 
