@@ -24,9 +24,9 @@ def main(argv: list[str]) -> int:
         return 2
     cut = argv.index("--")
     opts, train_args = argv[:cut], argv[cut + 1 :]
-    import train
-
     import ray
+
+    import train
 
     train.mark("driver_start")
     # The workers import train.py's module as the driver did: from ray_jobs/,
