@@ -183,7 +183,16 @@ def submit(
             file=sys.stderr,
         )
         raise
-    info = job_info(address, submission_id, token)
+    try:
+        info = job_info(address, submission_id, token)
+    except ScriptError as exc:
+        if "refused the request" in str(exc):
+            raise
+        raise ScriptError(
+            f"{exc}; `ray job submit` exited with {cli_code}. If job "
+            f"{submission_id} was submitted it keeps running: check it with "
+            f"`ray job status {submission_id}` once the cluster is reachable"
+        ) from None
     if info is None:
         raise ScriptError(
             f"`ray job submit` exited with {cli_code} and job {submission_id} "

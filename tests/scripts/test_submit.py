@@ -205,3 +205,15 @@ def test_stack_path_forwards_passes_the_token_and_closes_the_forward(
     assert "refused the request (HTTP 40" in str(err.value)
     assert "wrong-" not in str(err.value)
     assert not process_alive(fake_kubectl.forward_pid())
+
+
+def test_unreachable_cluster_is_a_one_line_error():
+    from scripts.localray import free_port
+
+    address = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ScriptError) as err:
+        submit_mod.submit(address, ["python", "-c", "pass"], submission_id="job-x")
+    message = str(err.value)
+    assert message.startswith(f"cannot reach Ray at {address}")
+    assert "`ray job submit` exited with 1" in message
+    assert "ray job status job-x" in message
