@@ -463,9 +463,10 @@ def one_training_run(
         bench.stop_head(temp_dir)
     if rc != 0:
         raise BenchError(f"{variant} exited with {rc}; log {log}:\n{tail(log)}")
-    m = read_marks(marks)
-    if variant == "ray_job_submit":  # the job's processes write to the head's file
-        m = [x for x in read_marks(bench.work / "head-marks.jsonl") if x["t"] >= t0]
+    # Processes that a running head starts (job driver, Train workers) inherit
+    # the head's environment and so write to the head's file.
+    head_marks = read_marks(bench.work / "head-marks.jsonl")
+    m = read_marks(marks) + [x for x in head_marks if t0 <= x["t"] <= t1]
     first_step = first(m, "first_step")
     cores = cpu.cores()
     return {
