@@ -180,11 +180,11 @@ def test_classify_processes():
 
 
 def test_cpu_sampler_counts_this_process():
-    with bench_proc.CpuSampler(interval_s=0.05) as s:
-        end = s.t0 + 0.3
-        import time
+    import time
 
-        while time.monotonic() < end:
+    with bench_proc.CpuSampler(interval_s=0.05) as s:
+        start = time.process_time()
+        while time.process_time() - start < 0.3:  # 0.3 s of CPU, however slow
             pass
-    assert s.groups().get("bench", 0) > 0.1
-    assert "foreign" not in s.cores() or s.cores()["foreign"] >= 0
+    assert s.groups().get("bench", 0) >= 0.25
+    assert all(v >= 0 for v in s.cores().values())
