@@ -265,6 +265,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     )
     words = list(argv)
     if "--" not in words:
+        parser.parse_known_args(words)  # --help, or errors in the options
         parser.error("give the entrypoint after `--`, e.g. -- python train.py")
     cut = words.index("--")
     args = parser.parse_args(words[:cut])
