@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 STACK ?= dev
 OUT ?= rendered/$(STACK)
+ARGS ?=
 PYTEST_ARGS ?=
 # pip on this kind of machine prints a warning per package for its local mirrors
 PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
@@ -18,7 +19,7 @@ PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: STACK=$(STACK) (dev|prod), OUT, CHECKPOINT, PYTEST_ARGS"
+	@echo "  variables: STACK=$(STACK) (dev|prod), OUT, CHECKPOINT, ARGS, PYTEST_ARGS"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -61,10 +62,10 @@ serve: $(STAMP) ## deploy the serving app on STACK for CHECKPOINT (an s3:// URI)
 	$(PY) scripts/serve.py --stack $(STACK) --checkpoint $(CHECKPOINT)
 
 destroy: $(STAMP) ## ordered teardown of STACK, then a scan for leftovers
-	$(PY) scripts/teardown.py --stack $(STACK)
+	$(PY) scripts/teardown.py --stack $(STACK) $(ARGS)
 
-orphans: $(STAMP) ## list resources of STACK that still exist after a teardown
-	$(PY) scripts/orphans.py --stack $(STACK)
+orphans: $(STAMP) ## list what of STACK still exists (ARGS=--delete removes it)
+	$(PY) scripts/orphans.py --stack $(STACK) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: Ray Train vs torchrun, Ray Serve vs FastAPI, start-up, plan
 	$(PY) scripts/bench.py
