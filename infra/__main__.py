@@ -79,7 +79,7 @@ def main() -> dict[str, object]:
     )
     # Grows the GPU node groups from zero for Ray's pending worker pods and
     # shrinks them back; it reuses the Kubernetes provider of the Ray layer.
-    ClusterAutoscaler(
+    autoscaler = ClusterAutoscaler(
         f"{prefix}-autoscaler",
         ClusterAutoscalerArgs(
             config=cfg,
@@ -104,6 +104,7 @@ def main() -> dict[str, object]:
         "ray_cluster_name": ray.ray_cluster_name,
         "ray_head_service": ray.ray_head_service,
         "oidc_provider_arn": identity.oidc_provider_arn,
+        "cluster_autoscaler_role_arn": autoscaler.role_arn,
         "private_subnet_ids": network.private_subnet_ids,
         "gpu_node_groups": {
             pool: group.node_group_name

@@ -38,7 +38,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import yaml  # noqa: E402
 
-from infra import crd_schema, manifests  # noqa: E402
+from infra import autoscaler_values, crd_schema, manifests  # noqa: E402
 from infra.config import ConfigError, load_stack_file  # noqa: E402
 
 PLACEHOLDER_REFS = manifests.ClusterRefs(
@@ -46,6 +46,7 @@ PLACEHOLDER_REFS = manifests.ClusterRefs(
     artifacts_bucket="${artifacts_bucket}",
     irsa_role_arn="${irsa_role_arn}",
 )
+AUTOSCALER_ROLE_PLACEHOLDER = "${cluster_autoscaler_role_arn}"
 
 
 def example_templates(cfg, refs: manifests.ClusterRefs) -> list[dict[str, Any]]:
@@ -131,6 +132,7 @@ def render(
     *,
     stack_file: Path | None = None,
     refs: manifests.ClusterRefs = PLACEHOLDER_REFS,
+    autoscaler_role_arn: str = AUTOSCALER_ROLE_PLACEHOLDER,
     crd_dir: Path | None = None,
     validate: bool = True,
 ) -> Rendered:
@@ -147,7 +149,10 @@ def render(
         name = f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         result.written.append(_dump(out / name, obj))
 
-    releases = manifests.helm_releases(cfg)
+    releases = [
+        *manifests.helm_releases(cfg),
+        autoscaler_values.cluster_autoscaler_release(cfg, role_arn=autoscaler_role_arn),
+    ]
     index = []
     for i, release in enumerate(releases):
         name = f"{10 + i:02d}-helm-{release.name}.values.yaml"
@@ -241,11 +246,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         refs = refs_from_outputs(args.outputs) if args.outputs else PLACEHOLDER_REFS
+        autoscaler_role = AUTOSCALER_ROLE_PLACEHOLDER
+        if args.outputs:
+            outputs = json.loads(args.outputs.read_text(encoding="utf-8"))
+            autoscaler_role = str(
+                outputs.get("cluster_autoscaler_role_arn", autoscaler_role)
+            )
         result = render(
             args.stack,
             args.out,
             stack_file=args.stack_file,
             refs=refs,
+            autoscaler_role_arn=autoscaler_role,
             crd_dir=args.crds,
             validate=not args.no_validate,
         )

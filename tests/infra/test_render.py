@@ -32,13 +32,14 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "02-serviceaccount-ray-workload.yaml",
         "10-helm-nvidia-device-plugin.values.yaml",
         "11-helm-kuberay-operator.values.yaml",
+        "12-helm-cluster-autoscaler.values.yaml",
         f"20-raycluster-{name}.yaml",
         "helm-releases.yaml",
         "templates/rayjob.yaml",
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 9 files to {out}")
+    assert printed.startswith(f"wrote 10 files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
@@ -48,6 +49,7 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
     assert [(r["chart"], r["version"]) for r in releases] == [
         ("nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN_CHART_VERSION),
         ("kuberay-operator", versions.KUBERAY_CHART_VERSION),
+        ("cluster-autoscaler", versions.CLUSTER_AUTOSCALER_CHART_VERSION),
     ]
     for release in releases:
         values = load(out / release["valuesFile"])
@@ -78,6 +80,7 @@ def test_outputs_file_fills_in_real_values(tmp_path):
         "data_bucket": "raygpu-dev-data-abc",
         "artifacts_bucket": "raygpu-dev-artifacts-abc",
         "irsa_role_arn": "arn:aws:iam::123456789012:role/raygpu-dev-ray",
+        "cluster_autoscaler_role_arn": "arn:aws:iam::123456789012:role/raygpu-dev-ca",
         "kubeconfig": "[secret]",
     }
     path = tmp_path / "outputs.json"
@@ -144,3 +147,21 @@ def test_check_reports_schema_rule_and_exposure_problems():
     )
     assert "public exposure: [1].service.type: LoadBalancer" in problems
     assert any("minReplicas: 7 is greater than maxReplicas" in p for p in problems)
+
+
+def test_cluster_autoscaler_values_are_rendered_with_the_role_placeholder(tmp_path):
+    import yaml
+
+    from scripts.render import render
+
+    out = tmp_path / "dev"
+    render("dev", out)
+    index = yaml.safe_load((out / "helm-releases.yaml").read_text())["releases"]
+    names = {r["name"]: r for r in index}
+    assert "cluster-autoscaler" in names
+    values = yaml.safe_load(
+        (out / names["cluster-autoscaler"]["valuesFile"]).read_text()
+    )
+    text = yaml.safe_dump(values)
+    assert "${cluster_autoscaler_role_arn}" in text
+    assert "raygpu-dev" in text
