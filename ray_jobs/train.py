@@ -79,35 +79,131 @@ def checkpoint_name(epoch: int, attempt: int) -> str:
     return f"{CHECKPOINT_PREFIX}{epoch:04d}_attempt{attempt:02d}"
 
 
-def _older_checkpoints(checkpoint):
-    """Sibling checkpoints of `checkpoint` in storage, newest first."""
+def _run_checkpoints(run_uri: str | None, given=None) -> list:
+    """The run's checkpoints in storage, newest first, `given` included.
+
+    They include checkpoints that a worker wrote but Ray Train never registered
+    (a worker or the driver died between the upload and the registration): when
+    they verify, they hold complete epochs.
+    """
     import pyarrow.fs as pafs
     from ray.train import Checkpoint
 
-    fs = checkpoint.filesystem
-    parent = checkpoint.path.rstrip("/").rsplit("/", 1)[0]
+    if run_uri:
+        run = parse_storage(run_uri)
+        fs, parent = run.filesystem, run.path
+    elif given is not None:
+        fs, parent = given.filesystem, given.path.rstrip("/").rsplit("/", 1)[0]
+    else:
+        return []
     infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    found = []
+    found = {}
     for info in infos:
         match = _CKPT_NAME.match(info.base_name)
         if info.type == pafs.FileType.Directory and match:
-            if info.path.rstrip("/") != checkpoint.path.rstrip("/"):
-                key = (int(match.group(1)), int(match.group(2)))
-                found.append((key, Checkpoint(path=info.path, filesystem=fs)))
-    return [c for _, c in sorted(found, key=lambda kc: kc[0], reverse=True)]
+            key = (int(match.group(1)), int(match.group(2)))
+            found[key] = Checkpoint(path=info.path.rstrip("/"), filesystem=fs)
+    newest_first = [found[k] for k in sorted(found, reverse=True)]
+    if given is not None and all(
+        c.path != given.path.rstrip("/") for c in newest_first
+    ):
+        newest_first.insert(0, given)
+    return newest_first
 
 
-def restore(checkpoint) -> tuple[dict, dict, dict | None]:
-    """State from the latest good checkpoint: the given one, else an older one."""
+def restore(checkpoint, run_uri: str | None = None) -> tuple | None:
+    """State from the newest good checkpoint of the run, or None for a fresh one.
+
+    `checkpoint` is the one Ray Train registered last (None when it has none);
+    `run_uri` the run folder, whose other checkpoints are candidates too.
+    """
+    candidates = _run_checkpoints(run_uri, checkpoint)
     problems = []
-    for candidate in [checkpoint, *_older_checkpoints(checkpoint)]:
+    for candidate in candidates:
         with candidate.as_directory() as directory:
             try:
-                return checkpointing.load_state(directory)
+                state = checkpointing.load_state(directory)
             except CheckpointError as exc:
                 problems.append(str(exc).replace(directory, candidate.path))
                 print(f"[raygpu] skipping checkpoint {candidate.path}: {exc}")
+                continue
+        print(f"[raygpu] restoring from {candidate.path}")
+        return state
+    if not candidates:
+        return None
     raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(problems))
+
+
+def prune_stray_checkpoints(storage: StoragePath, run_name: str, kept) -> list[str]:
+    """Delete the run's checkpoint folders that Ray Train does not keep.
+
+    Train's retention (`--keep-checkpoints`) deletes only checkpoints it
+    registered; one uploaded when a worker or the driver died is left behind.
+    Called after a successful run with the paths Train kept.
+    """
+    import pyarrow.fs as pafs
+
+    run = storage.join(run_name)
+    keep = {p.rstrip("/") for p in kept}
+    removed = []
+    infos = run.filesystem.get_file_info(
+        pafs.FileSelector(run.path, allow_not_found=True)
+    )
+    for info in infos:
+        stray = info.path.rstrip("/") not in keep
+        if info.type == pafs.FileType.Directory and _CKPT_NAME.match(info.base_name):
+            if stray:
+                run.filesystem.delete_dir(info.path)
+                removed.append(info.base_name)
+    return removed
+
+
+def check_resumable(storage: StoragePath, run_name: str) -> str | None:
+    """Before training: the checkpoint a rerun will resume from, or None if fresh.
+
+    Verifies the run's checkpoints newest first (as `restore` will on the
+    workers) and stops at the first good one. When the run has checkpoints and
+    none is usable, raises CheckpointError naming each and why, instead of
+    letting every worker restart fail the same way.
+    """
+    import pyarrow.fs as pafs
+
+    from mlcore.storage import download_dir
+
+    run = storage.join(run_name)
+    try:
+        infos = run.filesystem.get_file_info(
+            pafs.FileSelector(run.path, allow_not_found=True)
+        )
+    except OSError as exc:
+        raise StorageError(f"run folder {run.uri} cannot be listed: {exc}") from None
+    found = sorted(
+        (
+            (int(m.group(1)), int(m.group(2)), info.base_name)
+            for info in infos
+            if info.type == pafs.FileType.Directory
+            and (m := _CKPT_NAME.match(info.base_name))
+        ),
+        reverse=True,
+    )
+    problems = []
+    for _, _, name in found:
+        candidate = run.join(name)
+        with tempfile.TemporaryDirectory(prefix="rg-verify-") as tmp:
+            try:
+                checkpointing.verify(download_dir(candidate, tmp))
+                return candidate.uri
+            except CheckpointError as exc:
+                problems.append(str(exc).replace(tmp, candidate.uri))
+            except OSError as exc:
+                problems.append(f"{candidate.uri} cannot be read: {exc}")
+    if problems:
+        raise CheckpointError(
+            f"run {run.uri} has {len(problems)} checkpoint(s) and none is usable: "
+            + "; ".join(problems)
+            + ". Delete the run folder to start over, or choose another --run-name."
+        )
+    return None
 
 
 # ------------------------------------------------------------------ train_func
@@ -135,9 +231,9 @@ def train_func(config: dict[str, Any]) -> None:
     model = build_model(spec)
 
     start_epoch, starts, optim_state = 0, [], None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        meta, model_state, optim_state = restore(checkpoint)
+    state = restore(ray.train.get_checkpoint(), config.get("run_uri"))
+    if state is not None:
+        meta, model_state, optim_state = state
         model.load_state_dict(model_state)
         start_epoch = int(meta["epoch"]) + 1
         starts = list(meta.get("starts", []))
@@ -246,6 +342,8 @@ def build_trainer(args: argparse.Namespace, storage: StoragePath):
         "seed": args.seed,
         "precision": args.precision,
         "threads_per_worker": args.cpus_per_worker,
+        # where to look for checkpoints Train has not registered (see restore)
+        "run_uri": storage.join(args.run_name).uri,
     }
     resources = {"CPU": args.cpus_per_worker}
     return TorchTrainer(
@@ -371,6 +469,9 @@ def run(args: argparse.Namespace) -> dict:
 
     storage = parse_storage(args.storage_path)
     check_storage(storage)
+    resume_from = check_resumable(storage, args.run_name)
+    if resume_from:
+        print(f"[raygpu] run {args.run_name} resumes from {resume_from}")
     started = time.time()
     mark("fit_start")
     result = build_trainer(args, storage).fit()
@@ -379,6 +480,11 @@ def run(args: argparse.Namespace) -> dict:
         raise RuntimeError(f"training failed: {result.error}")
     if result.checkpoint is None:
         raise CheckpointError("training finished without a checkpoint")
+    kept = [c.path for c, _ in (result.best_checkpoints or [])] + [
+        result.checkpoint.path
+    ]
+    for name in prune_stray_checkpoints(storage, args.run_name, kept):
+        print(f"[raygpu] removed stray checkpoint {name} (beyond --keep-checkpoints)")
     checkpoint = Checkpoint(
         path=result.checkpoint.path, filesystem=result.checkpoint.filesystem
     )

@@ -21,6 +21,11 @@ from mlcore.errors import JobInputError, StorageError
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 CONNECT_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 3
+# The start-up probe is one small request: a store that does not answer it in a
+# few seconds is not going to hold checkpoints either.
+PROBE_REQUEST_TIMEOUT_S = 4.0
+PROBE_MAX_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,11 @@ class StoragePath:
         )
 
 
-def s3_filesystem(region: str | None = None) -> pafs.S3FileSystem:
+def s3_filesystem(
+    region: str | None = None,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> pafs.S3FileSystem:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
         "AWS_ENDPOINT_URL"
     )
@@ -52,8 +61,8 @@ def s3_filesystem(region: str | None = None) -> pafs.S3FileSystem:
         or os.environ.get("AWS_DEFAULT_REGION")
         or "us-east-1",
         "connect_timeout": CONNECT_TIMEOUT_S,
-        "request_timeout": REQUEST_TIMEOUT_S,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3),
+        "request_timeout": request_timeout_s,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
     }
     if endpoint:
         parsed = urlparse(endpoint)
@@ -97,7 +106,6 @@ def parse_storage(uri: str, field: str = "--storage-path") -> StoragePath:
 
 def check_storage(storage: StoragePath) -> None:
     """Fail fast, naming the path, when the storage cannot be reached or written."""
-    fs = storage.filesystem
     if not storage.is_remote:
         try:
             os.makedirs(storage.path, exist_ok=True)
@@ -109,8 +117,11 @@ def check_storage(storage: StoragePath) -> None:
             raise StorageError(f"storage path {storage.uri} is not writable")
         return
     bucket = storage.path.split("/", 1)[0]
+    probe = s3_filesystem(
+        request_timeout_s=PROBE_REQUEST_TIMEOUT_S, max_attempts=PROBE_MAX_ATTEMPTS
+    )
     try:
-        info = fs.get_file_info(bucket)
+        info = probe.get_file_info(bucket)
     except OSError as exc:
         raise StorageError(
             f"storage path {storage.uri} cannot be reached: {_short(exc)}"

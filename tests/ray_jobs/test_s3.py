@@ -1,0 +1,191 @@
+"""Checkpoints and results in object storage: a real S3 API on loopback.
+
+moto_server on 127.0.0.1 stands in for S3. train.py reaches it through the
+standard endpoint setting (AWS_ENDPOINT_URL), which a job gets the way a user
+gives it: in the runtime environment's env_vars. Storage that cannot be reached
+(nothing listening, the S3 server stopped, a server that never answers) or a
+bucket that does not exist fails in seconds with a message naming the path.
+"""
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+import train
+from mlcore import checkpointing
+from mlcore.storage import parse_storage
+from scripts.localray import free_port
+from tests.ray_jobs.fault_helpers import (
+    checkpoints,
+    read_json,
+    submit_train,
+    wait_job,
+)
+
+FAIL_FAST_S = 30  # generous: the probe gives up after ~8 s on a silent server
+CREDS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@contextlib.contextmanager
+def private_moto():
+    """A moto_server of our own (so that stopping it harms no other test)."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        exe = Path(shutil.which("moto_server") or "moto_server")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        yield proc, url
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def unreachable(kind: str):
+    """An S3 endpoint on loopback that fails the way `kind` says."""
+    if kind == "nothing listening":
+        yield f"http://127.0.0.1:{free_port()}"
+    elif kind == "S3 server stopped":
+        with private_moto() as (proc, url):
+            s3 = boto3.client("s3", endpoint_url=url, **_client_creds())
+            s3.create_bucket(Bucket="rg-stopped")
+            proc.kill()  # the bucket existed a moment ago
+            proc.wait(timeout=10)
+            yield url
+    else:  # "never answers": accepts connections, sends nothing back
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(64)
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _client_creds() -> dict:
+    return {
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "region_name": "us-east-1",
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["nothing listening", "S3 server stopped", "never answers"]
+)
+def test_unreachable_storage_fails_in_seconds_naming_the_path(
+    kind, monkeypatch, capsys
+):
+    for key, value in CREDS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    uri = "s3://rg-stopped/runs"
+    with unreachable(kind) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        started = time.monotonic()
+        rc = train.main(["--storage-path", uri, "--run-name", "r"])
+        elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    print(f"\n{kind}: failed in {elapsed:.1f}s: {err[:160]}")
+    assert rc == 1
+    assert err.startswith(f"error: storage path {uri} cannot be reached"), err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert elapsed < FAIL_FAST_S
+
+
+def test_a_missing_bucket_fails_in_seconds_naming_it(moto_server, capsys):
+    started = time.monotonic()
+    rc = train.main(["--storage-path", "s3://rg-no-such-bucket/runs", "--run-name=r"])
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    print(f"\nmissing bucket: failed in {elapsed:.1f}s")
+    assert rc == 1
+    assert err == (
+        "error: storage path s3://rg-no-such-bucket/runs: bucket "
+        "'rg-no-such-bucket' does not exist or is not visible with these credentials"
+    )
+    assert elapsed < FAIL_FAST_S
+
+
+def _keys(bucket: str, endpoint: str) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=endpoint, **_client_creds())
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.mark.slow
+def test_checkpoints_on_s3_are_pruned_and_an_interrupted_upload_is_skipped(
+    ray_head, moto_server, s3_bucket
+):
+    storage = f"s3://{s3_bucket}/runs"
+    argv = [
+        "--num-workers=1",
+        "--batch-size=32",
+        f"--storage-path={storage}",
+        "--run-name=s3run",
+        "--keep-checkpoints=2",
+    ]
+    client, job_id = submit_train(ray_head, [*argv, "--epochs=4"], moto_server.env)
+    try:
+        status, logs = wait_job(client, job_id, timeout_s=300)
+    finally:
+        client.stop_job(job_id)
+    assert status == "SUCCEEDED", logs[-3000:]
+
+    fs = parse_storage(storage).filesystem
+    run_path = f"{s3_bucket}/runs/s3run"
+    kept = checkpoints(fs, run_path)
+    # retention on S3: of four checkpoints only the newest two are left
+    assert [(e, a) for e, a, _ in kept] == [(2, 1), (3, 1)]
+    keys = _keys(s3_bucket, moto_server.endpoint_url)
+    assert not any("checkpoint_epoch0000" in k or "epoch0001" in k for k in keys)
+    result = read_json(fs, f"{run_path}/result.json")
+    latest = f"s3://{run_path}/checkpoint_epoch0003_attempt01"
+    assert result["checkpoint"] == latest
+    assert result["storage_path"] == storage
+    with checkpointing.local_copy(latest) as folder:
+        assert checkpointing.verify(folder)["epoch"] == 3
+
+    # An interrupted upload: the latest checkpoint lost meta.json (written last).
+    fs.delete_file(f"{kept[-1][2]}/meta.json")
+    client, job_id = submit_train(ray_head, [*argv, "--epochs=6"], moto_server.env)
+    try:
+        status, logs = wait_job(client, job_id, timeout_s=300)
+    finally:
+        client.stop_job(job_id)
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert f"resumes from s3://{run_path}/checkpoint_epoch0002_attempt01" in logs
+    result = read_json(fs, f"{run_path}/result.json")
+    assert result["metrics"]["start_epoch"] == 3  # after epoch 2, the good one
+    assert result["checkpoint"] == f"s3://{run_path}/checkpoint_epoch0005_attempt02"
+    kept = checkpoints(fs, run_path)
+    assert [(e, a) for e, a, _ in kept] == [(4, 2), (5, 2)]
+    print(
+        f"\nS3 keys after the rerun: {len(_keys(s3_bucket, moto_server.endpoint_url))}"
+    )
