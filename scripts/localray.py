@@ -43,11 +43,20 @@ class LocalRay:
 
 
 def client_auth_env() -> dict[str, str]:
-    """Token auth for clients: Ray only enables it by itself for `address="auto"`.
+    """Settings every Ray process of a local cluster needs, clients included.
 
-    A client given an explicit address must be told, or it sends no token.
+    - Token auth: Ray only enables it by itself for `address="auto"`; a client
+      given an explicit address must be told, or it sends no token.
+    - Loopback: on Linux Ray replaces 127.0.0.1 with the machine's outward IP
+      address (it assumes a multi-node cluster); this single-node mode (the one
+      Ray uses on macOS) keeps every connection on 127.0.0.1.
     """
-    return {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    return {
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token"),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": os.environ.get(
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"
+        ),
+    }
 
 
 def ensure_token() -> None:
