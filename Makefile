@@ -12,7 +12,7 @@ OUT ?= rendered/$(STACK)
 ARGS ?=
 PYTEST_ARGS ?=
 # pip on this kind of machine prints a warning per package for its local mirrors
-PIP_QUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: help venv test test-fast lint fmt demo plan render train serve destroy orphans bench clean
 
@@ -24,7 +24,6 @@ help: ## list the targets
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing requirements.txt into $(VENV) (first time: several minutes, ~7 GB)"
-	$(PY) -m pip install -q --upgrade pip 2>&1 | $(PIP_QUIET)
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(PIP_QUIET)
 	@$(PY) -c "import ray, torch, torchvision, pulumi, pulumi_aws, pulumi_kubernetes"
 	@touch $(STAMP)
