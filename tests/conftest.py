@@ -7,6 +7,7 @@ AWS SDKs are told never to look for instance metadata.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -76,9 +77,18 @@ class S3Server:
     env: dict[str, str]  # what a client needs: endpoint, fake credentials, region
 
 
-@pytest.fixture(scope="session")
-def moto_server():
-    """moto_server (a real S3/EC2/ELB/... API) on 127.0.0.1; env vars set meanwhile."""
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@contextlib.contextmanager
+def start_moto():
+    """Run moto_server on 127.0.0.1 (a free port); yield (process, URL); kill it."""
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.exists():
         exe = Path(shutil.which("moto_server") or "moto_server")
@@ -89,15 +99,6 @@ def moto_server():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    env = {
-        "AWS_ENDPOINT_URL": url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }
-    saved = {k: os.environ.get(k) for k in env}
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -108,19 +109,27 @@ def moto_server():
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.2)
-        os.environ.update(env)
-        yield S3Server(endpoint_url=url, env=env)
+        yield proc, url
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        proc.terminate()
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto_server (a real S3/EC2/ELB/... API) on 127.0.0.1; env vars set meanwhile."""
+    with start_moto() as (_, url):
+        env = {"AWS_ENDPOINT_URL": url, **MOTO_CREDENTIALS}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            yield S3Server(endpoint_url=url, env=env)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @pytest.fixture

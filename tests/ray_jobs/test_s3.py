@@ -8,14 +8,8 @@ bucket that does not exist fails in seconds with a message naming the path.
 """
 
 import contextlib
-import shutil
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import boto3
 import pytest
@@ -24,6 +18,7 @@ import train
 from mlcore import checkpointing
 from mlcore.storage import parse_storage
 from scripts.localray import free_port
+from tests.conftest import MOTO_CREDENTIALS, start_moto
 from tests.ray_jobs.fault_helpers import (
     checkpoints,
     read_json,
@@ -32,41 +27,12 @@ from tests.ray_jobs.fault_helpers import (
 )
 
 FAIL_FAST_S = 30  # generous: the probe gives up after ~8 s on a silent server
-CREDS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
+CREDS = MOTO_CREDENTIALS
 
 
-@contextlib.contextmanager
 def private_moto():
     """A moto_server of our own (so that stopping it harms no other test)."""
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists():
-        exe = Path(shutil.which("moto_server") or "moto_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except (urllib.error.URLError, OSError):
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
-        yield proc, url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    return start_moto()
 
 
 @contextlib.contextmanager
