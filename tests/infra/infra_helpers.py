@@ -9,6 +9,21 @@ from typing import Any
 from infra.config import StackConfig, load_config
 from scripts.offline import OfflineRun, run_under_mocks
 
+# The stack outputs scripts/ rely on (the contract); every test checks these.
+CONTRACT_OUTPUTS = frozenset(
+    {
+        "cluster_name",
+        "region",
+        "kubeconfig",
+        "vpc_id",
+        "data_bucket",
+        "artifacts_bucket",
+        "ray_namespace",
+        "ray_service_account",
+        "irsa_role_arn",
+    }
+)
+
 
 def stack_config(stack: str = "dev", **overrides: Any) -> StackConfig:
     values: dict[str, Any] = {

@@ -11,6 +11,7 @@ import pytest
 
 from infra import config, instance_types, versions
 from infra.config import ConfigError, load_config, load_stack_file
+from tests.infra.infra_helpers import CONTRACT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -358,17 +359,7 @@ def test_every_key_and_output_is_documented():
             pool_key.endswith("Size")
             and "`raygpu:systemPool.minSize` / `desiredSize` / `maxSize`" in doc
         ), pool_key
-    for output in (
-        "cluster_name",
-        "region",
-        "kubeconfig",
-        "vpc_id",
-        "data_bucket",
-        "artifacts_bucket",
-        "ray_namespace",
-        "ray_service_account",
-        "irsa_role_arn",
-    ):
+    for output in sorted(CONTRACT_OUTPUTS):
         assert f"| `{output}` |" in doc, output
 
 

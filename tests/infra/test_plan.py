@@ -15,19 +15,9 @@ import yaml
 from infra import instance_types as it
 from infra.config import StackConfig, load_stack_file
 from scripts import plan
+from tests.infra.infra_helpers import CONTRACT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACT_OUTPUTS = {
-    "cluster_name",
-    "region",
-    "kubeconfig",
-    "vpc_id",
-    "data_bucket",
-    "artifacts_bucket",
-    "ray_namespace",
-    "ray_service_account",
-    "irsa_role_arn",
-}
 PLANS: dict[str, dict] = {}
 
 

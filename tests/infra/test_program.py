@@ -13,19 +13,9 @@ import pytest
 
 from infra.config import load_stack_file
 from scripts.offline import run_offline
+from tests.infra.infra_helpers import CONTRACT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACT_OUTPUTS = {
-    "cluster_name",
-    "region",
-    "kubeconfig",
-    "vpc_id",
-    "data_bucket",
-    "artifacts_bucket",
-    "ray_namespace",
-    "ray_service_account",
-    "irsa_role_arn",
-}
 RUNS: dict[str, object] = {}
 
 
