@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra import autoscaler_values as values_mod
+from infra import helm
 from infra.config import StackConfig
 from infra.identity import trust_policy
 
@@ -177,21 +177,9 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             cluster_name=args.cluster_name,
             scale_down_unneeded_time=args.scale_down_unneeded_time,
         )
-        chart_values: dict[str, Any] = release.values
         self.release = k8s.helm.v3.Release(
             f"{name}-release",
-            k8s.helm.v3.ReleaseArgs(
-                name=release.name,
-                chart=release.chart,
-                version=release.version,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=release.repo),
-                namespace=release.namespace,
-                values=chart_values,
-                skip_crds=release.skip_crds,
-                cleanup_on_fail=True,
-                timeout=HELM_TIMEOUT_SECONDS,
-                max_history=10,
-            ),
+            helm.release_args(release, timeout_seconds=HELM_TIMEOUT_SECONDS),
             # The role's permissions exist before the autoscaler starts.
             opts=pulumi.ResourceOptions(
                 parent=self, provider=args.k8s_provider, depends_on=[policy]

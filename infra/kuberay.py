@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import manifests
+from infra import helm, manifests
 from infra.config import StackConfig
 
 TYPE_TOKEN = "raygpu:kuberay:RayOnKubernetes"
@@ -138,20 +137,8 @@ class RayOnKubernetes(pulumi.ComponentResource):
         release: manifests.HelmRelease,
         opts: pulumi.ResourceOptions,
     ) -> k8s.helm.v3.Release:
-        values: dict[str, Any] = release.values
         return k8s.helm.v3.Release(
             resource_name,
-            k8s.helm.v3.ReleaseArgs(
-                name=release.name,
-                chart=release.chart,
-                version=release.version,
-                repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=release.repo),
-                namespace=release.namespace,
-                values=values,
-                skip_crds=release.skip_crds,
-                cleanup_on_fail=True,
-                timeout=HELM_TIMEOUT_SECONDS,
-                max_history=10,
-            ),
+            helm.release_args(release, timeout_seconds=HELM_TIMEOUT_SECONDS),
             opts=opts,
         )
