@@ -9,9 +9,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import pytest
 
 FAKE_KUBECTL = Path(__file__).with_name("fake_kubectl.py")
+# Region of the AWS tests (orphan scan, teardown) on the loopback moto_server.
+REGION = "us-west-2"
 
 
 @dataclass
@@ -57,3 +60,19 @@ def fake_kubectl(tmp_path, monkeypatch) -> FakeKubectl:
     monkeypatch.setenv("FAKE_TOKEN", "not-a-real-token")
     monkeypatch.setenv("FAKE_TARGET_PORT", "9")
     return fake
+
+
+@pytest.fixture
+def aws(moto_server):
+    """A fresh VPC with a subnet in each of two AZs on the loopback moto_server:
+    `(boto3 session, vpc id, [subnet ids])`."""
+    session = boto3.Session(region_name=REGION)
+    ec2 = session.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az)[
+            "Subnet"
+        ]["SubnetId"]
+        for i, az in enumerate((f"{REGION}a", f"{REGION}b"))
+    ]
+    return session, vpc, subnets

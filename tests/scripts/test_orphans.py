@@ -14,7 +14,6 @@ import sys
 import uuid
 from dataclasses import dataclass, field
 
-import boto3
 import pytest
 
 from scripts import orphans as orphans_mod
@@ -26,8 +25,7 @@ from scripts.orphans import (
     sort_for_deletion,
 )
 from scripts.stack import REPO_ROOT
-
-REGION = "us-west-2"
+from tests.scripts.conftest import REGION
 
 
 class FakeClock:
@@ -69,20 +67,6 @@ def _spec(rtype: str, tags: dict[str, str]) -> list[dict]:
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
         }
     ]
-
-
-@pytest.fixture
-def aws(moto_server):
-    session = boto3.Session(region_name=REGION)
-    ec2 = session.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=az)[
-            "Subnet"
-        ]["SubnetId"]
-        for i, az in enumerate((f"{REGION}a", f"{REGION}b"))
-    ]
-    return session, vpc, subnets
 
 
 def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket: str):

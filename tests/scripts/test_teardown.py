@@ -16,7 +16,6 @@ import subprocess
 import uuid
 from collections.abc import Callable
 
-import boto3
 import pytest
 
 from scripts.orphans import OrphanScanner
@@ -28,8 +27,8 @@ from scripts.teardown import (
     PulumiCli,
     Teardown,
 )
+from tests.scripts.conftest import REGION
 
-REGION = "us-west-2"
 LIMITS = Limits(ray_objects_s=120, exposure_s=300, aws_s=200, interval_s=5)
 
 
@@ -93,20 +92,6 @@ class RecordingPulumi:
         if self.action:
             self.action()
         return self.code
-
-
-@pytest.fixture
-def aws(moto_server):
-    session = boto3.Session(region_name=REGION)
-    ec2 = session.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.1.{i}.0/24", AvailabilityZone=az)[
-            "Subnet"
-        ]["SubnetId"]
-        for i, az in enumerate((f"{REGION}a", f"{REGION}b"))
-    ]
-    return session, vpc, subnets
 
 
 def controller_load_balancer(session, vpc, subnets, cluster: str) -> Callable:
