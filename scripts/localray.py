@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -196,11 +197,22 @@ def _cluster_pids(temp_dir: str) -> list[int]:
 
     The daemons (gcs_server, raylet, dashboard, ...) name the session directory in
     their command line; workers rename themselves (`ray::IDLE`) but are children
-    of the raylet.
+    of the raylet; the client server names the GCS port.
     """
     marker = temp_dir.rstrip("/").encode()
     table = _process_table()
     found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    # The Ray client server detaches from the tree and names only the GCS
+    # address (`--address=HOST:PORT`); find it by the GCS port of this cluster.
+    gcs_ports = {
+        m.group(1)
+        for pid in found
+        for m in re.finditer(rb"--gcs_server_port=(\d+)(?:\0|$)", table[pid][1])
+    }
+    for pid, (_, cmd) in table.items():
+        m = re.search(rb"--address=[^\0]*:(\d+)(?:\0|$)", cmd)
+        if m and m.group(1) in gcs_ports and b"ray.util.client.server" in cmd:
+            found.add(pid)
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in table.items() if ppid in found}

@@ -1,0 +1,37 @@
+"""The local head: `stop_head` ends every process of its cluster and only those."""
+
+from __future__ import annotations
+
+import time
+
+from scripts.localray import _process_table, start_head, stop_head
+
+
+def _mentions(needles: list[bytes]) -> list[tuple[int, bytes]]:
+    return [
+        (pid, cmd[:120])
+        for pid, (_, cmd) in _process_table().items()
+        if any(n in cmd for n in needles)
+    ]
+
+
+def test_stop_head_leaves_no_process_of_the_cluster_behind():
+    other = start_head(num_cpus=1)  # a bystander cluster that must survive
+    head = start_head(num_cpus=1)
+    try:
+        needles = [head.temp_dir.encode(), f"--address={head.address}\0".encode()]
+        before = _mentions(needles)
+        # The daemons and the detached Ray client server (which names only the
+        # GCS address) are all found.
+        assert any(b"gcs_server" in cmd for _, cmd in before)
+        assert any(b"ray.util.client.server" in cmd for _, cmd in before), before
+        stop_head(head.temp_dir)
+        deadline = time.monotonic() + 10
+        while _mentions(needles) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _mentions(needles) == []
+        bystander = [other.temp_dir.encode()]
+        assert any(b"gcs_server" in cmd for _, cmd in _mentions(bystander))
+    finally:
+        stop_head(head.temp_dir)
+        stop_head(other.temp_dir)
