@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra import instance_types, versions
+from infra import instance_types, serve_ingress, versions
 
 NAMESPACE = "raygpu"
 REGION_KEY = "aws:region"
@@ -182,6 +182,7 @@ class StackConfig:
     ray_idle_timeout_seconds: int = 600
     ray_head_cpu: str = "2"
     ray_head_memory: str = "8Gi"
+    serve_ingress: str = serve_ingress.DEFAULT_INGRESS
 
     def __post_init__(self) -> None:
         # Subnets default to a fixed carve-up of the VPC (see default_subnet_cidrs).
@@ -280,6 +281,7 @@ KEY_KINDS: dict[str, str] = {
     "rayIdleTimeoutSeconds": "int",
     "rayHeadCpu": "str",
     "rayHeadMemory": "str",
+    "serveIngress": "str",
 }
 REQUIRED_KEYS = ("gpuPools", "budgetMonthlyUsd")
 _POOL_KEYS = (
@@ -899,6 +901,13 @@ def load_config(
                 f"({system.memory_gib:g} GiB) for system pods, got {raw!r}",
             )
             out["ray_head_memory"] = _MISSING
+
+    raw = get("serveIngress")
+    out["serve_ingress"] = (
+        serve_ingress.DEFAULT_INGRESS
+        if raw is _MISSING
+        else c.choice(_rkey("serveIngress"), raw, serve_ingress.INGRESS_MODES)
+    )
 
     if c.errors:
         raise ConfigError(c.errors)

@@ -30,6 +30,7 @@ import yaml
 from infra import config as cfgmod
 from infra import versions
 from infra.config import GpuPoolConfig, StackConfig
+from infra.serve_ingress import serve_ingress_env
 
 RAY_API_VERSION = "ray.io/v1"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -290,6 +291,9 @@ def ray_env(cfg: StackConfig, refs: ClusterRefs) -> list[dict[str, Any]]:
         {"name": "RAYGPU_STACK", "value": cfg.stack},
         {"name": "RAYGPU_DATA_BUCKET", "value": refs.data_bucket},
         {"name": "RAYGPU_ARTIFACTS_BUCKET", "value": refs.artifacts_bucket},
+    ] + [
+        {"name": k, "value": v}
+        for k, v in sorted(serve_ingress_env(cfg.serve_ingress).items())
     ]
 
 

@@ -181,6 +181,10 @@ BAD = [
      "CPU quantity"),
     ("ray-head-memory-too-big", with_("rayHeadMemory", "64Gi"), "raygpu:rayHeadMemory",
      "smallest system instance"),
+    ("serve-ingress", with_("serveIngress", "nginx"), "raygpu:serveIngress",
+     "one of proxy, haproxy"),
+    ("serve-ingress-case", with_("serveIngress", "HAProxy"), "raygpu:serveIngress",
+     "one of proxy, haproxy"),
     ("unknown-key", with_("gpuPool", []), "raygpu:gpuPool", "not a known key"),
     ("unknown-key-case", with_("azcount", 3), "raygpu:azcount", "did you mean azCount"),
 ]  # fmt: skip

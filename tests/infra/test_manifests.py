@@ -385,3 +385,36 @@ def test_quantity_parsing():
     assert manifests.memory_bytes("1G") == 10**9
     with pytest.raises(ManifestError):
         manifests.memory_bytes("lots")
+
+
+# ------------------------------------------------------------------ Serve ingress
+
+
+def _ray_containers(manifest: dict) -> list[dict]:
+    spec = manifest["spec"].get("rayClusterConfig", manifest["spec"])
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    return [g["template"]["spec"]["containers"][0] for g in groups]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_serve_ingress_default_is_rays_proxy(stack):
+    cfg = stack_config(stack)
+    assert cfg.serve_ingress == "proxy"
+    for c in _ray_containers(manifests.raycluster_manifest(cfg, REFS)):
+        assert not [e for e in c["env"] if e["name"].startswith("RAY_SERVE_")]
+
+
+def test_serve_ingress_haproxy_reaches_every_ray_node():
+    values = config.stack_file_values(REPO / "Pulumi.dev.yaml")
+    cfg = config.load_config("dev", {**values, "serveIngress": "haproxy"})
+    assert cfg.serve_ingress == "haproxy"
+    svc = manifests.rayservice_manifest(
+        cfg, REFS, name="serve", working_dir="s3://b/p.zip"
+    )
+    for manifest in (manifests.raycluster_manifest(cfg, REFS), svc):
+        containers = _ray_containers(manifest)
+        assert len(containers) == 1 + len(cfg.gpu_pools)
+        for c in containers:
+            env = {e["name"]: e["value"] for e in c["env"]}
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+            assert env["RAYGPU_STACK"] == cfg.stack  # the other variables stay

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from infra import crd_schema, manifests
+from infra import config, crd_schema, manifests
 from infra.crd_schema import ManifestValidationError
-from tests.infra.test_manifests import REFS, STACKS, stack_config
+from tests.infra.test_manifests import REFS, REPO, STACKS, stack_config
 
 _MISSING = crd_schema.crd_dir_problem()
 pytestmark = pytest.mark.skipif(
@@ -52,6 +52,17 @@ def test_every_rendered_manifest_is_valid(stack):
         crd_schema.validate_manifest(manifest)  # raises with every problem listed
         kinds.append(manifest["kind"])
     assert kinds == ["RayCluster", "RayJob", "RayService"]
+
+
+def test_haproxy_ingress_manifests_are_valid():
+    values = config.stack_file_values(REPO / "Pulumi.prod.yaml")
+    cfg = config.load_config("prod", {**values, "serveIngress": "haproxy"})
+    crd_schema.validate_manifest(manifests.raycluster_manifest(cfg, REFS))
+    crd_schema.validate_manifest(
+        manifests.rayservice_manifest(
+            cfg, REFS, name="serve", working_dir="s3://b/p.zip", checkpoint="s3://b/c"
+        )
+    )
 
 
 def test_schema_is_cached_in_memory_and_on_disk(tmp_path, monkeypatch):
