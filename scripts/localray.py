@@ -24,6 +24,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # also when run as a script
+    sys.path.insert(0, str(REPO))
+
+from infra.serve_ingress import (  # noqa: E402
+    DEFAULT_INGRESS,
+    INGRESS_MODES,
+    serve_ingress_env,
+)
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -97,9 +107,20 @@ def start_head(
     temp_dir: str | None = None,
     timeout_s: float = 90.0,
     extra_env: dict[str, str] | None = None,
+    serve_ingress: str = DEFAULT_INGRESS,
 ) -> LocalRay:
-    """Start a Ray head bound to 127.0.0.1 and wait until its job API answers."""
+    """Start a Ray head bound to 127.0.0.1 and wait until its job API answers.
+
+    `serve_ingress` chooses how Serve's HTTP port reaches replicas (see
+    infra/serve_ingress.py): Ray's proxy, or HAProxy in front of the replicas.
+    """
+    try:
+        ingress_env = serve_ingress_env(serve_ingress)
+    except ValueError as exc:
+        raise LocalRayError(str(exc)) from None
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rg-", dir="/tmp")
+    if ingress_env:
+        ingress_env.update(_haproxy_local_env(temp_dir))
     port, dash, client, agent = (free_port() for _ in range(4))
     cmd = [
         ray_executable(),
@@ -117,7 +138,7 @@ def start_head(
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **client_auth_env(), **(extra_env or {})}
+    env = {**os.environ, **client_auth_env(), **ingress_env, **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
     # Job entrypoints say `python ...`: make that this environment's interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
@@ -140,6 +161,25 @@ def start_head(
         stop_head(temp_dir)
         raise
     return ray
+
+
+def _haproxy_local_env(temp_dir: str) -> dict[str, str]:
+    """HAProxy's files and side ports for one local cluster.
+
+    Ray's defaults are fixed (/tmp/haproxy-serve, ports 8404 and 9101), so two
+    local clusters would collide; here they live in the cluster's temp dir (gone
+    with `stop_head`) and on free ports.
+    """
+    base = os.path.join(temp_dir, "haproxy")
+    return {
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(base, "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
 
 
 def auth_headers() -> dict[str, str]:
@@ -246,12 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     start = sub.add_parser("start", help="start a head and print its addresses as JSON")
     start.add_argument("--num-cpus", type=int, default=None)
+    start.add_argument(
+        "--serve-ingress",
+        choices=INGRESS_MODES,
+        default=DEFAULT_INGRESS,
+        help="how Serve's HTTP port reaches replicas (default: %(default)s)",
+    )
     stop = sub.add_parser("stop", help="stop the head started with TEMP_DIR")
     stop.add_argument("temp_dir")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "start":
-            ray = start_head(num_cpus=args.num_cpus)
+            ray = start_head(num_cpus=args.num_cpus, serve_ingress=args.serve_ingress)
             print(json.dumps(ray.__dict__))
         else:
             stop_head(args.temp_dir)

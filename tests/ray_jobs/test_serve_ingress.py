@@ -1,0 +1,139 @@
+"""The serving app behind Ray 2.60's HAProxy ingress (`serveIngress: haproxy`).
+
+A second local cluster started with `serve_ingress="haproxy"`: the same app, the
+same port and API, answered by HAProxy in front of the replica's own HTTP server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlcore import checkpointing
+from mlcore.models import ModelSpec, build_model
+from scripts.localray import (
+    LocalRayError,
+    _process_table,
+    client_auth_env,
+    free_port,
+    start_head,
+    stop_head,
+)
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+DEPLOY = """
+import sys
+sys.path.insert(0, {ray_jobs!r})
+import ray
+from ray import serve
+import serve_app
+ray.init(address={address!r}, log_to_driver=False,
+         runtime_env={{"working_dir": {ray_jobs!r}, "excludes": ["data/"]}})
+serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
+args = serve_app.ServeArgs(checkpoint={checkpoint!r}, num_cpus=0.5)
+serve.run(serve_app.build_app(args), name="digits", route_prefix="/",
+          blocking=False)
+"""
+
+
+def call(url, data=None, headers=None):
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _haproxy_pids(temp_dir: str) -> list[int]:
+    marker = temp_dir.encode()
+    return [
+        pid
+        for pid, (_, cmd) in _process_table().items()
+        if cmd.split(b"\0")[0].endswith(b"haproxy") and marker in cmd
+    ]
+
+
+def test_unknown_ingress_is_refused_naming_the_choices():
+    with pytest.raises(LocalRayError, match="one of proxy, haproxy, got 'nginx'"):
+        start_head(num_cpus=1, serve_ingress="nginx")
+
+
+@pytest.fixture(scope="module")
+def haproxy_app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    spec = ModelSpec("mlp", (1, 8, 8), 10)
+    checkpointing.save(str(folder), build_model(spec), None, 0, spec, {})
+    head = start_head(num_cpus=2, serve_ingress="haproxy")
+    try:
+        port = free_port()
+        env = {**os.environ, **client_auth_env(), "RAY_ADDRESS": head.address}
+        code = DEPLOY.format(
+            ray_jobs=str(REPO / "ray_jobs"),
+            address=head.address,
+            port=port,
+            checkpoint=str(folder),
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call(f"{base}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the app never became healthy"
+            time.sleep(0.5)
+        yield head, base, str(folder)
+    finally:
+        stop_head(head.temp_dir)
+
+
+def test_haproxy_answers_on_the_serve_port_with_the_same_api(haproxy_app):
+    head, base, folder = haproxy_app
+    # HAProxy runs, with its files in this cluster's temp dir (not /tmp/haproxy-serve).
+    assert _haproxy_pids(head.temp_dir)
+    assert list(Path(head.temp_dir, "haproxy").rglob("haproxy.cfg"))
+    x = np.random.default_rng(1).random((3, 64), dtype=np.float32)
+    model, _ = checkpointing.load_model(folder)
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(x).view(3, 1, 8, 8)), dim=1)
+    status, body = call(
+        f"{base}/predict",
+        x.astype("<f4").tobytes(),
+        {"Content-Type": "application/octet-stream", "X-Instances": "3"},
+    )
+    assert status == 200, body
+    np.testing.assert_allclose(body["probabilities"], expected.numpy(), atol=1e-5)
+    status, body = call(
+        f"{base}/predict",
+        json.dumps({"instances": x.tolist()}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    assert status == 200 and body["predictions"] == expected.argmax(1).tolist()
+    status, body = call(f"{base}/predict", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]
+
+
+def test_stopping_the_cluster_ends_haproxy(haproxy_app):
+    head, _, _ = haproxy_app
+    stop_head(head.temp_dir)
+    deadline = time.monotonic() + 10
+    while _haproxy_pids(head.temp_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _haproxy_pids(head.temp_dir) == []
+    assert not Path(head.temp_dir).exists()
