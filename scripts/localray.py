@@ -9,6 +9,7 @@ client on this machine (`ray job submit`, the dashboard SDK) reads it from there
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -163,14 +164,21 @@ def start_head(
     return ray
 
 
+def _haproxy_dir(temp_dir: str) -> str:
+    digest = hashlib.sha256(os.path.abspath(temp_dir).encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"rgh-{digest}")
+
+
 def _haproxy_local_env(temp_dir: str) -> dict[str, str]:
     """HAProxy's files and side ports for one local cluster.
 
     Ray's defaults are fixed (/tmp/haproxy-serve, ports 8404 and 9101), so two
-    local clusters would collide; here they live in the cluster's temp dir (gone
-    with `stop_head`) and on free ports.
+    local clusters would collide; here they live in a folder of this cluster
+    (removed by `stop_head`) and on free ports. The folder is short, not inside
+    the temp dir: Ray adds the 56-character node id, and HAProxy refuses socket
+    paths over 97 characters.
     """
-    base = os.path.join(temp_dir, "haproxy")
+    base = _haproxy_dir(temp_dir)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),
@@ -237,11 +245,11 @@ def _cluster_pids(temp_dir: str) -> list[int]:
 
     The daemons (gcs_server, raylet, dashboard, ...) name the session directory in
     their command line; workers rename themselves (`ray::IDLE`) but are children
-    of the raylet; the client server names the GCS port.
+    of the raylet; the client server names the GCS port; HAProxy its folder.
     """
-    marker = temp_dir.rstrip("/").encode()
+    markers = [temp_dir.rstrip("/").encode(), _haproxy_dir(temp_dir).encode()]
     table = _process_table()
-    found = {pid for pid, (_, cmd) in table.items() if marker in cmd}
+    found = {pid for pid, (_, cmd) in table.items() if any(m in cmd for m in markers)}
     # The Ray client server detaches from the tree and names only the GCS
     # address (`--address=HOST:PORT`); find it by the GCS port of this cluster.
     gcs_ports = {
@@ -277,6 +285,7 @@ def stop_head(temp_dir: str, grace_s: float = 10.0) -> None:
         while time.monotonic() < deadline and _cluster_pids(temp_dir):
             time.sleep(0.2)
     shutil.rmtree(temp_dir, ignore_errors=True)
+    shutil.rmtree(_haproxy_dir(temp_dir), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

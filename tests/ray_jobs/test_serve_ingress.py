@@ -23,6 +23,7 @@ from mlcore import checkpointing
 from mlcore.models import ModelSpec, build_model
 from scripts.localray import (
     LocalRayError,
+    _haproxy_dir,
     _process_table,
     client_auth_env,
     free_port,
@@ -105,9 +106,9 @@ def haproxy_app(tmp_path_factory):
 
 def test_haproxy_answers_on_the_serve_port_with_the_same_api(haproxy_app):
     head, base, folder = haproxy_app
-    # HAProxy runs, with its files in this cluster's temp dir (not /tmp/haproxy-serve).
-    assert _haproxy_pids(head.temp_dir)
-    assert list(Path(head.temp_dir, "haproxy").rglob("haproxy.cfg"))
+    # HAProxy runs, with its files in this cluster's folder (not /tmp/haproxy-serve).
+    assert _haproxy_pids(_haproxy_dir(head.temp_dir))
+    assert list(Path(_haproxy_dir(head.temp_dir)).rglob("haproxy.cfg"))
     x = np.random.default_rng(1).random((3, 64), dtype=np.float32)
     model, _ = checkpointing.load_model(folder)
     with torch.no_grad():
@@ -133,7 +134,8 @@ def test_stopping_the_cluster_ends_haproxy(haproxy_app):
     head, _, _ = haproxy_app
     stop_head(head.temp_dir)
     deadline = time.monotonic() + 10
-    while _haproxy_pids(head.temp_dir) and time.monotonic() < deadline:
+    folder = _haproxy_dir(head.temp_dir)
+    while _haproxy_pids(folder) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _haproxy_pids(head.temp_dir) == []
-    assert not Path(head.temp_dir).exists()
+    assert _haproxy_pids(folder) == []
+    assert not Path(head.temp_dir).exists() and not Path(folder).exists()
