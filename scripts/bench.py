@@ -70,6 +70,10 @@ LEAN_ENV = {
 SERVE_LEAN_ENV = {
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # Deleting one model's apps before the next: HAProxy-fronted replicas drain
+    # 30 s by default so load balancers can deregister them; nothing to wait
+    # for here (shutdown only, no effect on the measured requests).
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }
 # Same for both sides: one math thread per worker process.
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -331,7 +335,12 @@ class Bench:
             stop_head(temp_dir)
         self.heads.clear()
 
-    def start_head(self, lean: bool, env: dict[str, str] | None = None) -> Any:
+    def start_head(
+        self,
+        lean: bool,
+        env: dict[str, str] | None = None,
+        serve_ingress: str = "proxy",
+    ) -> Any:
         from scripts.localray import start_head
 
         temp_dir = tempfile.mkdtemp(prefix="rg-bench-", dir="/tmp")
@@ -340,7 +349,9 @@ class Bench:
         extra = {**THREAD_ENV, **(LEAN_ENV if lean else {}), **(env or {})}
         extra["RAYGPU_BENCH_MARKS"] = str(self.work / "head-marks.jsonl")
         t0 = time.monotonic()
-        head = start_head(num_cpus=2, temp_dir=temp_dir, extra_env=extra)
+        head = start_head(
+            num_cpus=2, temp_dir=temp_dir, extra_env=extra, serve_ingress=serve_ingress
+        )
         return head, time.monotonic() - t0
 
     def stop_head(self, temp_dir: str) -> None:
@@ -667,15 +678,16 @@ import serve_app
 ray.init(address={address!r}, runtime_env={{"working_dir": {ray_jobs!r},
          "excludes": ["__pycache__/", "*.pyc", "data/"]}}, log_to_driver=False)
 serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
-for name, ckpt in json.loads({apps!r}).items():
-    for batching in (True, False):
-        route = f"/{{name}}-{{'b' if batching else 'nb'}}"
-        args = serve_app.ServeArgs(checkpoint=ckpt, batching=batching,
-                                   num_cpus=0.5, max_ongoing_requests=64)
-        serve.run(serve_app.build_app(args), name=route.strip("/"),
-                  route_prefix=route, blocking=False,
-                  logging_config=LoggingConfig(enable_access_log={access_log},
-                                               log_level="WARNING"))
+for name in list(serve.status().applications):  # one model's apps at a time
+    serve.delete(name)
+for name, (ckpt, batching) in json.loads({apps!r}).items():
+    args = serve_app.ServeArgs(checkpoint=ckpt, batching=batching,
+                               num_replicas={replicas}, num_cpus=0.5,
+                               max_ongoing_requests=64)
+    serve.run(serve_app.build_app(args), name=name, route_prefix="/" + name,
+              blocking=False,
+              logging_config=LoggingConfig(enable_access_log={access_log},
+                                           log_level="WARNING"))
 print("deployed", flush=True)
 """
 
@@ -745,6 +757,61 @@ def serve_body(shape: tuple[int, int, int], content_type: str) -> bytes:
     return x.astype("<f4").tobytes()
 
 
+# Serve variants: (ingress of the head, batching). FastAPI runs beside each.
+SERVE_VARIANTS = {
+    "haproxy": {"serve_batched": True, "serve_unbatched": False},
+    "proxy": {"serve_batched_proxy": True},
+}
+SERVE_REPLICAS = 2  # one per core; FastAPI is one process (the issue's baseline)
+
+
+def start_fastapi(bench: Bench, ckpts: dict[str, str]) -> dict[str, int]:
+    from scripts.localray import free_port
+
+    servers = {}
+    for name, ckpt in ckpts.items():
+        port = free_port()
+        flog = open(bench.new_path(f"fastapi-{name}", ".log"), "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                PY,
+                str(REPO / "scripts" / "bench_fastapi.py"),
+                "--checkpoint",
+                ckpt,
+                "--port",
+                str(port),
+            ],
+            env=base_env(),
+            stdout=flog,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        bench.procs.append(proc)
+        servers[name] = port
+        wait_http(f"http://{LOOPBACK}:{port}/healthz", 120, proc)
+    return servers
+
+
+def deploy_model(bench: Bench, head: Any, port: int, apps: dict[str, Any]) -> float:
+    env = base_env()
+    env["RAY_ADDRESS"] = head.address
+    code = SERVE_DEPLOY.format(
+        ray_jobs=str(RAY_JOBS),
+        address=head.address,
+        port=port,
+        apps=json.dumps(apps),
+        replicas=SERVE_REPLICAS,
+        access_log=False,
+    )
+    dlog = bench.new_path("serve-deploy", ".log")
+    rc, t0, t1 = run_logged([PY, "-c", code], dlog, env, timeout_s=300)
+    if rc != 0:
+        raise BenchError(f"Serve deploy failed ({rc}):\n{tail(dlog)}")
+    for name in apps:
+        wait_http(f"http://{LOOPBACK}:{port}/{name}/healthz", 120)
+    return t1 - t0
+
+
 def bench_serve(bench: Bench) -> dict[str, Any]:
     from scripts.localray import free_port
 
@@ -753,88 +820,67 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
         m: bare_ceiling(ckpts[m], 1.0 if bench.mode == "quick" else 2.0) for m in ckpts
     }
     serve_env = SERVE_LEAN_ENV if bench.serve_lean else {}
-    head, head_s = bench.start_head(lean=True, env=serve_env)
-    log(f"serve: head up in {head_s:.1f}s (Serve env {serve_env or 'default'})")
-    serve_port = free_port()
-    env = base_env()
-    env["RAY_ADDRESS"] = head.address
-    deploy = SERVE_DEPLOY.format(
-        ray_jobs=str(RAY_JOBS),
-        address=head.address,
-        port=serve_port,
-        apps=json.dumps(ckpts),
-        access_log=False,
-    )
-    servers = {}
+    binary = "application/octet-stream"
+    runs: dict[str, Any] = {}
+    heads: dict[str, Any] = {}
+    idle_cores: dict[str, Any] = {}
     try:
-        dlog = bench.new_path("serve-deploy", ".log")
-        rc, t0, t1 = run_logged([PY, "-c", deploy], dlog, env, timeout_s=300)
-        if rc != 0:
-            raise BenchError(f"Serve deploy failed ({rc}):\n{tail(dlog)}")
-        log(f"serve: 4 apps deployed in {t1 - t0:.1f}s")
-        for name, ckpt in ckpts.items():
-            port = free_port()
-            flog = open(bench.new_path(f"fastapi-{name}", ".log"), "ab")  # noqa: SIM115
-            proc = subprocess.Popen(
-                [
-                    PY,
-                    str(REPO / "scripts" / "bench_fastapi.py"),
-                    "--checkpoint",
-                    ckpt,
-                    "--port",
-                    str(port),
-                ],
-                env=base_env(),
-                stdout=flog,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        servers = start_fastapi(bench, ckpts)
+        fastapi_url = {m: f"http://{LOOPBACK}:{servers[m]}/predict" for m in ckpts}
+        for ingress, variants in SERVE_VARIANTS.items():
+            head, head_s = bench.start_head(
+                lean=True, env=serve_env, serve_ingress=ingress
             )
-            bench.procs.append(proc)
-            servers[name] = port
-            wait_http(f"http://{LOOPBACK}:{port}/healthz", 120, proc)
-        for name in ckpts:
-            for suffix in ("b", "nb"):
-                wait_http(
-                    f"http://{LOOPBACK}:{serve_port}/{name}-{suffix}/healthz", 120
-                )
-        with CpuSampler(bench.markers) as idle:
-            time.sleep(3)
-        idle_cores = idle.cores()
-        variants = {
-            "serve_batched": lambda m: f"http://{LOOPBACK}:{serve_port}/{m}-b/predict",
-            "fastapi": lambda m: f"http://{LOOPBACK}:{servers[m]}/predict",
-            "serve_unbatched": lambda m: (
-                f"http://{LOOPBACK}:{serve_port}/{m}-nb/predict"
-            ),
-        }
-        binary = "application/octet-stream"
-        runs: dict[str, Any] = {}
-        for model, (_, shape) in SERVE_MODELS.items():
-            body = serve_body(shape, binary)
-            for c in CONCURRENCY:
-                for r in range(bench.cfg["serve_rounds"]):
-                    for v, url in variants.items():
-                        res = one_load(bench, url(model), body, binary, c)
-                        runs.setdefault(f"{model}/{v}/c{c}", []).append(res)
-                    log(
-                        f"serve {model} c={c} round {r + 1}: "
-                        + ", ".join(
-                            f"{v} {runs[f'{model}/{v}/c{c}'][-1]['rps']:.0f} rps"
-                            for v in variants
-                        )
-                    )
-        # The request format: JSON lists of floats vs binary, CNN at c=32.
-        jbody = serve_body(SERVE_MODELS["cnn"][1], "application/json")
-        for r in range(bench.cfg["serve_rounds"]):
-            for v in ("serve_batched", "fastapi"):
-                res = one_load(bench, variants[v]("cnn"), jbody, "application/json", 32)
-                runs.setdefault(f"cnn/{v}-json/c32", []).append(res)
-            log(f"serve cnn json c=32 round {r + 1} done")
+            heads[ingress] = {"start_s": round(head_s, 2)}
+            log(f"serve: {ingress} head up in {head_s:.1f}s")
+            port = free_port()
+            try:
+                for model, (_, shape) in SERVE_MODELS.items():
+                    apps = {
+                        f"{model}-{v}": (ckpts[model], b) for v, b in variants.items()
+                    }
+                    dep_s = deploy_model(bench, head, port, apps)
+                    log(f"serve: {ingress} {model} apps deployed in {dep_s:.1f}s")
+                    with CpuSampler(bench.markers) as idle:
+                        time.sleep(3)
+                    idle_cores[f"{ingress}/{model}"] = idle.cores()
+                    urls = {
+                        v: f"http://{LOOPBACK}:{port}/{model}-{v}/predict"
+                        for v in variants
+                    }
+                    urls["fastapi"] = fastapi_url[model]
+                    body = serve_body(shape, binary)
+                    for c in CONCURRENCY:
+                        for r in range(bench.cfg["serve_rounds"]):
+                            for v, url in urls.items():
+                                if v == "fastapi" and ingress != "haproxy":
+                                    continue  # measured once, beside haproxy
+                                res = one_load(bench, url, body, binary, c)
+                                runs.setdefault(f"{model}/{v}/c{c}", []).append(res)
+                            log(
+                                f"serve {ingress} {model} c={c} round {r + 1}: "
+                                + ", ".join(
+                                    f"{v} {runs[f'{model}/{v}/c{c}'][-1]['rps']:.0f}"
+                                    for v in urls
+                                    if v != "fastapi" or ingress == "haproxy"
+                                )
+                            )
+                    if ingress == "haproxy" and model == "cnn":
+                        # The request format: JSON lists of floats vs binary, c=32.
+                        jbody = serve_body(shape, "application/json")
+                        for r in range(bench.cfg["serve_rounds"]):
+                            for v in ("serve_batched", "fastapi"):
+                                res = one_load(
+                                    bench, urls[v], jbody, "application/json", 32
+                                )
+                                runs.setdefault(f"cnn/{v}-json/c32", []).append(res)
+                            log(f"serve cnn json c=32 round {r + 1} done")
+            finally:
+                bench.stop_head(head.temp_dir)
     finally:
         for proc in bench.procs:
             kill_group(proc)
         bench.procs.clear()
-        bench.stop_head(head.temp_dir)
     summary = {
         key: {
             "rps": stats([x["rps"] for x in rs]),
@@ -845,15 +891,24 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
         }
         for key, rs in runs.items()
     }
+
+    def rps(key: str) -> list[float]:
+        return [x["rps"] for x in runs[key]]
+
     ratios = {}
     for model in SERVE_MODELS:
         for c in CONCURRENCY:
-            b = [x["rps"] for x in runs[f"{model}/serve_batched/c{c}"]]
-            ratios[f"{model} c{c} serve_batched/fastapi"] = paired_ratios(
-                b, [x["rps"] for x in runs[f"{model}/fastapi/c{c}"]]
-            )
+            b = rps(f"{model}/serve_batched/c{c}")
+            fa = rps(f"{model}/fastapi/c{c}")
+            ratios[f"{model} c{c} serve_batched/fastapi"] = paired_ratios(b, fa)
             ratios[f"{model} c{c} serve_batched/serve_unbatched"] = paired_ratios(
-                b, [x["rps"] for x in runs[f"{model}/serve_unbatched/c{c}"]]
+                b, rps(f"{model}/serve_unbatched/c{c}")
+            )
+            ratios[f"{model} c{c} serve_batched/serve_batched_proxy"] = paired_ratios(
+                b, rps(f"{model}/serve_batched_proxy/c{c}")
+            )
+            ratios[f"{model} c{c} serve_batched_proxy/fastapi"] = paired_ratios(
+                rps(f"{model}/serve_batched_proxy/c{c}"), fa
             )
             ceil = ceiling[model][str(c)]["rps"]
             ratios[f"{model} c{c} serve_batched/bare"] = stats([x / ceil for x in b])
@@ -863,9 +918,14 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
         "(application/octet-stream, X-Instances: 1); JSON body where marked",
         "checkpoints": "freshly initialised models saved with "
         "mlcore.checkpointing.save (speed, not accuracy)",
+        "setup": f"serve_* = {SERVE_REPLICAS} replicas of 1 torch thread each behind "
+        "HAProxy (serveIngress: haproxy); serve_batched_proxy = the same app "
+        "behind Ray's proxy (serveIngress: proxy, Ray's default), measured on a "
+        "second head after the HAProxy rounds, paired by round number; fastapi = "
+        "one uvicorn process, one torch thread",
         "serve_env": serve_env,
         "bare_ceiling": ceiling,
-        "head_start_s": round(head_s, 2),
+        "heads": heads,
         "idle_cores": idle_cores,
         "runs": runs,
         "summary": summary,
@@ -953,18 +1013,22 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             lambda v: v <= 2.0,
         )
     sv = results.get("serve", {})
-    add(
-        "Serve batched / FastAPI rps, CNN c=32",
-        ">= 1.5",
-        sv.get("ratios", {}).get("cnn c32 serve_batched/fastapi"),
-        lambda v: v >= 1.5,
-    )
-    add(
-        "Serve batched p99 ms, MLP c=8",
-        "< 50",
-        sv.get("summary", {}).get("mlp/serve_batched/c8", {}).get("p99_ms"),
-        lambda v: v < 50,
-    )
+    for variant, label in (
+        ("serve_batched", "HAProxy ingress"),
+        ("serve_batched_proxy", "Ray proxy ingress"),
+    ):
+        add(
+            f"Serve batched ({label}) / FastAPI rps, CNN c=32",
+            ">= 1.5",
+            sv.get("ratios", {}).get(f"cnn c32 {variant}/fastapi"),
+            lambda v: v >= 1.5,
+        )
+        add(
+            f"Serve batched ({label}) p99 ms, MLP c=8",
+            "< 50",
+            sv.get("summary", {}).get(f"mlp/{variant}/c8", {}).get("p99_ms"),
+            lambda v: v < 50,
+        )
     return out
 
 
@@ -1061,6 +1125,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Generator: {sv['generator']}, closed loop on 127.0.0.1. "
             f"Request: {sv['request']}. Checkpoints: {sv['checkpoints']}. "
+            f"{sv.get('setup', '')}. "
             "bare = the model in-process on a batch of c (1 thread): the ceiling.",
             "",
             "| model | c | variant | rps | p50 ms | p99 ms | generator cores |",

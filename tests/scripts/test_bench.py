@@ -123,7 +123,8 @@ def test_targets_and_markdown():
     names = {t["name"]: t for t in res["targets"]}
     ray = names["Ray Train (lean) / torchrun throughput"]
     assert ray["median"] == 0.95 and ray["met"] is True
-    assert names["Serve batched p99 ms, MLP c=8"]["met"] is None
+    for ingress in ("HAProxy ingress", "Ray proxy ingress"):
+        assert names[f"Serve batched ({ingress}) p99 ms, MLP c=8"]["met"] is None
     md = bench.render_markdown(res)
     assert "| torchrun | 100 (90.0-110) |" in md
     assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md
