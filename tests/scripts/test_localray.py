@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from scripts.localray import _process_table, start_head, stop_head
+import pytest
+
+from scripts.localray import (
+    LocalRayError,
+    _haproxy_dir,
+    _process_table,
+    start_head,
+    stop_head,
+)
 
 
 def _mentions(needles: list[bytes]) -> list[tuple[int, bytes]]:
@@ -15,6 +24,23 @@ def _mentions(needles: list[bytes]) -> list[tuple[int, bytes]]:
     ]
 
 
+def test_unknown_ingress_is_refused_naming_the_choices():
+    with pytest.raises(LocalRayError, match="one of proxy, haproxy, got 'nginx'"):
+        start_head(num_cpus=1, serve_ingress="nginx")
+
+
+def test_an_existing_haproxy_folder_is_not_reused(tmp_path):
+    temp_dir = str(tmp_path / "cluster")
+    os.mkdir(_haproxy_dir(temp_dir))  # e.g. made by someone else first
+    try:
+        with pytest.raises(LocalRayError, match="already exists"):
+            start_head(num_cpus=1, temp_dir=temp_dir, serve_ingress="haproxy")
+    finally:
+        os.rmdir(_haproxy_dir(temp_dir))
+    assert not os.path.exists(temp_dir)  # nothing was started
+
+
+@pytest.mark.slow
 def test_stop_head_leaves_no_process_of_the_cluster_behind():
     other = start_head(num_cpus=1)  # a bystander cluster that must survive
     head = start_head(num_cpus=1)
