@@ -758,7 +758,8 @@ def serve_body(shape: tuple[int, int, int], content_type: str) -> bytes:
     return x.astype("<f4").tobytes()
 
 
-# Serve variants: (ingress of the head, batching). FastAPI runs beside each.
+# Serve variants per head ingress: name -> batching. FastAPI is measured beside
+# the HAProxy head only (paired round by round with its variants).
 SERVE_VARIANTS = {
     "haproxy": {"serve_batched": True, "serve_unbatched": False},
     "proxy": {"serve_batched_proxy": True},
@@ -849,13 +850,12 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
                         v: f"http://{LOOPBACK}:{port}/{model}-{v}/predict"
                         for v in variants
                     }
-                    urls["fastapi"] = fastapi_url[model]
+                    if ingress == "haproxy":
+                        urls["fastapi"] = fastapi_url[model]
                     body = serve_body(shape, binary)
                     for c in CONCURRENCY:
                         for r in range(bench.cfg["serve_rounds"]):
                             for v, url in urls.items():
-                                if v == "fastapi" and ingress != "haproxy":
-                                    continue  # measured once, beside haproxy
                                 res = one_load(bench, url, body, binary, c)
                                 runs.setdefault(f"{model}/{v}/c{c}", []).append(res)
                             log(
@@ -863,7 +863,6 @@ def bench_serve(bench: Bench) -> dict[str, Any]:
                                 + ", ".join(
                                     f"{v} {runs[f'{model}/{v}/c{c}'][-1]['rps']:.0f}"
                                     for v in urls
-                                    if v != "fastapi" or ingress == "haproxy"
                                 )
                             )
                     if ingress == "haproxy" and model == "cnn":

@@ -125,8 +125,8 @@ def start_head(
         raise LocalRayError(str(exc)) from None
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rg-", dir="/tmp")
     if ingress_env:
-        ingress_env.update(_haproxy_local_env(temp_dir))
         folder = _haproxy_dir(temp_dir)
+        ingress_env.update(_haproxy_local_env(folder))
         try:
             os.mkdir(folder, 0o700)  # HAProxy's admin socket is mode 666 inside
         except FileExistsError:
@@ -181,8 +181,8 @@ def _haproxy_dir(temp_dir: str) -> str:
     return f"/tmp/rgh-{digest}"  # short: see _haproxy_local_env
 
 
-def _haproxy_local_env(temp_dir: str) -> dict[str, str]:
-    """HAProxy's files and side ports for one local cluster.
+def _haproxy_local_env(base: str) -> dict[str, str]:
+    """HAProxy's files (in folder `base`) and side ports for one local cluster.
 
     Ray's defaults are fixed (/tmp/haproxy-serve, ports 8404 and 9101), so two
     local clusters would collide; here they live in a folder of this cluster
@@ -190,7 +190,6 @@ def _haproxy_local_env(temp_dir: str) -> dict[str, str]:
     the temp dir: Ray adds the 56-character node id, and HAProxy refuses socket
     paths over 97 characters.
     """
-    base = _haproxy_dir(temp_dir)
     return {
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": os.path.join(base, "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": os.path.join(base, "admin.sock"),

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 
 from mlcore import checkpointing
 from mlcore.models import ModelSpec, build_model
+from scripts.bench import wait_http
 from scripts.localray import (
     _haproxy_dir,
     _process_table,
@@ -29,6 +28,7 @@ from scripts.localray import (
     start_head,
     stop_head,
 )
+from tests.ray_jobs.test_serve import call
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -46,15 +46,6 @@ args = serve_app.ServeArgs(checkpoint={checkpoint!r}, num_cpus=0.5)
 serve.run(serve_app.build_app(args), name="digits", route_prefix="/",
           blocking=False)
 """
-
-
-def call(url, data=None, headers=None):
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
 
 
 def _haproxy_pids(folder: str) -> list[int]:
@@ -85,15 +76,7 @@ def haproxy_app(tmp_path):
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if call(f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the app never became healthy"
-            time.sleep(0.5)
+        wait_http(f"{base}/healthz", 120)
         yield head, base, str(folder)
     finally:
         stop_head(head.temp_dir)
