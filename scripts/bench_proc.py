@@ -9,6 +9,7 @@ users of a shared machine show up there).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -20,6 +21,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("wrk", ("wrk ",)),
     ("train_controller", ("ray::TrainController", "ray::_StateActor")),
+    (
+        "train_helpers",
+        (
+            "ray::PlacementGroupCleaner",
+            "ray::SynchronizationActor",
+            "ray::DatasetManager",
+            "ray::PreemptionWatcher",
+            "ray::_AutoscalingCoordinatorActor",
+        ),
+    ),
     (
         "ray_workers",
         ("ray::RayTrainWorker", "ray::ServeReplica", "ray::ModelServer"),
@@ -34,6 +45,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "ray_other_daemons",
         ("log_monitor.py", "monitor.py", "runtime_env/agent", "ray/_private/"),
     ),
+    ("ray_driver", ("bench_raytrain.py", "train.py")),
     ("torchrun_workers", ("bench_torchrun.py",)),
     ("torchrun_agent", ("torchrun",)),
     ("fastapi_server", ("bench_fastapi.py",)),
@@ -44,6 +56,21 @@ RAY_DAEMONS = (
     "ray_dashboard",
     "ray_other_daemons",
     "ray_idle_workers",
+)
+# Everything a Ray Train run adds besides its training workers.
+RAY_OVERHEAD = (
+    *RAY_DAEMONS,
+    "train_controller",
+    "train_helpers",
+    "ray_driver",
+    "ray_job_supervisor",
+)
+# What IdlePriority moves to SCHED_IDLE: Ray's processes that neither train nor
+# start the training workers. A forked child keeps SCHED_IDLE (even with
+# SCHED_RESET_ON_FORK), so the raylet, which forks every worker, and the driver,
+# which may start the cluster, stay; so do IDLE workers, which may become one.
+DEPRIORITIZED = tuple(
+    g for g in RAY_OVERHEAD if g not in ("ray_raylet", "ray_driver", "ray_idle_workers")
 )
 
 
@@ -104,6 +131,9 @@ class CpuSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0 = self.t1 = 0.0
+        # (wall-clock time, CPU seconds per group so far) at every poll, to read
+        # a sub-window (e.g. the steady-state epochs) out of the run afterwards.
+        self.history: list[tuple[float, dict[str, float]]] = []
 
     def _poll(self) -> None:
         snap = _snapshot()
@@ -113,6 +143,7 @@ class CpuSampler:
                 # A process born inside the window started from 0 CPU seconds.
                 self._first[pid] = 0.0
             self._last[pid] = (cpu, cmd)
+        self.history.append((time.time(), self._group_seconds()))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -122,6 +153,7 @@ class CpuSampler:
         self.t0 = time.monotonic()
         for pid, (cpu, _, _) in _snapshot().items():
             self._first[pid] = cpu
+        self.history.append((time.time(), {}))  # nothing used yet
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -133,8 +165,7 @@ class CpuSampler:
         self._poll()
         self.t1 = time.monotonic()
 
-    def groups(self) -> dict[str, float]:
-        """CPU seconds per group in the window (the bench's own process apart)."""
+    def _group_seconds(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for pid, (cpu, cmd) in self._last.items():
             used = max(0.0, cpu - self._first.get(pid, 0.0))
@@ -145,6 +176,25 @@ class CpuSampler:
             else:
                 group = "foreign"
             out[group] = out.get(group, 0.0) + used
+        return out
+
+    def groups(self) -> dict[str, float]:
+        """CPU seconds per group in the window (the bench's own process apart)."""
+        out = self._group_seconds()
+        return {k: round(v, 3) for k, v in sorted(out.items()) if v > 0}
+
+    def cores_between(self, t_a: float, t_b: float) -> dict[str, float] | None:
+        """Average cores per group between two wall-clock times inside the window.
+
+        Uses the polls nearest inside [t_a, t_b]; None when fewer than two polls
+        fall there (a span shorter than the poll interval).
+        """
+        inside = [(t, g) for t, g in self.history if t_a <= t <= t_b]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (ta, ga), (tb, gb) = inside[0], inside[-1]
+        span = tb - ta
+        out = {k: (v - ga.get(k, 0.0)) / span for k, v in gb.items()}
         return {k: round(v, 3) for k, v in sorted(out.items()) if v > 0}
 
     @property
@@ -159,3 +209,75 @@ class CpuSampler:
 
 def ray_daemon_cores(cores: dict[str, float]) -> float:
     return round(sum(cores.get(g, 0.0) for g in RAY_DAEMONS), 3)
+
+
+def overhead_cores(cores: dict[str, float]) -> float:
+    """Cores of everything but the training workers: Ray's processes, or torchrun's
+    agent."""
+    groups = (*RAY_OVERHEAD, "torchrun_agent")
+    return round(sum(cores.get(g, 0.0) for g in groups), 3)
+
+
+class IdlePriority:
+    """Moves a Ray cluster's non-training processes to SCHED_IDLE while it runs.
+
+    A diagnosis for the benchmark, not a setting raygpu ships: with Ray's
+    daemons (the raylet apart) and Train's controller and helper actors at idle
+    priority, they run only on a core the training workers leave free, so what
+    they otherwise cost the workers shows up as the throughput difference. Every
+    thread is moved (Linux scheduling policy is per thread), newly started ones
+    on the next poll (1 s: scanning /proc costs CPU too). Moving one's own
+    processes to SCHED_IDLE needs no privilege; they cannot be moved back, so
+    use it on a cluster that ends with the measurement.
+    """
+
+    def __init__(self, markers: list[str], interval_s: float = 1.0):
+        self.markers = list(markers)
+        self.interval_s = interval_s
+        self.moved: dict[int, str] = {}  # thread id -> the process's group
+        # Training-worker threads found at SCHED_IDLE: must stay 0, or the
+        # diagnosis slowed the workers themselves.
+        self.idle_worker_threads: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> None:
+        snap = _snapshot()
+        # No root process: only the cluster's processes and their descendants.
+        for pid in _ours(snap, -1, self.markers) - {-1}:
+            group = classify(snap[pid][1])
+            if group not in DEPRIORITIZED and group != "ray_workers":
+                continue
+            try:
+                tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+            if group == "ray_workers":
+                for tid in tids:
+                    with contextlib.suppress(OSError):
+                        if os.sched_getscheduler(tid) == os.SCHED_IDLE:
+                            self.idle_worker_threads.add(tid)
+                continue
+            for tid in tids:
+                if tid in self.moved:
+                    continue
+                try:
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                except OSError:  # exited meanwhile
+                    continue
+                self.moved[tid] = group
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def __enter__(self) -> IdlePriority:
+        self.poll()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -175,9 +176,14 @@ def test_classify_processes():
     assert bench_proc.classify("python scripts/bench_torchrun.py") == (
         "torchrun_workers"
     )
+    assert bench_proc.classify("ray::PlacementGroupCleaner") == "train_helpers"
+    assert bench_proc.classify("python scripts/bench_raytrain.py --") == "ray_driver"
     assert bench_proc.classify("vim") == "other"
     cores = {"ray_gcs": 0.1, "ray_raylet": 0.2, "ray_workers": 1.5}
     assert bench_proc.ray_daemon_cores(cores) == pytest.approx(0.3)
+    cores |= {"train_helpers": 0.05, "ray_idle_workers": 0.01, "other": 1.0}
+    assert bench_proc.overhead_cores(cores) == pytest.approx(0.36)
+    assert bench_proc.overhead_cores({"torchrun_agent": 0.02}) == 0.02
 
 
 def test_cpu_sampler_counts_this_process():
@@ -189,3 +195,136 @@ def test_cpu_sampler_counts_this_process():
             pass
     assert s.groups().get("bench", 0) >= 0.25
     assert all(v >= 0 for v in s.cores().values())
+    # A sub-window read back from the polls: its cores times its span are the
+    # CPU seconds used between those polls, at most the whole window's.
+    (ta, _), (tb, _) = s.history[0], s.history[-1]
+    part = s.cores_between(ta, tb)
+    assert 0 < part["bench"] * (tb - ta) <= s.groups()["bench"] + 0.02
+    assert s.cores_between(tb + 1, tb + 2) is None
+
+
+def test_steady_window_spans_the_measured_epochs():
+    marks = [
+        {"event": "epoch_end", "epoch": 0, "t": 10.0},
+        {"event": "epoch_end", "epoch": 0, "t": 10.5},
+        {"event": "epoch_end", "epoch": 1, "t": 20.0},
+        {"event": "epoch_end", "epoch": 2, "t": 30.0},
+        {"event": "epoch_end", "epoch": 2, "t": 30.2},
+    ]
+    assert bench.steady_window(marks) == (10.5, 30.2)
+    assert bench.steady_window(marks[:2]) is None
+
+
+def test_idle_priority_moves_only_the_clusters_overhead(tmp_path):
+    """Real processes: Ray-like helpers of the marked cluster go to SCHED_IDLE
+    (every thread); a training worker and other clusters' processes stay."""
+    import subprocess
+    import sys
+    import time
+
+    marker = str(tmp_path / "rg-cluster")
+    code = (
+        "import threading, time; threading.Thread(target=time.sleep, args=(60,))"
+        ".start(); time.sleep(60)"
+    )
+
+    def spawn(*words):
+        return subprocess.Popen([sys.executable, "-c", code, *words])
+
+    helper = spawn("ray::PlacementGroupCleaner", marker)
+    worker = spawn("ray::RayTrainWorker", marker)
+    raylet = spawn("raylet", marker)  # forks the workers: must keep its priority
+    stranger = spawn("ray::PlacementGroupCleaner", str(tmp_path / "other"))
+    procs = [helper, worker, raylet, stranger]
+    try:
+        deadline = time.monotonic() + 20
+        while any(len(os.listdir(f"/proc/{p.pid}/task")) < 2 for p in procs):
+            assert time.monotonic() < deadline, "children did not start their thread"
+            time.sleep(0.05)
+        with bench_proc.IdlePriority([marker]) as idle:
+            pass
+
+        def policies(p):
+            tids = [int(t) for t in os.listdir(f"/proc/{p.pid}/task")]
+            return {os.sched_getscheduler(t) for t in tids}
+
+        assert policies(helper) == {os.SCHED_IDLE}
+        assert policies(worker) == {os.SCHED_OTHER}
+        assert policies(raylet) == {os.SCHED_OTHER}
+        assert policies(stranger) == {os.SCHED_OTHER}
+        assert set(idle.moved.values()) == {"train_helpers"}
+        assert len(idle.moved) == 2
+        assert not idle.idle_worker_threads
+        # A training worker found at SCHED_IDLE is reported.
+        tid = int(os.listdir(f"/proc/{worker.pid}/task")[0])
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        idle.poll()
+        assert idle.idle_worker_threads == {tid}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_train_process_timeline_reads_rays_worker_logs(tmp_path):
+    import datetime
+
+    logs = tmp_path / "session_latest" / "logs"
+    logs.mkdir(parents=True)
+
+    def worker(wid, job, pid, out, stamp):
+        (logs / f"worker-{wid}-{job}-{pid}.out").write_text(out)
+        (logs / f"python-core-worker-{wid}_{pid}.log").write_text(
+            f"[2026-11-29 {stamp} I {pid} {pid}] core_worker_process.cc:1: up\n"
+        )
+
+    worker(
+        "aa",
+        "01000000",
+        11,
+        ":job_id:01000000 :actor_name:TrainController\n",
+        "02:06:51,960",
+    )
+    worker(
+        "bb",
+        "01000000",
+        12,
+        ":job_id:01000000 :actor_name:RayTrainWorker\nhi",
+        "02:06:59,000",
+    )
+    worker(
+        "cc",
+        "01000000",
+        13,
+        ":job_id:01000000 :actor_name:RayTrainWorker\n",
+        "02:06:59,500",
+    )
+    worker("dd", "ffffffff", 14, "", "02:06:49,000")  # a prestarted idle worker
+    worker("ee", "01000000", 15, ":actor_name:Old\n", "01:00:00,000")  # another run
+    (logs / "worker-broken.out").write_text(":actor_name:X")
+
+    def ts(hms):
+        return datetime.datetime.strptime(
+            f"2026-11-29 {hms}", "%Y-%m-%d %H:%M:%S.%f"
+        ).timestamp()
+
+    starts = bench.ray_process_starts(str(tmp_path))
+    assert [(p["actor"], p["pid"]) for p in starts] == [
+        ("Old", 15),
+        (None, 14),
+        ("TrainController", 11),
+        ("RayTrainWorker", 12),
+        ("RayTrainWorker", 13),
+    ]
+    run = {
+        "t_launch": ts("02:06:45.0"),
+        "t_fit_start": ts("02:06:50.5"),
+        "t_exit": ts("02:07:30.0"),
+    }
+    assert bench.train_process_timeline(str(tmp_path), run) == {
+        "TrainController": pytest.approx(1.46),
+        "RayTrainWorker": pytest.approx(9.0),
+    }
+    assert (
+        bench.train_process_timeline(str(tmp_path), {**run, "t_fit_start": None}) == {}
+    )
