@@ -114,7 +114,29 @@ def _ours(snap: dict[int, tuple[float, str, int]], root: int, markers) -> set[in
     return found
 
 
-class CpuSampler:
+class _Poller:
+    """Calls `poll()` every `interval_s` from a daemon thread while started."""
+
+    interval_s: float
+
+    def poll(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class CpuSampler(_Poller):
     """Per-group CPU seconds over a window.
 
     Processes that are neither descendants of this one nor part of a Ray cluster
@@ -128,14 +150,12 @@ class CpuSampler:
         self._first: dict[int, float] = {}
         self._last: dict[int, tuple[float, str]] = {}
         self._ours: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.t0 = self.t1 = 0.0
         # (wall-clock time, CPU seconds per group so far) at every poll, to read
         # a sub-window (e.g. the steady-state epochs) out of the run afterwards.
         self.history: list[tuple[float, dict[str, float]]] = []
 
-    def _poll(self) -> None:
+    def poll(self) -> None:
         snap = _snapshot()
         self._ours |= _ours(snap, self.root, self.markers)
         for pid, (cpu, cmd, _) in snap.items():
@@ -145,24 +165,17 @@ class CpuSampler:
             self._last[pid] = (cpu, cmd)
         self.history.append((time.time(), self._group_seconds()))
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._poll()
-
     def __enter__(self) -> CpuSampler:
         self.t0 = time.monotonic()
         for pid, (cpu, _, _) in _snapshot().items():
             self._first[pid] = cpu
         self.history.append((time.time(), {}))  # nothing used yet
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self._poll()
+        self._halt()
+        self.poll()
         self.t1 = time.monotonic()
 
     def _group_seconds(self) -> dict[str, float]:
@@ -218,7 +231,7 @@ def overhead_cores(cores: dict[str, float]) -> float:
     return round(sum(cores.get(g, 0.0) for g in groups), 3)
 
 
-class IdlePriority:
+class IdlePriority(_Poller):
     """Moves a Ray cluster's non-training processes to SCHED_IDLE while it runs.
 
     A diagnosis for the benchmark, not a setting raygpu ships: with Ray's
@@ -238,8 +251,6 @@ class IdlePriority:
         # Training-worker threads found at SCHED_IDLE: must stay 0, or the
         # diagnosis slowed the workers themselves.
         self.idle_worker_threads: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def poll(self) -> None:
         snap = _snapshot()
@@ -267,17 +278,10 @@ class IdlePriority:
                     continue
                 self.moved[tid] = group
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
     def __enter__(self) -> IdlePriority:
         self.poll()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+        self._halt()
