@@ -37,17 +37,20 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("serve_system", ("ray::ServeController", "ray::ProxyActor")),
     ("ray_job_supervisor", ("ray::JobSupervisor",)),
+    # Before the idle workers: the raylet's command line names default_worker.py
+    # (--python_worker_command).
+    ("ray_gcs", ("/gcs/gcs_server ",)),
+    ("ray_raylet", ("/raylet/raylet ",)),
     ("ray_idle_workers", ("ray::IDLE", "default_worker.py")),
-    ("ray_gcs", ("gcs_server",)),
-    ("ray_raylet", ("raylet",)),
     ("ray_dashboard", ("dashboard.py", "dashboard/agent.py", "/dashboard/")),
     (
         "ray_other_daemons",
         ("log_monitor.py", "monitor.py", "runtime_env/agent", "ray/_private/"),
     ),
     ("ray_driver", ("bench_raytrain.py", "train.py")),
+    # The agent's command line names the workers' script too.
+    ("torchrun_agent", ("bin/torchrun ",)),
     ("torchrun_workers", ("bench_torchrun.py",)),
-    ("torchrun_agent", ("torchrun",)),
     ("fastapi_server", ("bench_fastapi.py",)),
 )
 RAY_DAEMONS = (
@@ -67,11 +70,11 @@ RAY_OVERHEAD = (
 )
 # What IdlePriority moves to SCHED_IDLE: Ray's processes that neither train nor
 # start the training workers. A forked child keeps SCHED_IDLE (even with
-# SCHED_RESET_ON_FORK), so the raylet, which forks every worker, and the driver,
-# which may start the cluster, stay; so do IDLE workers, which may become one.
-DEPRIORITIZED = tuple(
-    g for g in RAY_OVERHEAD if g not in ("ray_raylet", "ray_driver", "ray_idle_workers")
-)
+# SCHED_RESET_ON_FORK), so the raylet, which forks every worker, the driver,
+# which may start the cluster, and the job supervisor, which starts a submitted
+# job's driver, stay; so do IDLE workers, which may become training workers.
+KEPT = ("ray_raylet", "ray_driver", "ray_job_supervisor", "ray_idle_workers")
+DEPRIORITIZED = tuple(g for g in RAY_OVERHEAD if g not in KEPT)
 
 
 def classify(cmdline: str) -> str:
@@ -151,9 +154,11 @@ class CpuSampler(_Poller):
         self._last: dict[int, tuple[float, str]] = {}
         self._ours: set[int] = set()
         self.t0 = self.t1 = 0.0
-        # (wall-clock time, CPU seconds per group so far) at every poll, to read
-        # a sub-window (e.g. the steady-state epochs) out of the run afterwards.
-        self.history: list[tuple[float, dict[str, float]]] = []
+        # (wall-clock time, CPU seconds per process so far) at every poll, to
+        # read a sub-window (e.g. the steady-state epochs) out of the run
+        # afterwards, grouped by each process's last name (an IDLE worker that
+        # became an actor counts in its final group throughout).
+        self.history: list[tuple[float, dict[int, float]]] = []
 
     def poll(self) -> None:
         snap = _snapshot()
@@ -163,7 +168,7 @@ class CpuSampler(_Poller):
                 # A process born inside the window started from 0 CPU seconds.
                 self._first[pid] = 0.0
             self._last[pid] = (cpu, cmd)
-        self.history.append((time.time(), self._group_seconds()))
+        self.history.append((time.time(), {pid: self._used(pid) for pid in self._last}))
 
     def __enter__(self) -> CpuSampler:
         self.t0 = time.monotonic()
@@ -178,22 +183,26 @@ class CpuSampler(_Poller):
         self.poll()
         self.t1 = time.monotonic()
 
-    def _group_seconds(self) -> dict[str, float]:
+    def _used(self, pid: int) -> float:
+        return max(0.0, self._last[pid][0] - self._first.get(pid, 0.0))
+
+    def _group(self, pid: int) -> str:
+        if pid == self.root:
+            return "bench"
+        if pid in self._ours:
+            return classify(self._last[pid][1])
+        return "foreign"
+
+    def _by_group(self, used: dict[int, float]) -> dict[str, float]:
         out: dict[str, float] = {}
-        for pid, (cpu, cmd) in self._last.items():
-            used = max(0.0, cpu - self._first.get(pid, 0.0))
-            if pid == self.root:
-                group = "bench"
-            elif pid in self._ours:
-                group = classify(cmd)
-            else:
-                group = "foreign"
-            out[group] = out.get(group, 0.0) + used
+        for pid, seconds in used.items():
+            group = self._group(pid)
+            out[group] = out.get(group, 0.0) + seconds
         return out
 
     def groups(self) -> dict[str, float]:
         """CPU seconds per group in the window (the bench's own process apart)."""
-        out = self._group_seconds()
+        out = self._by_group({pid: self._used(pid) for pid in self._last})
         return {k: round(v, 3) for k, v in sorted(out.items()) if v > 0}
 
     def cores_between(self, t_a: float, t_b: float) -> dict[str, float] | None:
@@ -205,10 +214,10 @@ class CpuSampler(_Poller):
         inside = [(t, g) for t, g in self.history if t_a <= t <= t_b]
         if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
             return None
-        (ta, ga), (tb, gb) = inside[0], inside[-1]
-        span = tb - ta
-        out = {k: (v - ga.get(k, 0.0)) / span for k, v in gb.items()}
-        return {k: round(v, 3) for k, v in sorted(out.items()) if v > 0}
+        (ta, ua), (tb, ub) = inside[0], inside[-1]
+        used = {pid: v - ua.get(pid, 0.0) for pid, v in ub.items()}
+        out = self._by_group(used)
+        return {k: round(v / (tb - ta), 3) for k, v in sorted(out.items()) if v > 0}
 
     @property
     def seconds(self) -> float:
