@@ -134,6 +134,11 @@ def start_head(
                 f"{folder} already exists; not reusing it for HAProxy's config and "
                 "admin socket (remove it if it is a leftover of yours)"
             ) from None
+    # The cluster's own scratch folder for TMPDIR: what its processes leave in
+    # temporary files (a Train worker killed while writing a checkpoint, for one)
+    # goes when stop_head removes temp_dir, instead of piling up in /tmp.
+    scratch = os.path.join(temp_dir, "tmp")
+    os.makedirs(scratch, mode=0o700, exist_ok=True)
     port, dash, client, agent = (free_port() for _ in range(4))
     cmd = [
         ray_executable(),
@@ -151,7 +156,13 @@ def start_head(
     ]
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
-    env = {**os.environ, **client_auth_env(), **ingress_env, **(extra_env or {})}
+    env = {
+        **os.environ,
+        "TMPDIR": scratch,
+        **client_auth_env(),
+        **ingress_env,
+        **(extra_env or {}),
+    }
     env.pop("RAY_ADDRESS", None)
     # Job entrypoints say `python ...`: make that this environment's interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])

@@ -11,6 +11,8 @@ from scripts.localray import (
     LocalRayError,
     _haproxy_dir,
     _process_table,
+    client_auth_env,
+    ray_executable,
     start_head,
     stop_head,
 )
@@ -61,3 +63,35 @@ def test_stop_head_leaves_no_process_of_the_cluster_behind():
     finally:
         stop_head(head.temp_dir)
         stop_head(other.temp_dir)
+
+
+@pytest.mark.slow
+def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
+    """A Ray worker's temporary folder (e.g. a checkpoint being written when the
+    worker is killed) lands in the cluster's own folder, which stop_head removes."""
+    import subprocess
+
+    head = start_head(num_cpus=1)
+    try:
+        code = (
+            "import ray, tempfile; ray.init(); "
+            "f = ray.remote(lambda: tempfile.mkdtemp(prefix='rg-litter-')); "
+            "print('LITTER', ray.get(f.remote()))"
+        )
+        out = subprocess.run(
+            [ray_executable(), "job", "submit", "--address", head.dashboard_url]
+            + ["--", "python", "-c", code],
+            env={**os.environ, **client_auth_env()},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        lines = [x for x in out.stdout.splitlines() if x.startswith("LITTER ")]
+        assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+        litter = lines[0].split(" ", 1)[1]
+        assert litter.startswith(os.path.join(head.temp_dir, "tmp") + "/")
+        assert os.path.isdir(litter)
+        stop_head(head.temp_dir)
+        assert not os.path.exists(litter)
+    finally:
+        stop_head(head.temp_dir)
