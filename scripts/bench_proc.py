@@ -104,11 +104,14 @@ def _snapshot() -> dict[int, tuple[float, str, int]]:
     return out
 
 
-def _ours(snap: dict[int, tuple[float, str, int]], root: int, markers) -> set[int]:
-    """`root`, processes naming one of `markers` (Ray temp dirs), descendants."""
-    found = {root} | {
-        pid for pid, (_, cmd, _) in snap.items() if any(m in cmd for m in markers)
-    }
+def _ours(
+    snap: dict[int, tuple[float, str, int]], root: int | None, markers
+) -> set[int]:
+    """`root` (if any), processes naming one of `markers` (Ray temp dirs), and
+    their descendants."""
+    found = {pid for pid, (_, cmd, _) in snap.items() if any(m in cmd for m in markers)}
+    if root is not None:
+        found.add(root)
     grew = True
     while grew:
         kids = {pid for pid, (_, _, ppid) in snap.items() if ppid in found}
@@ -264,7 +267,7 @@ class IdlePriority(_Poller):
     def poll(self) -> None:
         snap = _snapshot()
         # No root process: only the cluster's processes and their descendants.
-        for pid in _ours(snap, -1, self.markers) - {-1}:
+        for pid in _ours(snap, None, self.markers):
             group = classify(snap[pid][1])
             if group not in DEPRIORITIZED and group != "ray_workers":
                 continue
