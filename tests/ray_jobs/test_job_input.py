@@ -146,3 +146,18 @@ def test_build_app_validates_a_plain_dict_the_way_serve_run_passes_it():
     with pytest.raises(ValidationError) as exc:
         serve_app.build_app({**GOOD_SERVE, "max_ongoing_requests": -1})
     assert "max_ongoing_requests" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "path, root_path, route",
+    [
+        ("/predict", "", "/predict"),
+        ("/digits/predict", "/digits", "/predict"),
+        ("/digits/healthz/", "/digits", "/healthz"),
+        ("/digits", "/digits", "/"),
+        ("/api/v1/digits/predict", "/api/v1/digits", "/predict"),
+        ("/other/predict", "/digits", "/other/predict"),  # not below the prefix
+    ],
+)
+def test_route_of_strips_the_apps_route_prefix(path, root_path, route):
+    assert serve_app.route_of(path, root_path) == route

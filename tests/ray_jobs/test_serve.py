@@ -49,6 +49,19 @@ def test_healthz(served):
     assert body["model"]["name"] == "mlp"
 
 
+def test_unknown_routes_get_404_and_wrong_methods_405(served):
+    base, _ = served
+    status, body = call(f"{base}/predikt", b"{}", method="POST")
+    assert status == 404
+    assert body["error"] == (
+        "no route /predikt; this app serves POST /predict, GET /healthz"
+    )
+    status, body = call(f"{base}/predict")  # GET
+    assert status == 405 and body["error"] == "/predict takes POST, not GET"
+    status, body = call(f"{base}/healthz/")  # a trailing slash is the same route
+    assert status == 200 and body["status"] == "ok"
+
+
 def test_http_predictions_equal_in_process_predictions(served):
     base, checkpoint = served
     test = load_dataset("digits").test

@@ -43,7 +43,7 @@ ray.init(address={address!r}, log_to_driver=False,
          runtime_env={{"working_dir": {ray_jobs!r}, "excludes": ["data/"]}})
 serve.start(http_options={{"host": "127.0.0.1", "port": {port}}})
 args = serve_app.ServeArgs(checkpoint={checkpoint!r}, num_cpus=0.5)
-serve.run(serve_app.build_app(args), name="digits", route_prefix="/",
+serve.run(serve_app.build_app(args), name="digits", route_prefix="/digits",
           blocking=False)
 """
 
@@ -75,7 +75,7 @@ def haproxy_app(tmp_path):
             checkpoint=str(folder),
         )
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}/digits"  # routes below a prefix
         wait_http(f"{base}/healthz", 120)
         yield head, base, str(folder)
     finally:
@@ -109,6 +109,8 @@ def test_haproxy_serves_the_same_api_and_ends_with_the_cluster(haproxy_app):
     assert status == 200 and body["predictions"] == expected.argmax(1).tolist()
     status, body = call(f"{base}/predict", b"{not json")
     assert status == 400 and "not valid JSON" in body["error"]
+    status, body = call(f"{base}/nothing")
+    assert status == 404 and "POST /predict" in body["error"]
 
     stop_head(head.temp_dir)
     deadline = time.monotonic() + 10
