@@ -517,6 +517,14 @@ def one_training_run(
     cores = cpu.cores()
     window = steady_window(m)
     steady = cpu.cores_between(*window) if window else None
+    # Each worker's training thread in those epochs: share of wall time it ran,
+    # and waited runnable on a run queue while another task had its core.
+    threads = cpu.worker_waits_between(*window) if window else None
+
+    def mean_of(key: str) -> float | None:
+        vals = [t[key] for t in threads or []]
+        return round(sum(vals) / len(vals), 3) if vals else None
+
     return {
         "variant": variant,
         "wall_s": round(t1 - t0, 3),
@@ -529,6 +537,10 @@ def one_training_run(
         # Cores per group during the measured epochs only (no start-up imports).
         "steady_cores": steady,
         "steady_overhead_cores": overhead_cores(steady) if steady else None,
+        "steady_worker_threads": threads,
+        "train_thread_run": mean_of("run"),
+        "train_thread_runqueue_wait": mean_of("runqueue_wait"),
+        "train_thread_preemptions_per_s": mean_of("preemptions_per_s"),
         "idle_priority_threads": len(idle.moved) if idle else None,
         "t_launch": t0,
         "t_fit_start": first(m, "fit_start"),
@@ -563,6 +575,13 @@ def bench_train(bench: Bench) -> dict[str, Any]:
             "ray_daemon_cores": stats([x["ray_daemon_cores"] for x in rs]),
             "foreign_cores": stats([x["foreign_cores"] for x in rs]),
             "steady_overhead_cores": stats([x["steady_overhead_cores"] for x in rs]),
+            "train_thread_run": stats([x["train_thread_run"] for x in rs]),
+            "train_thread_runqueue_wait": stats(
+                [x["train_thread_runqueue_wait"] for x in rs]
+            ),
+            "train_thread_preemptions_per_s": stats(
+                [x["train_thread_preemptions_per_s"] for x in rs]
+            ),
             "run_wall_s": stats([x["wall_s"] for x in rs]),
         }
         for v, rs in runs.items()
@@ -1179,11 +1198,16 @@ def render_markdown(results: dict[str, Any]) -> str:
             "actors, the driver; torchrun's agent) during the measured epochs. "
             "ray_lean_idleprio is ray_lean with those Ray processes moved to "
             "SCHED_IDLE while it runs, so they only get a core the workers leave "
-            "free: a diagnosis of what they cost, not a setting raygpu ships.",
+            "free: a diagnosis of what they cost, not a setting raygpu ships. "
+            "Training thread = each worker's busiest thread in the measured epochs "
+            "(/proc schedstat, mean of the two workers): share of wall time it ran, "
+            "share it waited runnable on a run queue while another task had the "
+            "core, and involuntary context switches (preemptions) per second.",
             "",
             "| variant | loop samples/s | wall samples/s | Ray daemons (cores) "
-            "| steady overhead (cores) | other users (cores) |",
-            "|---|---|---|---|---|---|",
+            "| steady overhead (cores) | other users (cores) "
+            "| training thread ran | run-queue wait | preemptions/s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for v, s in tr["summary"].items():
             lines.append(
@@ -1191,7 +1215,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{fmt_stats(s['wall_samples_per_s'])} | "
                 f"{fmt_stats(s['ray_daemon_cores'], 2)} | "
                 f"{fmt_stats(s.get('steady_overhead_cores'), 2)} | "
-                f"{fmt_stats(s['foreign_cores'], 2)} |"
+                f"{fmt_stats(s['foreign_cores'], 2)} | "
+                f"{fmt_stats(s.get('train_thread_run'), 2)} | "
+                f"{fmt_stats(s.get('train_thread_runqueue_wait'), 3)} | "
+                f"{fmt_stats(s.get('train_thread_preemptions_per_s'), 0)} |"
             )
         lines += ["", "| ratio | median (range) |", "|---|---|"]
         for k, s in tr["ratios"].items():

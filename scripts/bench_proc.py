@@ -120,6 +120,59 @@ def _ours(
     return found
 
 
+TRAINING_GROUPS = ("ray_workers", "torchrun_workers")
+
+
+def thread_stats(pid: int) -> dict[int, tuple[float, float, int]]:
+    """tid -> (seconds run, seconds waited on a run queue, involuntary context
+    switches) for each thread of `pid` so far (/proc/PID/task/TID/schedstat and
+    status); {} when the process is gone."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        base = f"/proc/{pid}/task/{tid}"
+        try:
+            run_ns, wait_ns, _ = Path(f"{base}/schedstat").read_text().split()
+            status = Path(f"{base}/status").read_text()
+        except (OSError, ValueError):
+            continue
+        nvcs = 0
+        for line in status.splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                nvcs = int(line.split()[1])
+        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9, nvcs)
+    return out
+
+
+def busiest_thread_waits(
+    a: dict[int, tuple[float, float, int]],
+    b: dict[int, tuple[float, float, int]],
+    span_s: float,
+) -> dict[str, float] | None:
+    """Between two `thread_stats` readings of one process, span_s apart: the
+    share of wall time its busiest thread (a worker's training thread) ran and
+    waited on a run queue (runnable, but another task had the core), and its
+    involuntary context switches per second. None when no thread ran."""
+    deltas = [
+        (b[tid][0] - a[tid][0], b[tid][1] - a[tid][1], b[tid][2] - a[tid][2])
+        for tid in b
+        if tid in a
+    ]
+    if not deltas or span_s <= 0:
+        return None
+    run, wait, nvcs = max(deltas)
+    if run <= 0:
+        return None
+    return {
+        "run": round(run / span_s, 3),
+        "runqueue_wait": round(wait / span_s, 3),
+        "preemptions_per_s": round(nvcs / span_s, 1),
+    }
+
+
 class _Poller:
     """Calls `poll()` every `interval_s` from a daemon thread while started."""
 
@@ -149,8 +202,14 @@ class CpuSampler(_Poller):
     whose temp dir is in `markers` count as "foreign" (other users' work).
     """
 
-    def __init__(self, markers: list[str] | None = None, interval_s: float = 0.5):
+    def __init__(
+        self,
+        markers: list[str] | None = None,
+        interval_s: float = 0.5,
+        thread_s: float = 2.0,
+    ):
         self.interval_s = interval_s
+        self.thread_s = thread_s
         self.markers = list(markers or [])
         self.root = os.getpid()
         self._first: dict[int, float] = {}
@@ -162,6 +221,8 @@ class CpuSampler(_Poller):
         # afterwards, grouped by each process's last name (an IDLE worker that
         # became an actor counts in its final group throughout).
         self.history: list[tuple[float, dict[int, float]]] = []
+        # The training workers' threads at every poll: (time, {pid: thread_stats}).
+        self.thread_history: list[tuple[float, dict[int, dict]]] = []
 
     def poll(self) -> None:
         snap = _snapshot()
@@ -171,7 +232,18 @@ class CpuSampler(_Poller):
                 # A process born inside the window started from 0 CPU seconds.
                 self._first[pid] = 0.0
             self._last[pid] = (cpu, cmd)
-        self.history.append((time.time(), {pid: self._used(pid) for pid in self._last}))
+        now = time.time()
+        self.history.append((now, {pid: self._used(pid) for pid in self._last}))
+        # Threads are read less often than processes (a Ray worker has 30; this
+        # process's reading competes with what it measures).
+        if self.thread_history and now - self.thread_history[-1][0] < self.thread_s:
+            return
+        workers = [
+            pid
+            for pid in self._ours
+            if pid in snap and classify(snap[pid][1]) in TRAINING_GROUPS
+        ]
+        self.thread_history.append((now, {pid: thread_stats(pid) for pid in workers}))
 
     def __enter__(self) -> CpuSampler:
         self.t0 = time.monotonic()
@@ -221,6 +293,22 @@ class CpuSampler(_Poller):
         used = {pid: v - ua.get(pid, 0.0) for pid, v in ub.items()}
         out = self._by_group(used)
         return {k: round(v / (tb - ta), 3) for k, v in sorted(out.items()) if v > 0}
+
+    def worker_waits_between(self, t_a: float, t_b: float) -> list[dict] | None:
+        """Per training worker alive throughout [t_a, t_b] (polls nearest inside):
+        its training thread's run and run-queue-wait shares and preemptions per
+        second (`busiest_thread_waits`). None when fewer than two polls fall
+        there."""
+        inside = [(t, w) for t, w in self.thread_history if t_a <= t <= t_b]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (ta, wa), (tb, wb) = inside[0], inside[-1]
+        out = []
+        for pid in sorted(set(wa) & set(wb)):
+            waits = busiest_thread_waits(wa[pid], wb[pid], tb - ta)
+            if waits is not None:
+                out.append({"pid": pid, **waits})
+        return out
 
     @property
     def seconds(self) -> float:

@@ -109,6 +109,9 @@ def _results() -> dict:
                     "wall_samples_per_s": s,
                     "ray_daemon_cores": bench.stats([0.0]),
                     "foreign_cores": bench.stats([0.5]),
+                    "train_thread_run": bench.stats([0.93, 0.91]),
+                    "train_thread_runqueue_wait": bench.stats([0.012, 0.0125]),
+                    "train_thread_preemptions_per_s": bench.stats([102.0, 104.0]),
                 }
             },
             "ratios": {"ray_lean/torchrun": r},
@@ -128,6 +131,7 @@ def test_targets_and_markdown():
         assert names[f"Serve batched ({ingress}) p99 ms, MLP c=8"]["met"] is None
     md = bench.render_markdown(res)
     assert "| torchrun | 100 (90.0-110) |" in md
+    assert "| 0.92 (0.91-0.93) | 0.012 (0.012-0.013) | 103 (102-104) |" in md
     assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md
     assert "skipped: failed: no head" in md
     assert "note: shared machine" in md
@@ -246,6 +250,57 @@ def test_cpu_sampler_reads_sub_windows():
     assert busy > 0.2
     assert idle < 0.1
     assert busy > idle + 0.15
+
+
+def test_worker_waits_show_two_busy_workers_sharing_one_core():
+    """Two training-worker processes (by command line) pinned to one core: each
+    one's busiest thread waits on the run queue about half the time. Real
+    processes, real /proc."""
+    import subprocess
+    import sys
+    import time
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs")
+    cpus = sorted(os.sched_getaffinity(0))
+    spin = "import time\nwhile True: pass\n"
+
+    def worker(cpu):  # named like torchrun's workers so the sampler tracks it
+        p = subprocess.Popen([sys.executable, "-c", spin, "bench_torchrun.py"])
+        os.sched_setaffinity(p.pid, {cpu})
+        return p
+
+    shared = [worker(cpus[0]), worker(cpus[0])]
+    try:
+        with bench_proc.CpuSampler(interval_s=0.2, thread_s=0.2) as s:
+            time.sleep(0.5)
+            t_a = time.time()
+            time.sleep(2.5)
+            t_b = time.time()
+            time.sleep(0.3)
+    finally:
+        for p in shared:
+            p.kill()
+            p.wait()
+    waits = {w["pid"]: w for w in s.worker_waits_between(t_a, t_b)}
+    assert set(waits) == {p.pid for p in shared}
+    for w in waits.values():
+        assert w["run"] < 0.75  # shares the core with the other
+        assert w["runqueue_wait"] > 0.25
+        assert w["run"] + w["runqueue_wait"] <= 1.05
+        assert w["preemptions_per_s"] > 1
+    assert s.worker_waits_between(t_b + 10, t_b + 20) is None
+
+
+def test_busiest_thread_waits_picks_the_training_thread():
+    a = {1: (10.0, 1.0, 100), 2: (0.5, 0.1, 5), 3: (0.0, 0.0, 0)}
+    b = {1: (19.0, 1.5, 600), 2: (0.6, 0.2, 7), 4: (9.0, 0.0, 0)}  # 4 is new
+    w = bench_proc.busiest_thread_waits(a, b, 10.0)
+    assert w == {"run": 0.9, "runqueue_wait": 0.05, "preemptions_per_s": 50.0}
+    assert bench_proc.busiest_thread_waits(a, a, 10.0) is None  # nothing ran
+    assert bench_proc.busiest_thread_waits(a, b, 0.0) is None
+    assert bench_proc.thread_stats(os.getpid())  # this process's own threads
+    assert bench_proc.thread_stats(2**22 + 12345) == {}  # no such process
 
 
 def test_steady_window_spans_the_measured_epochs():
