@@ -206,7 +206,7 @@ class CpuSampler(_Poller):
         self,
         markers: list[str] | None = None,
         interval_s: float = 0.5,
-        thread_s: float = 2.0,
+        thread_s: float = 1.0,
     ):
         self.interval_s = interval_s
         self.thread_s = thread_s
@@ -224,7 +224,9 @@ class CpuSampler(_Poller):
         # The training workers' threads at every poll: (time, {pid: thread_stats}).
         self.thread_history: list[tuple[float, dict[int, dict]]] = []
 
-    def poll(self) -> None:
+    def poll(self, threads: bool = False) -> None:
+        """Read every process; the training workers' threads too when `threads`
+        or `thread_s` has passed since their last reading."""
         snap = _snapshot()
         self._ours |= _ours(snap, self.root, self.markers)
         for pid, (cpu, cmd, _) in snap.items():
@@ -236,7 +238,8 @@ class CpuSampler(_Poller):
         self.history.append((now, {pid: self._used(pid) for pid in self._last}))
         # Threads are read less often than processes (a Ray worker has 30; this
         # process's reading competes with what it measures).
-        if self.thread_history and now - self.thread_history[-1][0] < self.thread_s:
+        last = self.thread_history[-1][0] if self.thread_history else None
+        if not threads and last is not None and now - last < self.thread_s:
             return
         workers = [
             pid
@@ -255,7 +258,7 @@ class CpuSampler(_Poller):
 
     def __exit__(self, *exc) -> None:
         self._halt()
-        self.poll()
+        self.poll(threads=True)
         self.t1 = time.monotonic()
 
     def _used(self, pid: int) -> float:
@@ -307,7 +310,7 @@ class CpuSampler(_Poller):
         for pid in sorted(set(wa) & set(wb)):
             waits = busiest_thread_waits(wa[pid], wb[pid], tb - ta)
             if waits is not None:
-                out.append({"pid": pid, **waits})
+                out.append({"pid": pid, "span_s": round(tb - ta, 2), **waits})
         return out
 
     @property
