@@ -201,8 +201,10 @@ ROUTES = {"/predict": "POST", "/healthz": "GET"}
 
 
 def route_of(path: str, root_path: str) -> str:
-    """The request's path below the app's route prefix (Serve's root_path)."""
-    if root_path and path.startswith(root_path):
+    """The request's path below the app's route prefix (Serve sets the ASGI
+    root_path to it; the path still starts with it)."""
+    root_path = root_path.rstrip("/")
+    if root_path and (path == root_path or path.startswith(root_path + "/")):
         path = path[len(root_path) :]
     return path.rstrip("/") or "/"
 
@@ -258,7 +260,7 @@ class ModelServer:
         return np.split(probs, np.cumsum(sizes)[:-1])
 
     async def __call__(self, request: Request) -> JSONResponse:
-        route = route_of(request.url.path, request.scope.get("root_path", ""))
+        route = route_of(request.scope["path"], request.scope.get("root_path", ""))
         method = ROUTES.get(route)
         if method is None:
             routes = ", ".join(f"{m} {r}" for r, m in ROUTES.items())

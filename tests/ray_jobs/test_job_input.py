@@ -157,6 +157,8 @@ def test_build_app_validates_a_plain_dict_the_way_serve_run_passes_it():
         ("/digits", "/digits", "/"),
         ("/api/v1/digits/predict", "/api/v1/digits", "/predict"),
         ("/other/predict", "/digits", "/other/predict"),  # not below the prefix
+        ("/digitsx/predict", "/digits", "/digitsx/predict"),  # nor this one
+        ("/predict", "/", "/predict"),
     ],
 )
 def test_route_of_strips_the_apps_route_prefix(path, root_path, route):

@@ -27,8 +27,9 @@ def served(ray_cluster, submitted_run):
         args = serve_app.ServeArgs(
             checkpoint=result["checkpoint"], num_cpus=0.5, max_instances=100
         )
-        serve.run(serve_app.build_app(args), name="digits", route_prefix="/")
-        yield f"http://127.0.0.1:{port}", result["checkpoint"]
+        # Below a route prefix, behind Ray's proxy (the default ingress).
+        serve.run(serve_app.build_app(args), name="digits", route_prefix="/digits")
+        yield f"http://127.0.0.1:{port}/digits", result["checkpoint"]
     finally:
         serve.shutdown()
 
@@ -58,6 +59,9 @@ def test_unknown_routes_get_404_and_wrong_methods_405(served):
     )
     status, body = call(f"{base}/predict")  # GET
     assert status == 405 and body["error"] == "/predict takes POST, not GET"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{base}/predict", timeout=30)
+    assert err.value.headers["Allow"] == "POST"
     status, body = call(f"{base}/healthz/")  # a trailing slash is the same route
     assert status == 200 and body["status"] == "ok"
 
