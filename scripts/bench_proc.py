@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -173,6 +174,15 @@ def busiest_thread_waits(
     }
 
 
+def _ends_inside(history: list[tuple[float, Any]], t_a: float, t_b: float):
+    """The first and last (time, reading) of `history` inside [t_a, t_b]; None
+    when fewer than two readings, at distinct times, fall there."""
+    inside = [(t, r) for t, r in history if t_a <= t <= t_b]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return inside[0], inside[-1]
+
+
 class _Poller:
     """Calls `poll()` every `interval_s` from a daemon thread while started."""
 
@@ -289,10 +299,10 @@ class CpuSampler(_Poller):
         Uses the polls nearest inside [t_a, t_b]; None when fewer than two polls
         fall there (a span shorter than the poll interval).
         """
-        inside = [(t, g) for t, g in self.history if t_a <= t <= t_b]
-        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        ends = _ends_inside(self.history, t_a, t_b)
+        if ends is None:
             return None
-        (ta, ua), (tb, ub) = inside[0], inside[-1]
+        (ta, ua), (tb, ub) = ends
         used = {pid: v - ua.get(pid, 0.0) for pid, v in ub.items()}
         out = self._by_group(used)
         return {k: round(v / (tb - ta), 3) for k, v in sorted(out.items()) if v > 0}
@@ -302,10 +312,10 @@ class CpuSampler(_Poller):
         its training thread's run and run-queue-wait shares and preemptions per
         second (`busiest_thread_waits`). None when fewer than two polls fall
         there."""
-        inside = [(t, w) for t, w in self.thread_history if t_a <= t <= t_b]
-        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        ends = _ends_inside(self.thread_history, t_a, t_b)
+        if ends is None:
             return None
-        (ta, wa), (tb, wb) = inside[0], inside[-1]
+        (ta, wa), (tb, wb) = ends
         out = []
         for pid in sorted(set(wa) & set(wb)):
             waits = busiest_thread_waits(wa[pid], wb[pid], tb - ta)
