@@ -1,6 +1,9 @@
 """Datasets, models and the checkpoint format, in-process (no Ray)."""
 
+import gzip
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -29,6 +32,56 @@ def test_digits_split_is_fixed_disjoint_and_stratified():
     assert (
         a.train.x.dtype == np.float32 and 0 <= a.train.x.min() <= a.train.x.max() <= 1
     )
+
+
+def test_digits_read_without_sklearn_matches_load_digits():
+    from sklearn.datasets import load_digits
+
+    from mlcore import data
+
+    images, target = data._digits_arrays()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+
+
+def test_loading_digits_does_not_import_sklearn():
+    code = (
+        "import sys; from mlcore.data import load_dataset; "
+        "ds = load_dataset('digits'); "
+        "n = len(ds.train.y) + len(ds.val.y) + len(ds.test.y); "
+        "print(n, 'sklearn' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-c", code]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1797", "False"]
+
+
+def test_digits_falls_back_to_sklearn_when_its_file_moved(monkeypatch):
+    from mlcore import data
+
+    direct = load_dataset("digits")
+    monkeypatch.setattr(data, "_digits_file", lambda: None)
+    via_sklearn = load_dataset("digits")
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(
+            getattr(direct, split).x, getattr(via_sklearn, split).x
+        )
+        np.testing.assert_array_equal(
+            getattr(direct, split).y, getattr(via_sklearn, split).y
+        )
+
+
+def test_digits_file_of_the_wrong_shape_fails_clearly(monkeypatch, tmp_path):
+    from mlcore import data
+
+    bad = tmp_path / "digits.csv.gz"
+    with gzip.open(bad, "wt") as f:
+        f.write("0,1,2\n3,4,5\n")
+    monkeypatch.setattr(data, "_digits_file", lambda: str(bad))
+    with pytest.raises(DatasetUnavailable, match="3 columns per row, expected 65"):
+        load_dataset("digits")
 
 
 def test_mnist_without_files_fails_clearly_and_downloads_nothing(tmp_path):
