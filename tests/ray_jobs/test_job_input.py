@@ -5,6 +5,8 @@ and a one-line message naming the flag; the serving app's arguments raise a
 pydantic ValidationError naming the field. No Ray cluster is needed.
 """
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -163,3 +165,23 @@ def test_build_app_validates_a_plain_dict_the_way_serve_run_passes_it():
 )
 def test_route_of_strips_the_apps_route_prefix(path, root_path, route):
     assert serve_app.route_of(path, root_path) == route
+
+
+def test_the_controller_poll_interval_defaults_to_half_a_second(monkeypatch):
+    monkeypatch.delenv(train.POLL_INTERVAL_ENV, raising=False)
+    assert train.controller_poll_interval() == 0.5
+    # set in this process, so Ray Train passes it on to its controller
+    assert os.environ[train.POLL_INTERVAL_ENV] == "0.5"
+    monkeypatch.setenv(train.POLL_INTERVAL_ENV, "2")
+    assert train.controller_poll_interval() == 2.0
+    assert os.environ[train.POLL_INTERVAL_ENV] == "2"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_bad_controller_poll_interval_fails_naming_it(value, monkeypatch, capsys):
+    monkeypatch.setenv(train.POLL_INTERVAL_ENV, value)
+    rc = train.main(["--storage-path", "/tmp/raygpu-input-test", "--run-name", "x"])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {train.POLL_INTERVAL_ENV}: must be a positive")
+    assert repr(value) in err and "Traceback" not in err
