@@ -13,12 +13,14 @@ final checkpoint on the test split and writes `result.json` beside the checkpoin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,9 +46,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # (2 s by default), and a worker's `ray.train.report` waits until the controller
 # has taken its previous report. With epochs shorter than the interval, each
 # report after the first stalled up to 2 s and the end of `fit()` waited for
-# polls too (a 3-epoch digits run: 1.9 s in its last report, 4.9 s from there
-# to the end of fit; 0.3-0.4 s and 1.5-1.9 s at 0.5 s). Set in the driver,
-# Train passes it on to the controller; a value in the environment wins.
+# polls too (3-epoch digits run, fresh driver, bench medians: 1.9 s in the last
+# report and 4.9 s from there to the end of fit at 2 s; 0.4 s and 1.2 s at
+# 0.5 s). Set in the driver around fit(), Train passes it on to its controller;
+# a value in the environment wins.
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_DEFAULT_S = 0.5
 # When set, each process appends timestamped events (JSON lines) to this file:
@@ -473,11 +476,10 @@ def validate(args: argparse.Namespace) -> None:
 
 
 def controller_poll_interval() -> float:
-    """Seconds between the Train controller's polls: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S,
-    set to POLL_INTERVAL_DEFAULT_S in this process when unset (see above)."""
+    """Seconds between the Train controller's polls: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
+    when set (validated), else POLL_INTERVAL_DEFAULT_S (see above)."""
     raw = os.environ.get(POLL_INTERVAL_ENV, "").strip()
     if not raw:
-        os.environ[POLL_INTERVAL_ENV] = str(POLL_INTERVAL_DEFAULT_S)
         return POLL_INTERVAL_DEFAULT_S
     try:
         value = float(raw)
@@ -490,11 +492,26 @@ def controller_poll_interval() -> float:
     return value
 
 
+@contextlib.contextmanager
+def controller_env(poll_interval_s: float) -> Iterator[None]:
+    """$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the fit() inside (Train copies it
+    to its controller when fit() starts); the caller's environment afterwards."""
+    before = os.environ.get(POLL_INTERVAL_ENV)
+    os.environ[POLL_INTERVAL_ENV] = f"{poll_interval_s:g}"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(POLL_INTERVAL_ENV, None)
+        else:
+            os.environ[POLL_INTERVAL_ENV] = before
+
+
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate on the test split, write result.json; return the result."""
+    poll_interval_s = controller_poll_interval()
     from ray.train import Checkpoint
 
-    controller_poll_interval()
     storage = parse_storage(args.storage_path)
     check_storage(storage)
     resume_from = check_resumable(storage, args.run_name)
@@ -502,7 +519,8 @@ def run(args: argparse.Namespace) -> dict:
         print(f"[raygpu] run {args.run_name} resumes from {resume_from}")
     started = time.time()
     mark("fit_start")
-    result = build_trainer(args, storage).fit()
+    with controller_env(poll_interval_s):
+        result = build_trainer(args, storage).fit()
     mark("fit_end")
     if result.error is not None:  # pragma: no cover - fit() raises in V2
         raise RuntimeError(f"training failed: {result.error}")

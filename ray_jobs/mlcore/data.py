@@ -87,11 +87,22 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """
     path = _digits_file()
     if path is None:
-        from sklearn.datasets import load_digits
-
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:
+            raise DatasetUnavailable(
+                f"digits comes with scikit-learn, which cannot be imported ({exc}); "
+                "install the pinned requirements (requirements.txt)"
+            ) from None
         bunch = load_digits()
         return bunch.images, bunch.target
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    try:
+        rows = np.loadtxt(path, delimiter=",", ndmin=2)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DatasetUnavailable(
+            f"digits: {path} cannot be read ({type(exc).__name__}: {exc}); "
+            "reinstall scikit-learn"
+        ) from None
     if rows.shape[1] != 65:
         raise DatasetUnavailable(
             f"digits: {path} has {rows.shape[1]} columns per row, expected 65 "

@@ -34,11 +34,12 @@ def test_digits_split_is_fixed_disjoint_and_stratified():
     )
 
 
-def test_digits_read_without_sklearn_matches_load_digits():
+def test_digits_read_from_the_file_matches_load_digits():
     from sklearn.datasets import load_digits
 
     from mlcore import data
 
+    assert data._digits_file() is not None  # the direct read, not the fallback
     images, target = data._digits_arrays()
     bunch = load_digits()
     np.testing.assert_array_equal(images, bunch.images)
@@ -54,13 +55,15 @@ def test_loading_digits_does_not_import_sklearn():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     argv = [sys.executable, "-c", code]
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(argv, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1797", "False"]
 
 
 def test_digits_falls_back_to_sklearn_when_its_file_moved(monkeypatch):
     from mlcore import data
 
+    assert data._digits_file() is not None
     direct = load_dataset("digits")
     monkeypatch.setattr(data, "_digits_file", lambda: None)
     via_sklearn = load_dataset("digits")
@@ -73,15 +76,36 @@ def test_digits_falls_back_to_sklearn_when_its_file_moved(monkeypatch):
         )
 
 
-def test_digits_file_of_the_wrong_shape_fails_clearly(monkeypatch, tmp_path):
+def test_digits_without_its_file_or_sklearn_fails_clearly(monkeypatch):
+    from mlcore import data
+
+    monkeypatch.setattr(data, "_digits_file", lambda: None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails
+    with pytest.raises(DatasetUnavailable, match="scikit-learn, which cannot be"):
+        load_dataset("digits")
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"0,1,2\n3,4,5\n", "3 columns per row, expected 65"),
+        (b"0,1,x\n", "cannot be read (ValueError"),
+        (None, "cannot be read ("),  # not gzip at all
+    ],
+)
+def test_a_broken_digits_file_fails_naming_it(monkeypatch, tmp_path, content, fragment):
     from mlcore import data
 
     bad = tmp_path / "digits.csv.gz"
-    with gzip.open(bad, "wt") as f:
-        f.write("0,1,2\n3,4,5\n")
+    if content is None:
+        bad.write_bytes(b"this is not gzip")
+    else:
+        with gzip.open(bad, "wb") as f:
+            f.write(content)
     monkeypatch.setattr(data, "_digits_file", lambda: str(bad))
-    with pytest.raises(DatasetUnavailable, match="3 columns per row, expected 65"):
+    with pytest.raises(DatasetUnavailable) as err:
         load_dataset("digits")
+    assert fragment in str(err.value) and str(bad) in str(err.value)
 
 
 def test_mnist_without_files_fails_clearly_and_downloads_nothing(tmp_path):

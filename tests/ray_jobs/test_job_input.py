@@ -167,21 +167,32 @@ def test_route_of_strips_the_apps_route_prefix(path, root_path, route):
     assert serve_app.route_of(path, root_path) == route
 
 
-def test_the_controller_poll_interval_defaults_to_half_a_second(monkeypatch):
-    monkeypatch.delenv(train.POLL_INTERVAL_ENV, raising=False)
+def test_the_controller_poll_interval_is_half_a_second_only_around_fit(monkeypatch):
+    from ray.train.v2._internal.constants import get_env_vars_to_propagate
+
+    monkeypatch.setenv(train.POLL_INTERVAL_ENV, "")  # unset, restored afterwards
+    monkeypatch.delenv(train.POLL_INTERVAL_ENV)
     assert train.controller_poll_interval() == 0.5
-    # set in this process, so Ray Train passes it on to its controller
-    assert os.environ[train.POLL_INTERVAL_ENV] == "0.5"
+    with train.controller_env(0.5):
+        # what Ray Train copies from the driver to its controller at fit()
+        assert get_env_vars_to_propagate()[train.POLL_INTERVAL_ENV] == "0.5"
+    assert train.POLL_INTERVAL_ENV not in os.environ
     monkeypatch.setenv(train.POLL_INTERVAL_ENV, "2")
     assert train.controller_poll_interval() == 2.0
+    with train.controller_env(2.0):
+        assert get_env_vars_to_propagate()[train.POLL_INTERVAL_ENV] == "2"
     assert os.environ[train.POLL_INTERVAL_ENV] == "2"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
-def test_a_bad_controller_poll_interval_fails_naming_it(value, monkeypatch, capsys):
+def test_a_bad_controller_poll_interval_fails_naming_it(
+    value, monkeypatch, capsys, tmp_path
+):
     monkeypatch.setenv(train.POLL_INTERVAL_ENV, value)
-    rc = train.main(["--storage-path", "/tmp/raygpu-input-test", "--run-name", "x"])
+    storage = tmp_path / "runs"
+    rc = train.main(["--storage-path", str(storage), "--run-name", "x"])
     assert rc == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {train.POLL_INTERVAL_ENV}: must be a positive")
     assert repr(value) in err and "Traceback" not in err
+    assert not storage.exists()
