@@ -60,7 +60,7 @@ def main() -> dict[str, object]:
             kms_key_arn=storage.kms_key_arn,
             namespace=cfg.ray_namespace,
             service_account=cfg.ray_service_account,
-            tags=cfg.tags,
+            tags=cfg.iam_tags,
         ),
         opts,
     )

@@ -158,7 +158,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                 )
             ),
             max_session_duration=3600,
-            tags=tags(f"{name}-role"),
+            tags={**tags(f"{name}-role"), **cfg.iam_tags},
             opts=child,
         )
         policy = aws.iam.RolePolicy(

@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import versions
-from infra.config import GpuPoolConfig, StackConfig, SystemPoolConfig
+from infra.config import REGION_TAG, GpuPoolConfig, StackConfig, SystemPoolConfig
 
 CONTROL_PLANE_LOG_TYPES = (
     "api",
@@ -205,7 +205,7 @@ class EksCluster(pulumi.ComponentResource):
         cluster_role = aws.iam.Role(
             f"{name}-cluster",
             assume_role_policy=_assume_role_policy("eks.amazonaws.com"),
-            tags=tags(f"{name}-cluster"),
+            tags=tags(f"{name}-cluster", **{REGION_TAG: args.region}),
             opts=child,
         )
         attachments = [
@@ -283,7 +283,7 @@ class EksCluster(pulumi.ComponentResource):
         node_role = aws.iam.Role(
             f"{name}-node",
             assume_role_policy=_assume_role_policy("ec2.amazonaws.com"),
-            tags=tags(f"{name}-node"),
+            tags=tags(f"{name}-node", **{REGION_TAG: args.region}),
             opts=child,
         )
         node_attachments = [

@@ -22,6 +22,7 @@ from infra import instance_types, serve_ingress, versions
 
 NAMESPACE = "raygpu"
 REGION_KEY = "aws:region"
+REGION_TAG = "raygpu:region"  # on IAM resources only (see StackConfig.iam_tags)
 DEFAULT_PROJECT = "raygpu"
 
 # Kubernetes labels and taints that the node groups carry. The Ray manifests
@@ -196,6 +197,14 @@ class StackConfig:
     @property
     def tags(self) -> dict[str, str]:
         return {"raygpu:stack": self.stack, "raygpu:project": self.project}
+
+    @property
+    def iam_tags(self) -> dict[str, str]:
+        """Tags of the stack's IAM roles and OIDC provider. IAM is account-wide,
+        so they also name the region: scripts/orphans.py deletes an IAM leftover
+        only when it names the stack's region (a stack of the same name may run
+        in another one)."""
+        return {**self.tags, REGION_TAG: self.region}
 
     @property
     def name_prefix(self) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import StackConfig
+from infra.config import REGION_TAG, StackConfig
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Network(pulumi.ComponentResource):
                     ],
                 }
             ),
-            tags=tags(f"{name}-flow-logs"),
+            tags=tags(f"{name}-flow-logs", **{REGION_TAG: args.region}),
             opts=child,
         )
         aws.iam.RolePolicy(

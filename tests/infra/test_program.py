@@ -84,6 +84,24 @@ def test_every_taggable_resource_carries_the_stack_tags(stack):
     assert checked >= 30
 
 
+def test_iam_resources_also_name_the_region(stack):
+    # IAM is account-wide: scripts/orphans.py deletes an IAM leftover only when
+    # its raygpu:region tag names the stack's region.
+    name, cfg, run, _ = stack
+    iam = [
+        r
+        for r in run.resources
+        if r["type"]
+        in ("aws:iam/role:Role", "aws:iam/openIdConnectProvider:OpenIdConnectProvider")
+    ]
+    assert len(iam) >= 5
+    for r in iam:
+        assert r["inputs"]["tags"]["raygpu:region"] == cfg.region, r["name"]
+        assert r["inputs"]["tags"]["raygpu:stack"] == name, r["name"]
+    types = {r["type"] for r in iam}
+    assert "aws:iam/openIdConnectProvider:OpenIdConnectProvider" in types
+
+
 def test_explicit_provider_with_default_tags_reaches_every_aws_resource(stack):
     name, cfg, run, _ = stack
     (provider,) = run.of_type("pulumi:providers:aws")
