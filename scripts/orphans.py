@@ -11,7 +11,10 @@ cluster: `kubernetes.io/cluster/<cluster>=owned`, `elbv2.k8s.aws/cluster`,
 balancers, target groups, network interfaces, EBS volumes, security groups). Nothing
 else is ever touched; `kubernetes.io/cluster/<cluster>=shared` marks a resource the
 cluster only uses, and is not enough. The stack's data bucket is reported and kept
-unless --delete-data-bucket is given.
+unless --delete-data-bucket is given. IAM roles and OIDC providers, which the
+Tagging API does not list and which are account-wide, are listed through IAM and
+deleted only when their `raygpu:region` tag (or the provider's URL) names the
+stack's region.
 
 AWS is reached with boto3 in the stack's region; AWS_ENDPOINT_URL and the usual
 credential chain apply.
@@ -54,6 +57,8 @@ SECURITY_GROUP = "security-group"
 S3_BUCKET = "s3-bucket"
 LOG_GROUP = "log-group"
 KMS_KEY = "kms-key"
+IAM_ROLE = "iam-role"
+OIDC_PROVIDER = "iam-oidc-provider"
 _LB_KINDS = (LOAD_BALANCER, CLASSIC_LOAD_BALANCER)
 DELETE_ORDER = (
     LOAD_BALANCER,
@@ -65,7 +70,14 @@ DELETE_ORDER = (
     S3_BUCKET,
     LOG_GROUP,
     KMS_KEY,  # after the buckets it encrypts
+    IAM_ROLE,
+    OIDC_PROVIDER,  # roles trusting it do not block it; kept last anyway
 )
+# IAM is account-wide while the rest is regional: the stack's IAM resources
+# carry this tag too (infra/config.py StackConfig.iam_tags), and only those
+# naming the scanned region are deleted.
+REGION_TAG = "raygpu:region"
+_OIDC_REGION = re.compile(r"(?:^|/)oidc\.eks\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 # Tag keys whose value names the cluster that made the resource.
 CLUSTER_NAME_TAGS = (
     "elbv2.k8s.aws/cluster",  # AWS Load Balancer Controller
@@ -211,7 +223,8 @@ class OrphanScanner:
     def scan(self) -> list[Orphan]:
         """Everything of the stack that still exists, in deletion order."""
         found: dict[str, Orphan] = {}
-        for orphan in [*self.scan_cluster_made(), *self.scan_tagged()]:
+        scans = [*self.scan_cluster_made(), *self.scan_tagged(), *self.scan_iam()]
+        for orphan in scans:
             key = f"{orphan.kind}|{orphan.id}"
             if key in found:
                 first = found[key]
@@ -244,6 +257,66 @@ class OrphanScanner:
                     continue  # the Tagging API lags deletions
                 result.append(orphan)
         return self._protect_keys(result)
+
+    def scan_iam(self) -> list[Orphan]:
+        """IAM roles and OIDC providers tagged raygpu:stack=<stack>.
+
+        The Tagging API does not return IAM roles, so they are listed here. IAM
+        is account-wide: one that names another region in raygpu:region (or, for
+        an OIDC provider, in its URL) belongs to a stack of the same name there
+        and is left out; one naming no region (made before the tag existed) is
+        listed but not deleted.
+        """
+        iam = self.client("iam")
+        reason = f"{STACK_TAG}={self.stack}"
+        found = []
+        for page in iam.get_paginator("list_roles").paginate():
+            for role in page.get("Roles", []):
+                name = role["RoleName"]
+                try:
+                    tags = _tags(iam.list_role_tags(RoleName=name).get("Tags"))
+                except Exception as exc:
+                    if _is_not_found(exc):
+                        continue  # deleted meanwhile
+                    raise
+                if tags.get(STACK_TAG) != self.stack:
+                    continue
+                orphan = self._iam_orphan(IAM_ROLE, name, role["Arn"], reason, tags)
+                if orphan:
+                    found.append(orphan)
+        listed = iam.list_open_id_connect_providers()
+        for item in listed.get("OpenIDConnectProviderList", []):
+            arn = item["Arn"]
+            try:
+                tags = _tags(
+                    iam.list_open_id_connect_provider_tags(
+                        OpenIDConnectProviderArn=arn
+                    ).get("Tags")
+                )
+            except Exception as exc:
+                if _is_not_found(exc):
+                    continue
+                raise
+            if tags.get(STACK_TAG) != self.stack:
+                continue
+            if REGION_TAG not in tags:
+                match = _OIDC_REGION.search(arn)
+                if match:
+                    tags[REGION_TAG] = match.group(1)
+            orphan = self._iam_orphan(OIDC_PROVIDER, arn, arn, reason, tags)
+            if orphan:
+                found.append(orphan)
+        return found
+
+    def _iam_orphan(
+        self, kind: str, rid: str, arn: str, reason: str, tags: Mapping[str, str]
+    ) -> Orphan | None:
+        tagged_region = tags.get(REGION_TAG)
+        if tagged_region is None:
+            return Orphan(kind, rid, arn, reason, detail=NO_REGION_DETAIL)
+        if tagged_region != self.session.region_name:
+            return None  # a stack of the same name in another region
+        return Orphan(kind, rid, arn, f"{reason}, {REGION_TAG}={tagged_region}")
 
     def is_data_bucket(self, name: str, tags: Mapping[str, str]) -> bool:
         """The stack's data bucket: the output's name, or (after a destroy, when
@@ -309,6 +382,12 @@ class OrphanScanner:
                 )["logGroups"]
                 if not any(g["logGroupName"] == orphan.id for g in groups):
                     raise _Missing
+            elif orphan.kind == IAM_ROLE:
+                self.client("iam").get_role(RoleName=orphan.id)
+            elif orphan.kind == OIDC_PROVIDER:
+                self.client("iam").get_open_id_connect_provider(
+                    OpenIDConnectProviderArn=orphan.id
+                )
             elif orphan.kind.startswith("ec2:") or orphan.kind in (
                 NETWORK_INTERFACE,
                 VOLUME,
@@ -516,6 +595,8 @@ class OrphanScanner:
             S3_BUCKET: self._delete_bucket,
             LOG_GROUP: self._delete_log_group,
             KMS_KEY: self._delete_key,
+            IAM_ROLE: self._delete_role,
+            OIDC_PROVIDER: self._delete_oidc_provider,
         }.get(orphan.kind)
         if handler is None:
             return Outcome(
@@ -700,6 +781,39 @@ class OrphanScanner:
     def _delete_log_group(self, orphan: Orphan) -> None:
         self.client("logs").delete_log_group(logGroupName=orphan.id)
 
+    def _delete_role(self, orphan: Orphan) -> str | None:
+        """Detach and delete its policies, take it out of instance profiles,
+        then delete the role. Not without a region tag (see scan_iam)."""
+        if orphan.detail == NO_REGION_DETAIL:
+            return NO_REGION_DETAIL
+        iam = self.client("iam")
+        name = orphan.id
+        pages = iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+        for page in pages:
+            for policy in page.get("AttachedPolicies", []):
+                iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
+        for page in iam.get_paginator("list_role_policies").paginate(RoleName=name):
+            for policy in page.get("PolicyNames", []):
+                iam.delete_role_policy(RoleName=name, PolicyName=policy)
+        pages = iam.get_paginator("list_instance_profiles_for_role").paginate(
+            RoleName=name
+        )
+        for page in pages:
+            for profile in page.get("InstanceProfiles", []):
+                iam.remove_role_from_instance_profile(
+                    InstanceProfileName=profile["InstanceProfileName"], RoleName=name
+                )
+        iam.delete_role(RoleName=name)
+        return None
+
+    def _delete_oidc_provider(self, orphan: Orphan) -> str | None:
+        if orphan.detail == NO_REGION_DETAIL:
+            return NO_REGION_DETAIL
+        self.client("iam").delete_open_id_connect_provider(
+            OpenIDConnectProviderArn=orphan.id
+        )
+        return None
+
     def _delete_key(self, orphan: Orphan) -> None:
         # KMS deletes a key only after a waiting period (7 to 30 days); until
         # then it can be cancelled, and the scan no longer counts it.
@@ -709,7 +823,12 @@ class OrphanScanner:
         )
 
 
+NO_REGION_DETAIL = (
+    f"names no region ({REGION_TAG}); IAM is account-wide, so a stack of this "
+    "name in another region may use it: not deleted, check and delete it by hand"
+)
 _NOT_FOUND = (
+    "NoSuchEntity",
     "LoadBalancerNotFound",
     "TargetGroupNotFound",
     "AccessPointNotFound",

@@ -225,7 +225,62 @@ def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket:
         left.add("s3-bucket", bucket)
     logs.create_log_group(logGroupName=f"/aws/eks/{cluster}/cluster")
     left.add("log-group", f"/aws/eks/{cluster}/cluster")
+
+    # IAM, which the Tagging API does not list: a node role with a managed and an
+    # inline policy and an instance profile, and the cluster's OIDC provider
+    # (its region in the URL only).
+    iam = session.client("iam")
+    role = make_role(iam, f"{cluster}-node-{suffix}", stack, REGION)
+    managed = iam.create_policy(PolicyName=f"{role}-p", PolicyDocument=_POLICY)
+    iam.attach_role_policy(RoleName=role, PolicyArn=managed["Policy"]["Arn"])
+    iam.put_role_policy(RoleName=role, PolicyName="inline", PolicyDocument=_POLICY)
+    iam.create_instance_profile(InstanceProfileName=f"{role}-profile")
+    iam.add_role_to_instance_profile(
+        InstanceProfileName=f"{role}-profile", RoleName=role
+    )
+    left.add("iam-role", role)
+    left.add("iam-oidc-provider", make_oidc_provider(iam, stack, REGION))
     return left
+
+
+_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}],
+    }
+)
+
+
+def make_role(iam, name: str, stack: str, region: str | None) -> str:
+    tags = {"raygpu:stack": stack, "raygpu:project": "raygpu"}
+    if region:
+        tags["raygpu:region"] = region
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "ec2.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+    )
+    return name
+
+
+def make_oidc_provider(iam, stack: str, region: str) -> str:
+    issuer = f"oidc.eks.{region}.amazonaws.com/id/{uuid.uuid4().hex.upper()}"
+    return iam.create_open_id_connect_provider(
+        Url=f"https://{issuer}",
+        ClientIDList=["sts.amazonaws.com"],
+        ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
+        Tags=[{"Key": "raygpu:stack", "Value": stack}],
+    )["OpenIDConnectProviderArn"]
 
 
 def make_bystanders(session, vpc, subnets, cluster: str) -> dict[str, set[str]]:
@@ -315,6 +370,12 @@ def exists(session, kind: str, rid: str) -> bool:
         elif kind == "log-group":
             groups = session.client("logs").describe_log_groups(logGroupNamePrefix=rid)
             return any(g["logGroupName"] == rid for g in groups["logGroups"])
+        elif kind == "iam-role":
+            session.client("iam").get_role(RoleName=rid)
+        elif kind == "iam-oidc-provider":
+            session.client("iam").get_open_id_connect_provider(
+                OpenIDConnectProviderArn=rid
+            )
         else:
             raise AssertionError(kind)
     except session.client("s3").exceptions.ClientError:
@@ -382,6 +443,8 @@ def test_scan_without_cluster_name_sees_only_the_stack_tag(two_stacks):
         ("s3-bucket", f"{dev.stack}-artifacts"),
         ("s3-bucket", f"{dev.stack}-data"),
         *(("kms-key", key) for key in dev.ids["kms-key"]),
+        *(("iam-role", role) for role in dev.ids["iam-role"]),
+        *(("iam-oidc-provider", arn) for arn in dev.ids["iam-oidc-provider"]),
     }
     # No outputs after a destroy: the data bucket is known by its Name tag, and
     # the key that encrypts it is kept with it.
@@ -457,6 +520,42 @@ def test_volume_on_a_running_instance_is_reported_not_detached(aws):
     assert [(o.orphan.id, o.action) for o in outcomes] == [(volume, "not-deleted")]
     assert "running instance" in outcomes[0].message
     assert exists(session, "volume", volume)
+
+
+def test_iam_of_the_same_stack_name_elsewhere_is_left_alone(aws):
+    session, _, _ = aws
+    iam = session.client("iam")
+    stack = f"i{uuid.uuid4().hex[:6]}"
+    ours = make_role(iam, f"{stack}-ours", stack, REGION)
+    elsewhere = make_role(iam, f"{stack}-eu", stack, "eu-west-1")
+    untagged_region = make_role(iam, f"{stack}-old", stack, None)
+    other_stack = make_role(iam, f"{stack}x-ours", f"{stack}x", REGION)
+    our_oidc = make_oidc_provider(iam, stack, REGION)
+    eu_oidc = make_oidc_provider(iam, stack, "eu-west-1")
+
+    scan = OrphanScanner(session, stack, clock=FakeClock(), log=lambda line: None)
+    found = {(o.kind, o.id): o for o in scan.scan()}
+    assert set(found) == {
+        ("iam-role", ours),
+        ("iam-role", untagged_region),
+        ("iam-oidc-provider", our_oidc),
+    }
+    assert found[("iam-role", ours)].reason == (
+        f"raygpu:stack={stack}, raygpu:region={REGION}"
+    )
+    assert "names no region" in found[("iam-role", untagged_region)].describe()
+
+    outcomes = {o.orphan.id: o for o in scan.delete(found.values())}
+    assert outcomes[ours].action == "deleted"
+    assert outcomes[our_oidc].action == "deleted"
+    # No region tag: reported, not deleted (IAM is account-wide).
+    assert outcomes[untagged_region].action == "not-deleted"
+    assert "by hand" in outcomes[untagged_region].message
+    assert not exists(session, "iam-role", ours)
+    assert not exists(session, "iam-oidc-provider", our_oidc)
+    for role in (elsewhere, untagged_region, other_stack):
+        assert exists(session, "iam-role", role), role
+    assert exists(session, "iam-oidc-provider", eu_oidc)
 
 
 def test_stack_tagged_kinds_without_a_deleter_are_reported(aws):
