@@ -23,10 +23,11 @@ credential chain apply.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ LOG_GROUP = "log-group"
 KMS_KEY = "kms-key"
 IAM_ROLE = "iam-role"
 OIDC_PROVIDER = "iam-oidc-provider"
+_IAM_KINDS = (IAM_ROLE, OIDC_PROVIDER)
 _LB_KINDS = (LOAD_BALANCER, CLASSIC_LOAD_BALANCER)
 DELETE_ORDER = (
     LOAD_BALANCER,
@@ -247,6 +249,8 @@ class OrphanScanner:
         for page in pages:
             for item in page.get("ResourceTagMappingList", []):
                 arn = item["ResourceARN"]
+                if is_iam_arn(arn):
+                    continue  # scan_iam lists IAM, with the region check
                 kind, rid = classify_arn(arn)
                 tags = _tags(item.get("Tags"))
                 protected = kind == S3_BUCKET and self.is_data_bucket(rid, tags)
@@ -261,62 +265,82 @@ class OrphanScanner:
     def scan_iam(self) -> list[Orphan]:
         """IAM roles and OIDC providers tagged raygpu:stack=<stack>.
 
-        The Tagging API does not return IAM roles, so they are listed here. IAM
-        is account-wide: one that names another region in raygpu:region (or, for
-        an OIDC provider, in its URL) belongs to a stack of the same name there
-        and is left out; one naming no region (made before the tag existed) is
-        listed but not deleted.
+        The Tagging API does not return IAM roles, so they are listed here (and
+        the IAM entries it does return, in us-east-1, are left to this). IAM is
+        account-wide: one that names another region in raygpu:region (or, for an
+        OIDC provider without the tag, in its URL) belongs to a stack of the
+        same name there and is left out; one naming no region (made before the
+        tag existed) is listed but not deleted. A scan IAM refuses fails naming
+        the permission rather than report an incomplete "nothing left".
         """
         iam = self.client("iam")
-        reason = f"{STACK_TAG}={self.stack}"
         found = []
-        for page in iam.get_paginator("list_roles").paginate():
-            for role in page.get("Roles", []):
-                name = role["RoleName"]
+        with _iam_access("iam:ListRoles"):
+            roles = [
+                role
+                for page in iam.get_paginator("list_roles").paginate()
+                for role in page.get("Roles", [])
+            ]
+        for role in roles:
+            name = role["RoleName"]
+            with _iam_access("iam:ListRoleTags"):
                 try:
                     tags = _tags(iam.list_role_tags(RoleName=name).get("Tags"))
                 except Exception as exc:
-                    if _is_not_found(exc):
-                        continue  # deleted meanwhile
-                    raise
-                if tags.get(STACK_TAG) != self.stack:
-                    continue
-                orphan = self._iam_orphan(IAM_ROLE, name, role["Arn"], reason, tags)
-                if orphan:
-                    found.append(orphan)
-        listed = iam.list_open_id_connect_providers()
+                    if not _is_not_found(exc):
+                        raise
+                    continue  # deleted meanwhile
+            if tags.get(STACK_TAG) == self.stack:
+                found.append(self._iam_orphan(IAM_ROLE, name, role["Arn"], tags))
+        with _iam_access("iam:ListOpenIDConnectProviders"):
+            listed = iam.list_open_id_connect_providers()
         for item in listed.get("OpenIDConnectProviderList", []):
             arn = item["Arn"]
-            try:
-                tags = _tags(
-                    iam.list_open_id_connect_provider_tags(
+            with _iam_access("iam:ListOpenIDConnectProviderTags"):
+                try:
+                    reply = iam.list_open_id_connect_provider_tags(
                         OpenIDConnectProviderArn=arn
-                    ).get("Tags")
-                )
-            except Exception as exc:
-                if _is_not_found(exc):
+                    )
+                except Exception as exc:
+                    if not _is_not_found(exc):
+                        raise
                     continue
-                raise
-            if tags.get(STACK_TAG) != self.stack:
-                continue
-            if REGION_TAG not in tags:
-                match = _OIDC_REGION.search(arn)
-                if match:
-                    tags[REGION_TAG] = match.group(1)
-            orphan = self._iam_orphan(OIDC_PROVIDER, arn, arn, reason, tags)
-            if orphan:
-                found.append(orphan)
-        return found
+            tags = _tags(reply.get("Tags"))
+            if tags.get(STACK_TAG) == self.stack:
+                found.append(self._iam_orphan(OIDC_PROVIDER, arn, arn, tags))
+        return [o for o in found if o is not None]
 
     def _iam_orphan(
-        self, kind: str, rid: str, arn: str, reason: str, tags: Mapping[str, str]
+        self, kind: str, rid: str, arn: str, tags: Mapping[str, str]
     ) -> Orphan | None:
-        tagged_region = tags.get(REGION_TAG)
-        if tagged_region is None:
+        reason = f"{STACK_TAG}={self.stack}"
+        region = tags.get(REGION_TAG)
+        if region is not None:
+            reason = f"{reason}, {REGION_TAG}={region}"
+        elif kind == OIDC_PROVIDER and (match := _OIDC_REGION.search(arn)):
+            region = match.group(1)
+            reason = f"{reason}, region {region} in its URL"
+        if region is None:
             return Orphan(kind, rid, arn, reason, detail=NO_REGION_DETAIL)
-        if tagged_region != self.session.region_name:
+        if region != self.session.region_name:
             return None  # a stack of the same name in another region
-        return Orphan(kind, rid, arn, f"{reason}, {REGION_TAG}={tagged_region}")
+        return Orphan(kind, rid, arn, reason)
+
+    def cluster_still_exists(self, orphans: Sequence[Orphan]) -> str | None:
+        """Why the stack's EKS cluster still looks alive, or None: its IAM roles
+        are then still in use (deleting them is instant and final)."""
+        eks = [o for o in orphans if o.kind.startswith("eks:")]
+        if eks:
+            return f"the stack still has {eks[0].kind} {eks[0].id}"
+        if not self.cluster_name:
+            return None
+        try:
+            self.client("eks").describe_cluster(name=self.cluster_name)
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+        return f"EKS cluster {self.cluster_name} still exists"
 
     def is_data_bucket(self, name: str, tags: Mapping[str, str]) -> bool:
         """The stack's data bucket: the output's name, or (after a destroy, when
@@ -547,7 +571,17 @@ class OrphanScanner:
         deleted_lbs: list[Orphan] = []
         unlinked = False
         ordered = sort_for_deletion(orphans)
+        alive = None
+        if any(o.kind in _IAM_KINDS for o in ordered):
+            alive = self.cluster_still_exists(ordered)
         for orphan in ordered:
+            if alive and orphan.kind in _IAM_KINDS:
+                outcome = Outcome(
+                    orphan, "not-deleted", f"{alive}: run `make destroy` first"
+                )
+                self.log(outcome.line())
+                outcomes.append(outcome)
+                continue
             if deleted_lbs and orphan.kind not in _LB_KINDS:
                 # Their target groups and security groups stay in use until then.
                 self._wait_gone(deleted_lbs, "deleted load balancers to go")
@@ -825,8 +859,33 @@ class OrphanScanner:
 
 NO_REGION_DETAIL = (
     f"names no region ({REGION_TAG}); IAM is account-wide, so a stack of this "
-    "name in another region may use it: not deleted, check and delete it by hand"
+    "name in another region may still use it: not deleted. If such a stack "
+    "exists, `pulumi up` there adds the tag; if none does, delete it by hand"
 )
+_ACCESS_DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation")
+
+
+@contextlib.contextmanager
+def _iam_access(permission: str) -> Iterator[None]:
+    """Turns IAM's refusal of `permission` into a one-line ScriptError."""
+    try:
+        yield
+    except Exception as exc:
+        if _code(exc) not in _ACCESS_DENIED:
+            raise
+        raise ScriptError(
+            f"IAM refused {permission} ({_code(exc)}): the leftover scan lists the "
+            "stack's IAM roles and OIDC provider and needs iam:ListRoles, "
+            "iam:ListRoleTags, iam:ListOpenIDConnectProviders and "
+            "iam:ListOpenIDConnectProviderTags; nothing was deleted"
+        ) from None
+
+
+def is_iam_arn(arn: str) -> bool:
+    parts = arn.split(":", 3)
+    return len(parts) > 2 and parts[2] == "iam"
+
+
 _NOT_FOUND = (
     "NoSuchEntity",
     "LoadBalancerNotFound",

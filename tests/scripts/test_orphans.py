@@ -273,13 +273,16 @@ def make_role(iam, name: str, stack: str, region: str | None) -> str:
     return name
 
 
-def make_oidc_provider(iam, stack: str, region: str) -> str:
-    issuer = f"oidc.eks.{region}.amazonaws.com/id/{uuid.uuid4().hex.upper()}"
+def make_oidc_provider(
+    iam, stack: str, region: str, tags: dict[str, str] | None = None, host=None
+) -> str:
+    issuer = host or f"oidc.eks.{region}.amazonaws.com"
+    tags = {"raygpu:stack": stack, **(tags or {})}
     return iam.create_open_id_connect_provider(
-        Url=f"https://{issuer}",
+        Url=f"https://{issuer}/id/{uuid.uuid4().hex.upper()}",
         ClientIDList=["sts.amazonaws.com"],
         ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-        Tags=[{"Key": "raygpu:stack", "Value": stack}],
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
     )["OpenIDConnectProviderArn"]
 
 
@@ -532,6 +535,11 @@ def test_iam_of_the_same_stack_name_elsewhere_is_left_alone(aws):
     other_stack = make_role(iam, f"{stack}x-ours", f"{stack}x", REGION)
     our_oidc = make_oidc_provider(iam, stack, REGION)
     eu_oidc = make_oidc_provider(iam, stack, "eu-west-1")
+    # The tag wins over the URL; a provider that is not EKS's names no region.
+    tagged_eu_oidc = make_oidc_provider(
+        iam, stack, REGION, tags={"raygpu:region": "eu-west-1"}
+    )
+    other_oidc = make_oidc_provider(iam, stack, REGION, host="token.example.com")
 
     scan = OrphanScanner(session, stack, clock=FakeClock(), log=lambda line: None)
     found = {(o.kind, o.id): o for o in scan.scan()}
@@ -539,11 +547,16 @@ def test_iam_of_the_same_stack_name_elsewhere_is_left_alone(aws):
         ("iam-role", ours),
         ("iam-role", untagged_region),
         ("iam-oidc-provider", our_oidc),
+        ("iam-oidc-provider", other_oidc),
     }
     assert found[("iam-role", ours)].reason == (
         f"raygpu:stack={stack}, raygpu:region={REGION}"
     )
+    assert found[("iam-oidc-provider", our_oidc)].reason == (
+        f"raygpu:stack={stack}, region {REGION} in its URL"
+    )
     assert "names no region" in found[("iam-role", untagged_region)].describe()
+    assert "names no region" in found[("iam-oidc-provider", other_oidc)].describe()
 
     outcomes = {o.orphan.id: o for o in scan.delete(found.values())}
     assert outcomes[ours].action == "deleted"
@@ -555,7 +568,55 @@ def test_iam_of_the_same_stack_name_elsewhere_is_left_alone(aws):
     assert not exists(session, "iam-oidc-provider", our_oidc)
     for role in (elsewhere, untagged_region, other_stack):
         assert exists(session, "iam-role", role), role
-    assert exists(session, "iam-oidc-provider", eu_oidc)
+    for arn in (eu_oidc, tagged_eu_oidc, other_oidc):
+        assert exists(session, "iam-oidc-provider", arn), arn
+    assert outcomes[other_oidc].action == "not-deleted"
+
+
+def test_iam_is_kept_while_the_stacks_cluster_still_exists(aws):
+    session, _, subnets = aws
+    iam = session.client("iam")
+    stack = f"c{uuid.uuid4().hex[:6]}"
+    cluster = f"raygpu-{stack}"
+    role = make_role(iam, f"{stack}-cluster", stack, REGION)
+    oidc = make_oidc_provider(iam, stack, REGION)
+    session.client("eks").create_cluster(
+        name=cluster,
+        roleArn=iam.get_role(RoleName=role)["Role"]["Arn"],
+        resourcesVpcConfig={"subnetIds": subnets},
+    )
+    scan = OrphanScanner(
+        session, stack, cluster_name=cluster, clock=FakeClock(), log=lambda x: None
+    )
+    outcomes = scan.delete(scan.scan())
+    assert {(o.orphan.id, o.action) for o in outcomes} == {
+        (role, "not-deleted"),
+        (oidc, "not-deleted"),
+    }
+    assert all(f"EKS cluster {cluster} still exists" in o.message for o in outcomes)
+    assert exists(session, "iam-role", role)
+    session.client("eks").delete_cluster(name=cluster)
+    outcomes = scan.delete(scan.scan())
+    assert {o.action for o in outcomes} == {"deleted"}
+    assert not exists(session, "iam-role", role)
+
+
+def test_a_scan_iam_refuses_fails_in_one_line_naming_the_permission(aws):
+    from botocore.stub import Stubber
+
+    session, _, _ = aws
+    scan = OrphanScanner(session, "denied", clock=FakeClock())
+    iam = session.client("iam")
+    scan._clients["iam"] = iam  # the client the scan will use, stubbed below
+    with Stubber(iam) as stub:
+        stub.add_client_error(
+            "list_roles", service_error_code="AccessDenied", http_status_code=403
+        )
+        with pytest.raises(orphans_mod.ScriptError) as err:
+            scan.scan()
+    message = str(err.value)
+    assert "IAM refused iam:ListRoles (AccessDenied)" in message
+    assert "nothing was deleted" in message and "\n" not in message
 
 
 def test_stack_tagged_kinds_without_a_deleter_are_reported(aws):
@@ -640,6 +701,18 @@ def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
     )
     assert bad.returncode == 1
     assert "--cluster-name: 'a b' is not an EKS cluster name" in bad.stderr
+
+
+def test_iam_arns_are_left_to_the_iam_scan():
+    # In us-east-1 the Tagging API also returns global IAM resources; scan_iam
+    # lists them with the region check, so the tagged scan skips them.
+    arn = (
+        "arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/X"
+    )
+    assert orphans_mod.is_iam_arn(arn)
+    assert orphans_mod.is_iam_arn("arn:aws-cn:iam::123456789012:role/r")
+    assert not orphans_mod.is_iam_arn("arn:aws:s3:::dev-data")
+    assert not orphans_mod.is_iam_arn("not-an-arn")
 
 
 def test_cluster_reason_and_arn_classes():
