@@ -339,6 +339,11 @@ class OrphanScanner:
         except Exception as exc:
             if _is_not_found(exc):
                 return None
+            if _code(exc) in _ACCESS_DENIED:  # cannot tell: keep IAM
+                return (
+                    f"cannot tell whether EKS cluster {self.cluster_name} still "
+                    f"exists (eks:DescribeCluster: {_code(exc)})"
+                )
             raise
         return f"EKS cluster {self.cluster_name} still exists"
 

@@ -601,6 +601,31 @@ def test_iam_is_kept_while_the_stacks_cluster_still_exists(aws):
     assert not exists(session, "iam-role", role)
 
 
+def test_iam_is_kept_when_the_cluster_cannot_be_checked(aws):
+    from botocore.stub import Stubber
+
+    session, _, _ = aws
+    iam = session.client("iam")
+    stack = f"k{uuid.uuid4().hex[:6]}"
+    role = make_role(iam, f"{stack}-node", stack, REGION)
+    scan = OrphanScanner(
+        session, stack, cluster_name=f"raygpu-{stack}", clock=FakeClock(), log=print
+    )
+    found = scan.scan()
+    eks = session.client("eks")
+    scan._clients["eks"] = eks  # the client the check will use, stubbed below
+    with Stubber(eks) as stub:
+        stub.add_client_error(
+            "describe_cluster",
+            service_error_code="AccessDeniedException",
+            http_status_code=403,
+        )
+        (outcome,) = scan.delete(found)
+    assert outcome.action == "not-deleted"
+    assert "cannot tell whether EKS cluster" in outcome.message
+    assert exists(session, "iam-role", role)
+
+
 def test_a_scan_iam_refuses_fails_in_one_line_naming_the_permission(aws):
     from botocore.stub import Stubber
 
