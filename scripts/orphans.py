@@ -283,30 +283,19 @@ class OrphanScanner:
             ]
         for role in roles:
             name = role["RoleName"]
-            with _iam_access("iam:ListRoleTags"):
-                try:
-                    tags = _tags(iam.list_role_tags(RoleName=name).get("Tags"))
-                except Exception as exc:
-                    if not _is_not_found(exc):
-                        raise
-                    continue  # deleted meanwhile
-            if tags.get(STACK_TAG) == self.stack:
+            tags = _iam_tags("iam:ListRoleTags", iam.list_role_tags, RoleName=name)
+            if tags is not None and tags.get(STACK_TAG) == self.stack:
                 found.append(self._iam_orphan(IAM_ROLE, name, role["Arn"], tags))
         with _iam_access("iam:ListOpenIDConnectProviders"):
             listed = iam.list_open_id_connect_providers()
         for item in listed.get("OpenIDConnectProviderList", []):
             arn = item["Arn"]
-            with _iam_access("iam:ListOpenIDConnectProviderTags"):
-                try:
-                    reply = iam.list_open_id_connect_provider_tags(
-                        OpenIDConnectProviderArn=arn
-                    )
-                except Exception as exc:
-                    if not _is_not_found(exc):
-                        raise
-                    continue
-            tags = _tags(reply.get("Tags"))
-            if tags.get(STACK_TAG) == self.stack:
+            tags = _iam_tags(
+                "iam:ListOpenIDConnectProviderTags",
+                iam.list_open_id_connect_provider_tags,
+                OpenIDConnectProviderArn=arn,
+            )
+            if tags is not None and tags.get(STACK_TAG) == self.stack:
                 found.append(self._iam_orphan(OIDC_PROVIDER, arn, arn, tags))
         return [o for o in found if o is not None]
 
@@ -580,10 +569,10 @@ class OrphanScanner:
         if any(o.kind in _IAM_KINDS for o in ordered):
             alive = self.cluster_still_exists(ordered)
         for orphan in ordered:
-            if alive and orphan.kind in _IAM_KINDS:
-                outcome = Outcome(
-                    orphan, "not-deleted", f"{alive}: run `make destroy` first"
-                )
+            no_region = orphan.detail == NO_REGION_DETAIL
+            if orphan.kind in _IAM_KINDS and (alive or no_region):
+                why = f"{alive}: run `make destroy` first" if alive else orphan.detail
+                outcome = Outcome(orphan, "not-deleted", why)
                 self.log(outcome.line())
                 outcomes.append(outcome)
                 continue
@@ -820,11 +809,9 @@ class OrphanScanner:
     def _delete_log_group(self, orphan: Orphan) -> None:
         self.client("logs").delete_log_group(logGroupName=orphan.id)
 
-    def _delete_role(self, orphan: Orphan) -> str | None:
+    def _delete_role(self, orphan: Orphan) -> None:
         """Detach and delete its policies, take it out of instance profiles,
-        then delete the role. Not without a region tag (see scan_iam)."""
-        if orphan.detail == NO_REGION_DETAIL:
-            return NO_REGION_DETAIL
+        then delete the role."""
         iam = self.client("iam")
         name = orphan.id
         pages = iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
@@ -843,15 +830,11 @@ class OrphanScanner:
                     InstanceProfileName=profile["InstanceProfileName"], RoleName=name
                 )
         iam.delete_role(RoleName=name)
-        return None
 
-    def _delete_oidc_provider(self, orphan: Orphan) -> str | None:
-        if orphan.detail == NO_REGION_DETAIL:
-            return NO_REGION_DETAIL
+    def _delete_oidc_provider(self, orphan: Orphan) -> None:
         self.client("iam").delete_open_id_connect_provider(
             OpenIDConnectProviderArn=orphan.id
         )
-        return None
 
     def _delete_key(self, orphan: Orphan) -> None:
         # KMS deletes a key only after a waiting period (7 to 30 days); until
@@ -884,6 +867,20 @@ def _iam_access(permission: str) -> Iterator[None]:
             "iam:ListRoleTags, iam:ListOpenIDConnectProviders and "
             "iam:ListOpenIDConnectProviderTags; nothing was deleted"
         ) from None
+
+
+def _iam_tags(
+    permission: str, call: Callable[..., Any], **kwargs: str
+) -> dict[str, str] | None:
+    """The tags `call` lists for one IAM resource; None if it was deleted
+    meanwhile."""
+    with _iam_access(permission):
+        try:
+            return _tags(call(**kwargs).get("Tags"))
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
 
 
 def is_iam_arn(arn: str) -> bool:

@@ -728,6 +728,12 @@ def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
     assert "--cluster-name: 'a b' is not an EKS cluster name" in bad.stderr
 
 
+def test_the_region_tag_is_the_one_infra_sets():
+    from infra.config import REGION_TAG
+
+    assert orphans_mod.REGION_TAG == REGION_TAG
+
+
 def test_iam_arns_are_left_to_the_iam_scan():
     # In us-east-1 the Tagging API also returns global IAM resources; scan_iam
     # lists them with the region check, so the tagged scan skips them.
