@@ -23,6 +23,7 @@ ALERTS = (("ACTUAL", 80.0), ("FORECASTED", 100.0))
 class CostGuardArgs:
     monthly_usd: float
     stack: str
+    region: str
     alert_email: str | None = None
     scope: str = "account"  # or "stack"
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class CostGuardArgs:
         return cls(
             monthly_usd=cfg.budget_monthly_usd,
             stack=cfg.stack,
+            region=cfg.region,
             alert_email=cfg.budget_alert_email,
             scope=cfg.budget_scope,
             tags=cfg.tags,
@@ -69,16 +71,19 @@ class CostGuard(pulumi.ComponentResource):
                     name="TagKeyValue", values=[f"user:raygpu:stack${args.stack}"]
                 )
             ]
+        # Budget names are unique per account, not per region: a stack of the same
+        # name in another region must not collide with this one.
+        budget_name = f"{name}-{args.region}-monthly"
         budget = aws.budgets.Budget(
             f"{name}-budget",
-            name=f"{name}-monthly",
+            name=budget_name,
             budget_type="COST",
             limit_amount=f"{args.monthly_usd:.2f}",
             limit_unit="USD",
             time_unit="MONTHLY",
             cost_filters=cost_filters or None,
             notifications=notifications or None,
-            tags={**args.tags, "Name": f"{name}-monthly"},
+            tags={**args.tags, "Name": budget_name},
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.budget_name = budget.name

@@ -53,3 +53,13 @@ def test_budget_is_required_for_a_cost_guard():
 
     with pytest.raises(ValueError, match="budgetMonthlyUsd"):
         CostGuardArgs.from_config(replace(cfg, budget_monthly_usd=None))
+
+
+def test_budget_name_names_the_region():
+    # Budget names are unique per account: same-named stacks in two regions must
+    # not ask for the same budget.
+    east = budget_run()
+    west = budget_run(**{"aws:region": "us-west-2"})
+    assert east["name"] == "cost-us-east-1-monthly"
+    assert west["name"] == "cost-us-west-2-monthly"
+    assert east["tags"]["Name"] == east["name"]
