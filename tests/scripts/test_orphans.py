@@ -8,6 +8,7 @@ an order the API accepts, and that the rest is untouched.
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -644,6 +645,52 @@ def test_a_scan_iam_refuses_fails_in_one_line_naming_the_permission(aws):
     assert "nothing was deleted" in message and "\n" not in message
 
 
+def test_iam_deleted_between_list_and_tags_is_skipped(aws):
+    # A role or provider another actor deletes between IAM's list call and its
+    # tag call is gone: skipped, not an error and not a "leftover".
+    from botocore.stub import Stubber
+
+    session, _, _ = aws
+    stack = "gone"
+    scan = OrphanScanner(session, stack, clock=FakeClock())
+    iam = session.client("iam")
+    scan._clients["iam"] = iam  # the client the scan will use, stubbed below
+    arn = "arn:aws:iam::123456789012:role/{}"
+    oidc = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.{}.amazonaws.com/id/AB"
+    roles = [
+        {
+            "Path": "/",
+            "RoleName": name,
+            "RoleId": "AROAEXAMPLEID0000000" + name[-1],
+            "Arn": arn.format(name),
+            "CreateDate": datetime.datetime(2026, 1, 1),
+        }
+        for name in ("gone-1", "kept-2")
+    ]
+    ours = [{"Key": "raygpu:stack", "Value": stack}]
+    with Stubber(iam) as stub:
+        stub.add_response("list_roles", {"Roles": roles, "IsTruncated": False})
+        stub.add_client_error(
+            "list_role_tags", service_error_code="NoSuchEntity", http_status_code=404
+        )
+        stub.add_response(
+            "list_role_tags",
+            {"Tags": [*ours, {"Key": "raygpu:region", "Value": REGION}]},
+        )
+        stub.add_response(
+            "list_open_id_connect_providers",
+            {"OpenIDConnectProviderList": [{"Arn": oidc.format(REGION)}]},
+        )
+        stub.add_client_error(
+            "list_open_id_connect_provider_tags",
+            service_error_code="NoSuchEntity",
+            http_status_code=404,
+        )
+        found = scan.scan_iam()
+        stub.assert_no_pending_responses()
+    assert [(o.kind, o.id) for o in found] == [("iam-role", "kept-2")]
+
+
 def test_stack_tagged_kinds_without_a_deleter_are_reported(aws):
     session, vpc, subnets = aws
     ec2 = session.client("ec2")
@@ -744,6 +791,29 @@ def test_iam_arns_are_left_to_the_iam_scan():
     assert orphans_mod.is_iam_arn("arn:aws-cn:iam::123456789012:role/r")
     assert not orphans_mod.is_iam_arn("arn:aws:s3:::dev-data")
     assert not orphans_mod.is_iam_arn("not-an-arn")
+
+
+def test_iam_the_tagging_api_returns_gets_the_region_check(aws):
+    # In us-east-1 the Tagging API also returns IAM resources. A role of the
+    # same stack name in another region must not come back through it.
+    from botocore.stub import Stubber
+
+    session, _, _ = aws
+    iam = session.client("iam")
+    stack = f"t{uuid.uuid4().hex[:6]}"
+    theirs = make_role(iam, f"{stack}-eu", stack, "eu-west-1")
+    arn = iam.get_role(RoleName=theirs)["Role"]["Arn"]
+    scan = OrphanScanner(session, stack, clock=FakeClock(), log=lambda line: None)
+    tagging = session.client("resourcegroupstaggingapi")
+    scan._clients["resourcegroupstaggingapi"] = tagging  # stubbed below
+    tags = [{"Key": "raygpu:stack", "Value": stack}]
+    with Stubber(tagging) as stub:
+        stub.add_response(
+            "get_resources",
+            {"ResourceTagMappingList": [{"ResourceARN": arn, "Tags": tags}]},
+        )
+        assert scan.scan() == []
+    assert exists(session, "iam-role", theirs)
 
 
 def test_cluster_reason_and_arn_classes():
