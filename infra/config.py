@@ -23,6 +23,9 @@ from infra import instance_types, serve_ingress, versions
 NAMESPACE = "raygpu"
 REGION_KEY = "aws:region"
 REGION_TAG = "raygpu:region"  # on IAM resources only (see StackConfig.iam_tags)
+# On the two buckets: "data" or "artifacts". scripts/orphans.py keeps the data
+# bucket by it when a destroyed stack has no outputs left to name it.
+BUCKET_TAG = "raygpu:bucket"
 DEFAULT_PROJECT = "raygpu"
 
 # Kubernetes labels and taints that the node groups carry. The Ray manifests

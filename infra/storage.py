@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import StackConfig
+from infra.config import BUCKET_TAG, StackConfig
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,8 @@ class Storage(pulumi.ComponentResource):
     ) -> None:
         super().__init__("raygpu:storage:Storage", name, {}, opts)
 
-        def tags(resource_name: str) -> dict[str, str]:
-            return {**args.tags, "Name": resource_name}
+        def tags(resource_name: str, **extra: str) -> dict[str, str]:
+            return {**args.tags, "Name": resource_name, **extra}
 
         # The data bucket and everything that keeps it private and readable share
         # these options; the key too, or retained data could not be decrypted.
@@ -104,7 +104,7 @@ class Storage(pulumi.ComponentResource):
             f"{name}-data",
             key,
             force_destroy=not args.protect_data,
-            tags=tags(f"{name}-data"),
+            tags=tags(f"{name}-data", **{BUCKET_TAG: "data"}),
             opts=keep,
         )
         aws.s3.BucketLifecycleConfiguration(
@@ -127,7 +127,7 @@ class Storage(pulumi.ComponentResource):
             f"{name}-artifacts",
             key,
             force_destroy=args.artifacts_force_destroy,
-            tags=tags(f"{name}-artifacts"),
+            tags=tags(f"{name}-artifacts", **{BUCKET_TAG: "artifacts"}),
             opts=child,
         )
         aws.s3.BucketLifecycleConfiguration(

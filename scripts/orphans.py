@@ -79,6 +79,8 @@ DELETE_ORDER = (
 # carry this tag too (infra/config.py StackConfig.iam_tags), and only those
 # naming the scanned region are deleted.
 REGION_TAG = "raygpu:region"
+# What infra/storage.py tags each bucket as ("data" or "artifacts").
+BUCKET_TAG = "raygpu:bucket"
 _OIDC_REGION = re.compile(r"(?:^|/)oidc\.eks\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
 # Tag keys whose value names the cluster that made the resource.
 CLUSTER_NAME_TAGS = (
@@ -338,9 +340,12 @@ class OrphanScanner:
 
     def is_data_bucket(self, name: str, tags: Mapping[str, str]) -> bool:
         """The stack's data bucket: the output's name, or (after a destroy, when
-        there are no outputs) the `<storage>-data` Name tag infra/storage.py sets."""
+        there are no outputs) its raygpu:bucket=data tag; a bucket made before
+        that tag existed, by the `<storage>-data` Name tag infra/storage.py sets."""
         if self.data_bucket:
             return name == self.data_bucket
+        if BUCKET_TAG in tags:
+            return tags[BUCKET_TAG] == "data"
         return tags.get("Name", "").endswith("-data")
 
     def _protect_keys(self, orphans: list[Orphan]) -> list[Orphan]:

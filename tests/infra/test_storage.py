@@ -43,6 +43,15 @@ def test_two_buckets(protected):
     assert set(bucket_ids(run)) == {"st-data", "st-artifacts"}
 
 
+def test_each_bucket_is_tagged_with_its_role(protected):
+    # scripts/orphans.py keeps the data bucket by this tag after a destroy.
+    _, run = protected
+    roles = {
+        r["name"]: r["inputs"]["tags"]["raygpu:bucket"] for r in run.of_type(BUCKET)
+    }
+    assert roles == {"st-data": "data", "st-artifacts": "artifacts"}
+
+
 def test_block_public_access_all_four_flags(protected):
     _, run = protected
     bpa = settings_for(run, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")

@@ -189,9 +189,9 @@ def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket:
     )["KeyMetadata"]["Arn"]
     left.add("kms-key", key)
     region_cfg = {"LocationConstraint": REGION}
-    for bucket, name in (
-        (f"{stack}-artifacts", f"raygpu-{stack}-storage-artifacts"),
-        (data_bucket, f"raygpu-{stack}-storage-data"),
+    for bucket, name, role in (
+        (f"{stack}-artifacts", f"raygpu-{stack}-storage-artifacts", "artifacts"),
+        (data_bucket, f"raygpu-{stack}-storage-data", "data"),
     ):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration=region_cfg)
         s3.put_bucket_versioning(
@@ -217,6 +217,7 @@ def make_leftovers(session, vpc, subnets, stack: str, cluster: str, data_bucket:
                 "TagSet": [
                     {"Key": "raygpu:stack", "Value": stack},
                     {"Key": "Name", "Value": name},
+                    {"Key": "raygpu:bucket", "Value": role},
                 ]
             },
         )
@@ -450,7 +451,7 @@ def test_scan_without_cluster_name_sees_only_the_stack_tag(two_stacks):
         *(("iam-role", role) for role in dev.ids["iam-role"]),
         *(("iam-oidc-provider", arn) for arn in dev.ids["iam-oidc-provider"]),
     }
-    # No outputs after a destroy: the data bucket is known by its Name tag, and
+    # No outputs after a destroy: the data bucket is known by its tag, and
     # the key that encrypts it is kept with it.
     assert {o.id for o in found if o.protected} == {
         f"{dev.stack}-data",
@@ -775,10 +776,28 @@ def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
     assert "--cluster-name: 'a b' is not an EKS cluster name" in bad.stderr
 
 
-def test_the_region_tag_is_the_one_infra_sets():
-    from infra.config import REGION_TAG
+def test_the_region_and_bucket_tags_are_the_ones_infra_sets():
+    from infra.config import BUCKET_TAG, REGION_TAG
 
     assert orphans_mod.REGION_TAG == REGION_TAG
+    assert orphans_mod.BUCKET_TAG == BUCKET_TAG
+
+
+def test_the_data_bucket_is_known_by_its_tag_then_by_its_name(aws):
+    session, _, _ = aws
+    scan = OrphanScanner(session, "dev", clock=FakeClock())
+    assert scan.is_data_bucket("b", {"raygpu:bucket": "data", "Name": "x"})
+    # The tag wins over a Name that happens to end in -data.
+    assert not scan.is_data_bucket(
+        "b", {"raygpu:bucket": "artifacts", "Name": "a-data"}
+    )
+    # A bucket made before the tag: its Name.
+    assert scan.is_data_bucket("b", {"Name": "raygpu-dev-storage-data"})
+    assert not scan.is_data_bucket("b", {"Name": "raygpu-dev-storage-artifacts"})
+    # With the stack's outputs at hand, the output's name decides.
+    named = OrphanScanner(session, "dev", data_bucket="b", clock=FakeClock())
+    assert named.is_data_bucket("b", {})
+    assert not named.is_data_bucket("c", {"raygpu:bucket": "data"})
 
 
 def test_iam_arns_are_left_to_the_iam_scan():
