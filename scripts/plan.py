@@ -27,6 +27,7 @@ if _ROOT not in sys.path:
 import pulumi  # noqa: E402
 
 from infra import instance_types as it  # noqa: E402
+from infra.budget import ALERTS  # noqa: E402
 from infra.config import ConfigError  # noqa: E402
 from infra.manifests import ManifestError  # noqa: E402
 from scripts.offline import OfflineRun, mask_secrets, run_offline  # noqa: E402
@@ -142,8 +143,25 @@ def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
         "full_usd_hour": full,
         "idle_usd_month": round(idle * it.HOURS_PER_MONTH, 0),
         "full_usd_month": round(full * it.HOURS_PER_MONTH, 0),
+        "budget_note": budget_note(run, idle * it.HOURS_PER_MONTH),
         "excluded": list(EXCLUDED),
     }
+
+
+def budget_note(run: OfflineRun, idle_usd_month: float) -> str | None:
+    """A warning when the stack's budget alerts fire on its idle cost alone."""
+    for r in run.of_type("aws:budgets/budget:Budget"):
+        limit = float(r["inputs"]["limitAmount"])
+        for kind, percent in ALERTS:
+            threshold = limit * percent / 100
+            if threshold <= idle_usd_month:
+                return (
+                    f"raygpu:budgetMonthlyUsd ({limit:,.0f}): its {kind.lower()} "
+                    f"alert at {percent:g} % (${threshold:,.0f}) is at or below the "
+                    f"idle cost (~${idle_usd_month:,.0f}/month), so it fires every "
+                    "month with the GPU pools at zero; raise the budget"
+                )
+    return None
 
 
 def plan(stack: str, config_path: str | None = None) -> dict[str, Any]:
@@ -202,6 +220,8 @@ def render_text(result: dict[str, Any]) -> str:
     ]
     if cost["region_note"]:
         lines.append(f"  note: {cost['region_note']}")
+    if cost["budget_note"]:
+        lines.append(f"  warning: {cost['budget_note']}")
     lines.append("  not included: " + "; ".join(cost["excluded"]))
     lines += ["", "Outputs:"]
     for k, v in result["outputs"].items():

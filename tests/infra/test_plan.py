@@ -130,6 +130,30 @@ def test_other_region_is_flagged(tmp_path, capsys):
     assert "eu-west-1" in cost["region_note"]
 
 
+@pytest.mark.parametrize(("budget", "warned"), [(450, True), (1000, False)])
+def test_a_budget_the_idle_cost_alone_would_trip_is_flagged(
+    tmp_path, capsys, budget, warned
+):
+    # dev idles at about $402/month: an 80 % alert on $450 ($360) fires anyway.
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["raygpu:budgetMonthlyUsd"] = budget
+    path = tmp_path / "Pulumi.tight.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert plan.main(["--stack", "tight", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    if warned:
+        assert "warning: raygpu:budgetMonthlyUsd (450): its actual alert at 80 %" in out
+        assert "fires every month" in out
+    else:
+        assert "warning:" not in out
+
+
+def test_shipped_stacks_budgets_clear_their_idle_cost(capsys):
+    for stack in ("dev", "prod"):
+        assert plan.main(["--stack", stack, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["cost"]["budget_note"] is None
+
+
 def write_bad_stack(tmp_path: Path) -> Path:
     doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     doc["config"]["raygpu:gpuPools"][0]["instanceTypes"] = ["m6i.xlarge"]
