@@ -1,7 +1,7 @@
 """`make bench`: Ray Train against torchrun, Ray Serve against FastAPI, start-up cost.
 
     scripts/bench.py            # full run (< 20 min on 2 cores), writes bench/
-    scripts/bench.py --quick    # one round of everything (~4 min), for development
+    scripts/bench.py --quick    # one round of everything, for development
     scripts/bench.py --only train,serve --out /tmp/bench
 
 Everything runs on this machine, on 127.0.0.1, in this process tree; every Ray
@@ -1359,7 +1359,7 @@ def loadavg() -> list[float]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="one round (~4 min)")
+    p.add_argument("--quick", action="store_true", help="one round of each section")
     p.add_argument(
         "--only", default=",".join(SECTIONS), help=f"sections, from {SECTIONS}"
     )
