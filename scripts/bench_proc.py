@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -398,3 +399,43 @@ class IdlePriority(_Poller):
 
     def __exit__(self, *exc) -> None:
         self._halt()
+
+
+class Freezer:
+    """Pauses and resumes a whole process tree (SIGSTOP / SIGCONT).
+
+    For the interleaved training measurement: two runs, each with its processes
+    (a torchrun agent and its workers, or a driver with the Ray cluster it
+    started), take turns on the machine in short slices, so the host's drift in
+    speed falls on both alike. The tree is `root`, the processes naming one of
+    `markers` (a Ray temp dir) and their descendants, read anew at each pause;
+    a process started during a pause is caught by re-reading until none is new.
+    """
+
+    def __init__(self, root: int, markers: list[str] | tuple[str, ...] = ()):
+        self.root = root
+        self.markers = list(markers)
+        self.paused: set[int] = set()
+
+    def _tree(self) -> set[int]:
+        return _ours(_snapshot(), self.root, self.markers) - {os.getpid()}
+
+    @staticmethod
+    def _signal(pids: set[int], sig: int) -> set[int]:
+        done = set()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                done.add(pid)
+        return done
+
+    def pause(self) -> None:
+        for _ in range(5):
+            new = self._tree() - self.paused
+            if not new:
+                return
+            self.paused |= self._signal(new, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(self.paused | self._tree(), signal.SIGCONT)
+        self.paused = set()

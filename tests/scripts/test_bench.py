@@ -115,6 +115,23 @@ def _results() -> dict:
                 }
             },
             "ratios": {"ray_lean/torchrun": r},
+            "interleaved": {
+                "work": bench.INTERLEAVED_WORK,
+                "slice_s": 2.0,
+                "rounds": [
+                    {
+                        "first_turn": "ray_lean",
+                        "slices": 40,
+                        "ray_lean": {"samples_per_s": 380.0, "epochs": 7},
+                        "torchrun": {"samples_per_s": 400.0, "epochs": 8},
+                    }
+                ],
+                "summary": {
+                    "ray_lean": bench.stats([380.0]),
+                    "torchrun": bench.stats([400.0]),
+                },
+                "ratio": bench.stats([0.95]),
+            },
         },
         "startup": {"skipped": "failed: no head"},
         "plan": {"summary": {"dev": bench.stats([3.0])}},
@@ -125,18 +142,82 @@ def test_targets_and_markdown():
     res = _results()
     res["targets"] = bench.targets(res)
     names = {t["name"]: t for t in res["targets"]}
-    ray = names["Ray Train (lean) / torchrun throughput"]
+    ray = names["Ray Train (lean) / torchrun throughput, runs in turn"]
     assert ray["median"] == 0.95 and ray["met"] is True
+    il = names["Ray Train (lean) / torchrun throughput, interleaved slices"]
+    assert il["median"] == 0.95 and il["met"] is True
     for ingress in ("HAProxy ingress", "Ray proxy ingress"):
         assert names[f"Serve batched ({ingress}) p99 ms, MLP c=8"]["met"] is None
     md = bench.render_markdown(res)
     assert "| torchrun | 100 (90.0-110) |" in md
     assert "| 0.92 (0.91-0.93) | 0.012 (0.012-0.013) | 103 (102-104) |" in md
     assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md
+    assert "| 1 | ray_lean | 380 (7) | 400 (8) | 0.950 |" in md
+    assert "SCHED_IDLE while it runs" not in md  # no idle-priority variant ran
     assert "skipped: failed: no head" in md
     assert "note: shared machine" in md
     assert "| dev | 3.0 |" in md
     assert bench.check_schema(res) == []
+
+
+def test_targets_without_interleaved_rounds_are_not_measured():
+    res = _results()
+    res["train"]["interleaved"] = None
+    names = {t["name"]: t for t in bench.targets(res)}
+    il = names["Ray Train (lean) / torchrun throughput, interleaved slices"]
+    assert il["median"] is None and il["met"] is None
+    assert "Interleaved runs" not in bench.render_markdown({**res, "targets": []})
+
+
+def test_overlap_seconds_counts_only_resumed_time():
+    slices = [(10.0, 12.0), (14.0, 16.0), (18.0, 20.0)]
+    assert bench.overlap_seconds(11.0, 19.0, slices) == 1.0 + 2.0 + 1.0
+    assert bench.overlap_seconds(12.0, 14.0, slices) == 0.0
+    assert bench.overlap_seconds(0.0, 100.0, []) == 0.0
+
+
+def test_active_throughput_skips_warmup_unfinished_and_late_epochs():
+    slices = [(0.0, 2.0), (4.0, 6.0), (8.0, 10.0), (12.0, 14.0)]
+
+    def end(epoch, rank, t, seconds, samples=100):
+        return {
+            "event": "epoch_end",
+            "epoch": epoch,
+            "rank": rank,
+            "t": t,
+            "seconds": seconds,
+            "samples": samples,
+        }
+
+    marks = [
+        end(0, 0, 1.0, 1.0),  # warm-up: skipped
+        end(0, 1, 1.0, 1.0),
+        # epoch 1 ran 1.5-5.5 wall, of which 0.5 + 1.5 s resumed; rank 1 slower
+        end(1, 0, 5.0, 3.5),
+        end(1, 1, 5.5, 4.0),
+        end(2, 0, 9.0, 3.0),  # 6.0-9.0: 1 s resumed
+        end(2, 1, 9.0, 3.0),
+        end(3, 0, 13.0, 3.0),  # only rank 0 ended: incomplete
+        {"event": "reported", "epoch": 1, "rank": 0, "t": 5.6},
+    ]
+    got = bench.active_throughput(marks, slices, until=20.0)
+    assert got["epochs"] == 2
+    assert got["active_s"] == 3.0
+    assert got["samples_per_s"] == 400 / 3.0
+    # epochs ending after the other run finished (alone on the machine) drop out
+    late = bench.active_throughput(marks, slices, until=6.0)
+    assert late["epochs"] == 1 and late["samples_per_s"] == 200 / 2.0
+    assert bench.active_throughput([], slices, until=20.0)["samples_per_s"] is None
+
+
+def test_warmed_up_needs_every_rank(tmp_path):
+    marks = tmp_path / "m.jsonl"
+    lines = [{"event": "epoch_end", "epoch": 0, "rank": 0, "t": 1.0}]
+    marks.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert not bench.warmed_up(marks, 2)
+    lines.append({"event": "epoch_end", "epoch": 0, "rank": 1, "t": 1.2})
+    marks.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert bench.warmed_up(marks, 2)
 
 
 def test_check_schema_finds_problems():
@@ -431,3 +512,63 @@ def test_train_process_timeline_reads_rays_worker_logs(tmp_path):
     assert (
         bench.train_process_timeline(str(tmp_path), {**run, "t_fit_start": None}) == {}
     )
+
+
+def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    counter = tmp_path / "count"
+    child = (
+        "import time, pathlib\n"
+        f"p = pathlib.Path({str(counter)!r}); n = 0\n"
+        "while True:\n"
+        "    n += 1; p.write_text(str(n)); time.sleep(0.01)\n"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+            "time.sleep(120)\n",
+        ],
+        start_new_session=True,
+    )
+
+    def count() -> int:
+        try:
+            return int(counter.read_text() or 0)
+        except (OSError, ValueError):
+            return -1
+
+    def states() -> set[str]:
+        out = set()
+        for pid in freezer._tree():
+            with open(f"/proc/{pid}/stat") as f:
+                out.add(f.read().rsplit(")", 1)[1].split()[0])
+        return out
+
+    freezer = bench_proc.Freezer(parent.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while count() < 5:
+            assert time.monotonic() < deadline, "child never started"
+            time.sleep(0.05)
+        assert len(freezer._tree()) == 2  # the parent and its child
+        freezer.pause()
+        assert states() == {"T"}
+        time.sleep(0.1)
+        paused_at = count()
+        time.sleep(0.4)
+        assert count() == paused_at
+        freezer.resume()
+        assert "T" not in states()
+        time.sleep(0.4)
+        assert count() > paused_at
+    finally:
+        freezer.resume()
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
