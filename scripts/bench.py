@@ -12,7 +12,10 @@ Results: bench/results.json and bench/results.md (docs/performance.md explains).
 
 1. train: steady-state samples/s of the CNN on synthetic 3x32x32, 2 workers,
    global batch 64, 1 torch thread per worker: torchrun (plain DDP, gloo) vs Ray
-   Train in a fresh driver with its own cluster, project defaults vs lean.
+   Train in a fresh driver with its own cluster (lean; --quick adds Ray's
+   defaults and an idle-priority diagnosis). First runs in turn, then
+   interleaved rounds: both runs warmed up, then alternating 2-s slices with
+   the other one paused, so the host's drift in speed falls on both alike.
 2. startup: a 3-epoch toy DDP run (digits MLP): torchrun, TorchTrainer.fit() in a
    fresh driver joining a running cluster, `ray job submit` to it; time to the
    first optimizer step, total, and where the time goes (timing marks).
