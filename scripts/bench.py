@@ -280,6 +280,20 @@ def last_of_first(marks: list[dict], event: str) -> float | None:
 # --------------------------------------------------------------------- processes
 
 
+def spawn_logged(
+    argv: list[str], out: Any, env: dict[str, str], cwd: Path = REPO
+) -> subprocess.Popen:
+    """Start argv in its own session (so its group can be killed), output to `out`."""
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def run_logged(
     argv: list[str],
     log: Path,
@@ -293,14 +307,7 @@ def run_logged(
     """
     with open(log, "ab") as out:
         t0 = time.time()
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        proc = spawn_logged(argv, out, env, cwd)
         try:
             rc = proc.wait(timeout=timeout_s)
         except BaseException:
@@ -688,14 +695,7 @@ def interleaved_round(bench: Bench, first_turn: str) -> dict[str, Any]:
         for v in INTERLEAVED_VARIANTS:  # started together, paused once warm
             argv, env, marks, log_path, temp_dir = training_command(bench, v, work)
             out = open(log_path, "ab")  # noqa: SIM115 - closed below
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc = spawn_logged(argv, out, env)
             bench.procs.append(proc)
             runs[v] = {
                 "proc": proc,
