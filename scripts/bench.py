@@ -621,12 +621,18 @@ def bench_train(bench: Bench) -> dict[str, Any]:
             ratios[f"{v}/torchrun (wall)"] = paired_ratios(
                 [x["throughput"]["wall"] for x in runs[v]], base_wall
             )
+    # A failure here keeps the runs in turn above.
+    try:
+        interleaved = bench_interleaved(bench)
+    except BenchError as exc:
+        log(f"interleaved rounds FAILED: {exc}")
+        interleaved = {"skipped": f"failed: {str(exc).splitlines()[0]}"}
     return {
         "work": TRAIN_WORK,
         "runs": runs,
         "summary": summary,
         "ratios": ratios,
-        "interleaved": bench_interleaved(bench),
+        "interleaved": interleaved,
     }
 
 
@@ -1420,7 +1426,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         for k, s in tr["ratios"].items():
             lines.append(f"| {k} | {fmt_stats(s, 2)} |")
         il = tr.get("interleaved")
-        if il:
+        if il and "skipped" in il:
+            lines += ["", f"Interleaved runs: skipped: {il['skipped']}"]
+        elif il:
             iw = il["work"]
             a, b = INTERLEAVED_VARIANTS
             lines += [

@@ -160,13 +160,17 @@ def test_targets_and_markdown():
     assert bench.check_schema(res) == []
 
 
-def test_targets_without_interleaved_rounds_are_not_measured():
+@pytest.mark.parametrize("interleaved", [None, {"skipped": "failed: no warm-up"}])
+def test_targets_without_interleaved_rounds_are_not_measured(interleaved):
     res = _results()
-    res["train"]["interleaved"] = None
+    res["train"]["interleaved"] = interleaved
     names = {t["name"]: t for t in bench.targets(res)}
     il = names["Ray Train (lean) / torchrun throughput, interleaved slices"]
     assert il["median"] is None and il["met"] is None
-    assert "Interleaved runs" not in bench.render_markdown({**res, "targets": []})
+    md = bench.render_markdown({**res, "targets": []})
+    assert "### Interleaved runs" not in md
+    assert ("Interleaved runs: skipped: failed: no warm-up" in md) == bool(interleaved)
+    assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md  # runs in turn kept
 
 
 def test_overlap_seconds_counts_only_resumed_time():
