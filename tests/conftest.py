@@ -87,8 +87,11 @@ MOTO_CREDENTIALS = {
 
 
 @contextlib.contextmanager
-def start_moto():
-    """Run moto_server on 127.0.0.1 (a free port); yield (process, URL); kill it."""
+def start_moto(extra_env: dict[str, str] | None = None):
+    """Run moto_server on 127.0.0.1 (a free port); yield (process, URL); kill it.
+
+    `extra_env` goes to the server (INITIAL_NO_AUTH_ACTION_COUNT turns on its
+    IAM policy checks after that many requests)."""
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.exists():
         exe = Path(shutil.which("moto_server") or "moto_server")
@@ -96,6 +99,7 @@ def start_moto():
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **(extra_env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

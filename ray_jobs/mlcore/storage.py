@@ -9,8 +9,10 @@ that an unreachable store fails in seconds, not after a long hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -123,6 +125,11 @@ def check_storage(storage: StoragePath) -> None:
     try:
         info = probe.get_file_info(bucket)
     except OSError as exc:
+        if "ACCESS_DENIED" in str(exc):
+            raise StorageError(
+                f"storage path {storage.uri}: access to bucket {bucket!r} denied "
+                f"with these credentials: {_short(exc)}"
+            ) from None
         raise StorageError(
             f"storage path {storage.uri} cannot be reached: {_short(exc)}"
         ) from None
@@ -131,6 +138,19 @@ def check_storage(storage: StoragePath) -> None:
             f"storage path {storage.uri}: bucket {bucket!r} does not exist or is "
             "not visible with these credentials"
         )
+    # Checkpoints are written after the first epoch: a path these credentials can
+    # read but not write (the read-only data bucket, say) would fail only then.
+    probe_key = f"{storage.path}/.raygpu-write-probe-{uuid.uuid4().hex[:12]}"
+    try:
+        with probe.open_output_stream(probe_key) as f:
+            f.write(b"")
+    except OSError as exc:
+        raise StorageError(
+            f"storage path {storage.uri} is not writable with these credentials "
+            f"(checkpoints need s3:PutObject there): {_short(exc)}"
+        ) from None
+    with contextlib.suppress(OSError):  # no s3:DeleteObject: an empty object stays
+        probe.delete_file(probe_key)
 
 
 def _short(exc: BaseException) -> str:

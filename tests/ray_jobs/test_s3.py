@@ -4,14 +4,18 @@ moto_server on 127.0.0.1 stands in for S3. train.py reaches it through the
 standard endpoint setting (AWS_ENDPOINT_URL), which a job gets the way a user
 gives it: in the runtime environment's env_vars. Storage that cannot be reached
 (nothing listening, the S3 server stopped, a server that never answers) or a
-bucket that does not exist fails in seconds with a message naming the path.
+bucket that does not exist fails in seconds with a message naming the path;
+so do credentials that may not write the path or reach the bucket (moto_server
+with its IAM checks on, holding the stack's own bucket policy).
 """
 
 import contextlib
+import json
 import socket
 import time
 
 import boto3
+import botocore.exceptions
 import pytest
 
 import train
@@ -97,6 +101,89 @@ def test_a_missing_bucket_fails_in_seconds_naming_it(moto_server, capsys):
         "'rg-no-such-bucket' does not exist or is not visible with these credentials"
     )
     assert elapsed < FAIL_FAST_S
+
+
+@contextlib.contextmanager
+def stack_credentials(monkeypatch):
+    """A moto_server that checks IAM policies, two buckets, and the credentials of
+    a user holding exactly the stack's bucket policy (infra.identity): read the
+    data bucket, read and write the artifacts bucket. Yields the endpoint."""
+    from infra.identity import bucket_access_policy
+
+    setup_calls = 6  # the requests below made before the server checks policies
+    with start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": str(setup_calls)}) as (_, url):
+        s3 = boto3.client("s3", endpoint_url=url, **_client_creds())
+        iam = boto3.client("iam", endpoint_url=url, **_client_creds())
+        for bucket in ("rg-data", "rg-artifacts", "rg-elsewhere"):  # 3
+            s3.create_bucket(Bucket=bucket)
+        iam.create_user(UserName="ray-workload")  # 4
+        buckets = ["arn:aws:s3:::rg-data", "arn:aws:s3:::rg-artifacts"]
+        policy = json.loads(
+            bucket_access_policy(
+                *buckets, "arn:aws:kms:us-east-1:123456789012:key/placeholder"
+            )
+        )
+        # moto checks HeadBucket as an action of its own, "s3:HeadBucket"; AWS
+        # checks s3:ListBucket, which the stack's policy grants on both buckets.
+        policy["Statement"].append(
+            {"Effect": "Allow", "Action": "s3:HeadBucket", "Resource": buckets}
+        )
+        iam.put_user_policy(  # 5
+            UserName="ray-workload",
+            PolicyName="buckets",
+            PolicyDocument=json.dumps(policy),
+        )
+        key = iam.create_access_key(UserName="ray-workload")["AccessKey"]  # 6
+        with pytest.raises(botocore.exceptions.ClientError):  # checks are on
+            s3.list_buckets()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        for name in ("AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):
+            monkeypatch.setenv(name, CREDS[name])
+        yield url, key
+
+
+def test_storage_without_write_access_fails_before_training(monkeypatch, capsys):
+    with stack_credentials(monkeypatch) as (url, key):
+        # The stack's own artifacts bucket: the start-up probe writes and
+        # deletes its object.
+        train.check_storage(parse_storage("s3://rg-artifacts/runs"))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+            region_name="us-east-1",
+        )
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="rg-artifacts")["Contents"]]
+        # pyarrow keeps the emptied prefix as a directory marker; the probe is gone
+        assert keys == ["runs/"]
+        # The data bucket is read-only to the stack: refused at start-up, not
+        # after the first epoch when the first checkpoint would be written.
+        uri = "s3://rg-data/runs"
+        started = time.monotonic()
+        rc = train.main(["--storage-path", uri, "--run-name", "r"])
+        elapsed = time.monotonic() - started
+        err = capsys.readouterr().err.strip()
+        assert rc == 1
+        assert err.startswith(
+            f"error: storage path {uri} is not writable with these credentials "
+            "(checkpoints need s3:PutObject there): "
+        ), err
+        assert "ACCESS_DENIED" in err
+        assert "Traceback" not in err and len(err.splitlines()) == 1
+        assert key["SecretAccessKey"] not in err
+        assert elapsed < FAIL_FAST_S
+        # A bucket the policy does not name at all.
+        rc = train.main(["--storage-path", "s3://rg-elsewhere/x", "--run-name=r"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1
+        assert err.startswith(
+            "error: storage path s3://rg-elsewhere/x: access to bucket "
+            "'rg-elsewhere' denied with these credentials: "
+        ), err
 
 
 def _keys(bucket: str, endpoint: str) -> list[str]:
