@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlcore import checkpointing
+from mlcore.allocator import keep_freed_memory
 from mlcore.data import DATASETS, Split, load_dataset
 from mlcore.errors import (
     CheckpointError,
@@ -227,6 +228,7 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     mark("worker_start")
+    keep_freed_memory()  # this thread is not the process's main one: see allocator
     torch.manual_seed(config["seed"])
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
     ctx = ray.train.get_context()

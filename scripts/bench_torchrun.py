@@ -5,10 +5,10 @@
 
 The same work as `train.py`'s `train_func`: the same dataset split, model, seed,
 Adam, global batch (split over the ranks), DistributedSampler, per-epoch
-validation on each rank's shard with an all-reduce of the counts, and a
-checkpoint written by rank 0 after every epoch (mlcore.checkpointing). Without
-Ray: gloo process group, no controller, no reporting. Timing marks go to
-$RAYGPU_BENCH_MARKS like train.py's.
+validation on each rank's shard with an all-reduce of the counts, a checkpoint
+written by rank 0 after every epoch (mlcore.checkpointing), and the same
+allocator settings (mlcore.allocator). Without Ray: gloo process group, no
+controller, no reporting. Timing marks go to $RAYGPU_BENCH_MARKS like train.py's.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 from mlcore import checkpointing  # noqa: E402
+from mlcore.allocator import keep_freed_memory  # noqa: E402
 from mlcore.data import load_dataset  # noqa: E402
 from mlcore.models import ModelSpec, build_model  # noqa: E402
 from train import checkpoint_name, evaluate, mark, split_tensors  # noqa: E402
@@ -50,6 +51,7 @@ def main() -> int:
     args = p.parse_args()
 
     mark("worker_start")
+    keep_freed_memory()  # as train_func does: the same allocator on both sides
     dist.init_process_group("gloo")
     world, rank = dist.get_world_size(), dist.get_rank()
     torch.manual_seed(args.seed)
