@@ -565,7 +565,6 @@ def one_training_run(
         "train_thread_run": mean_of("run"),
         "train_thread_runqueue_wait": mean_of("runqueue_wait"),
         "train_thread_preemptions_per_s": mean_of("preemptions_per_s"),
-        "train_thread_page_faults_per_s": mean_of("page_faults_per_s"),
         "idle_priority_threads": len(idle.moved) if idle else None,
         "t_launch": t0,
         "t_fit_start": first(m, "fit_start"),
@@ -606,9 +605,6 @@ def bench_train(bench: Bench) -> dict[str, Any]:
             ),
             "train_thread_preemptions_per_s": stats(
                 [x["train_thread_preemptions_per_s"] for x in rs]
-            ),
-            "train_thread_page_faults_per_s": stats(
-                [x["train_thread_page_faults_per_s"] for x in rs]
             ),
             "run_wall_s": stats([x["wall_s"] for x in rs]),
         }
@@ -1408,15 +1404,12 @@ def render_markdown(results: dict[str, Any]) -> str:
             + "Training thread = each worker's busiest thread in the measured epochs "
             "(/proc schedstat, mean of the two workers): share of wall time it ran, "
             "share it waited runnable on a run queue while another task had the "
-            "core, involuntary context switches (preemptions) per second, and minor "
-            "page faults per second (memory the allocator had handed back to the "
-            "kernel and touched again; see ray_jobs/mlcore/allocator.py).",
+            "core, and involuntary context switches (preemptions) per second.",
             "",
             "| variant | loop samples/s | wall samples/s | Ray daemons (cores) "
             "| steady overhead (cores) | other users (cores) "
-            "| training thread ran | run-queue wait | preemptions/s "
-            "| page faults/s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| training thread ran | run-queue wait | preemptions/s |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for v, s in tr["summary"].items():
             lines.append(
@@ -1427,8 +1420,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{fmt_stats(s['foreign_cores'], 2)} | "
                 f"{fmt_stats(s.get('train_thread_run'), 2)} | "
                 f"{fmt_stats(s.get('train_thread_runqueue_wait'), 3)} | "
-                f"{fmt_stats(s.get('train_thread_preemptions_per_s'), 0)} | "
-                f"{fmt_stats(s.get('train_thread_page_faults_per_s'), 0)} |"
+                f"{fmt_stats(s.get('train_thread_preemptions_per_s'), 0)} |"
             )
         lines += ["", "| ratio | median (range) |", "|---|---|"]
         for k, s in tr["ratios"].items():

@@ -125,10 +125,10 @@ def _ours(
 TRAINING_GROUPS = ("ray_workers", "torchrun_workers")
 
 
-def thread_stats(pid: int) -> dict[int, tuple[float, float, int, int]]:
+def thread_stats(pid: int) -> dict[int, tuple[float, float, int]]:
     """tid -> (seconds run, seconds waited on a run queue, involuntary context
-    switches, minor page faults) for each thread of `pid` so far
-    (/proc/PID/task/TID/schedstat, status and stat); {} when the process is gone."""
+    switches) for each thread of `pid` so far (/proc/PID/task/TID/schedstat and
+    status); {} when the process is gone."""
     out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -139,43 +139,39 @@ def thread_stats(pid: int) -> dict[int, tuple[float, float, int, int]]:
         try:
             run_ns, wait_ns, _ = Path(f"{base}/schedstat").read_text().split()
             status = Path(f"{base}/status").read_text()
-            # after the command name: state, ppid, ..., minflt is the 8th field
-            minflt = int(Path(f"{base}/stat").read_text().rsplit(")", 1)[1].split()[7])
-        except (OSError, ValueError, IndexError):
+        except (OSError, ValueError):
             continue
         nvcs = 0
         for line in status.splitlines():
             if line.startswith("nonvoluntary_ctxt_switches:"):
                 nvcs = int(line.split()[1])
-        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9, nvcs, minflt)
+        out[int(tid)] = (int(run_ns) / 1e9, int(wait_ns) / 1e9, nvcs)
     return out
 
 
 def busiest_thread_waits(
-    a: dict[int, tuple[float, float, int, int]],
-    b: dict[int, tuple[float, float, int, int]],
+    a: dict[int, tuple[float, float, int]],
+    b: dict[int, tuple[float, float, int]],
     span_s: float,
 ) -> dict[str, float] | None:
     """Between two `thread_stats` readings of one process, span_s apart: the
     share of wall time its busiest thread (a worker's training thread) ran and
     waited on a run queue (runnable, but another task had the core), and its
-    involuntary context switches and minor page faults per second. None when no
-    thread ran."""
+    involuntary context switches per second. None when no thread ran."""
     deltas = [
-        tuple(x - y for x, y in zip(b[tid], a[tid], strict=True))
+        (b[tid][0] - a[tid][0], b[tid][1] - a[tid][1], b[tid][2] - a[tid][2])
         for tid in b
         if tid in a
     ]
     if not deltas or span_s <= 0:
         return None
-    run, wait, nvcs, minflt = max(deltas)
+    run, wait, nvcs = max(deltas)
     if run <= 0:
         return None
     return {
         "run": round(run / span_s, 3),
         "runqueue_wait": round(wait / span_s, 3),
         "preemptions_per_s": round(nvcs / span_s, 1),
-        "page_faults_per_s": round(minflt / span_s, 1),
     }
 
 
