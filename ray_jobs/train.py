@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlcore import checkpointing
-from mlcore.allocator import keep_freed_memory
+from mlcore.allocator import keep_freed_memory, thread_page_faults
 from mlcore.data import DATASETS, Split, load_dataset
 from mlcore.errors import (
     CheckpointError,
@@ -68,6 +68,12 @@ def mark(event: str, **fields: Any) -> None:
 
 
 # --------------------------------------------------------------------------- data
+
+
+def faults_since(before: int | None) -> int | None:
+    """The calling thread's minor page faults since `before` (for the marks)."""
+    now = thread_page_faults()
+    return None if before is None or now is None else now - before
 
 
 def split_tensors(split: Split) -> TensorDataset:
@@ -283,6 +289,7 @@ def train_func(config: dict[str, Any]) -> None:
             train_loader.sampler.set_epoch(epoch)
         model.train()
         loss_sum, batches, samples = 0.0, 0, 0
+        faults0 = thread_page_faults()
         t0 = time.perf_counter()
         for xb, yb in train_loader:
             optimizer.zero_grad(set_to_none=True)
@@ -296,7 +303,15 @@ def train_func(config: dict[str, Any]) -> None:
             batches += 1
             samples += len(xb)
         elapsed = time.perf_counter() - t0
-        mark("epoch_end", rank=rank, epoch=epoch, samples=samples, seconds=elapsed)
+        mark(
+            "epoch_end",
+            rank=rank,
+            epoch=epoch,
+            samples=samples,
+            seconds=elapsed,
+            batches=batches,
+            page_faults=faults_since(faults0),
+        )
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             correct, total = evaluate(model, val_x, val_y)

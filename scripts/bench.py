@@ -215,12 +215,13 @@ def steady_throughput(marks: list[dict], skip_epochs: int = 1) -> dict[str, Any]
     loop: all ranks' samples / the slowest rank's training-loop seconds (as train.py
     reports samples_per_second). wall: the same samples over the time between
     epoch ends, i.e. with validation, checkpoint and reporting in between.
+    faults_per_step: page faults a step inside the training loops.
     """
     ends = [m for m in marks if m["event"] == "epoch_end"]
     epochs = sorted({m["epoch"] for m in ends})
     steady = [e for e in epochs if e >= skip_epochs]
     if not steady:
-        return {"loop": None, "wall": None, "epochs": 0}
+        return {"loop": None, "wall": None, "epochs": 0, "faults_per_step": None}
     samples = sum(m["samples"] for m in ends if m["epoch"] in steady)
     loop_s = sum(max(m["seconds"] for m in ends if m["epoch"] == e) for e in steady)
     wall = None
@@ -232,6 +233,7 @@ def steady_throughput(marks: list[dict], skip_epochs: int = 1) -> dict[str, Any]
         "loop": samples / loop_s if loop_s > 0 else None,
         "wall": wall,
         "epochs": len(steady),
+        "faults_per_step": faults_per_step([m for m in ends if m["epoch"] in steady]),
     }
 
 
@@ -245,6 +247,17 @@ def steady_window(marks: list[dict], skip_epochs: int = 1) -> tuple | None:
     if not steady or steady[0] - 1 not in end_t:
         return None
     return end_t[steady[0] - 1], end_t[steady[-1]]
+
+
+def faults_per_step(ends: list[dict]) -> float | None:
+    """Minor page faults a training step inside the training loop (each rank's
+    training thread, from these epoch_end marks), None when they carry no count
+    (off Linux)."""
+    counted = [m for m in ends if m.get("page_faults") is not None]
+    steps = sum(m.get("batches", 0) for m in counted)
+    if not counted or steps <= 0:
+        return None
+    return sum(m["page_faults"] for m in counted) / steps
 
 
 def phases(marks: list[dict], t0: float, t_end: float) -> dict[str, float | None]:
@@ -596,6 +609,9 @@ def bench_train(bench: Bench) -> dict[str, Any]:
         v: {
             "loop_samples_per_s": stats([x["throughput"]["loop"] for x in rs]),
             "wall_samples_per_s": stats([x["throughput"]["wall"] for x in rs]),
+            "loop_faults_per_step": stats(
+                [x["throughput"].get("faults_per_step") for x in rs]
+            ),
             "ray_daemon_cores": stats([x["ray_daemon_cores"] for x in rs]),
             "foreign_cores": stats([x["foreign_cores"] for x in rs]),
             "steady_overhead_cores": stats([x["steady_overhead_cores"] for x in rs]),
@@ -669,12 +685,13 @@ def active_throughput(
     by_epoch: dict[int, list[dict]] = {}
     for m in ends:
         by_epoch.setdefault(m["epoch"], []).append(m)
-    samples, active, epochs = 0, 0.0, 0
+    samples, active, epochs, counted = 0, 0.0, 0, []
     for epoch, ms in sorted(by_epoch.items()):
         if epoch < skip_epochs or len(ms) < len(ranks):
             continue
         if max(m["t"] for m in ms) > until:
             continue
+        counted += ms
         samples += sum(m["samples"] for m in ms)
         active += max(
             overlap_seconds(m["t"] - m["seconds"], m["t"], intervals) for m in ms
@@ -684,6 +701,7 @@ def active_throughput(
         "samples_per_s": samples / active if active > 0 else None,
         "epochs": epochs,
         "active_s": round(active, 2),
+        "faults_per_step": faults_per_step(counted),
     }
 
 
@@ -1404,12 +1422,15 @@ def render_markdown(results: dict[str, Any]) -> str:
             + "Training thread = each worker's busiest thread in the measured epochs "
             "(/proc schedstat, mean of the two workers): share of wall time it ran, "
             "share it waited runnable on a run queue while another task had the "
-            "core, and involuntary context switches (preemptions) per second.",
+            "core, and involuntary context switches (preemptions) per second. "
+            "Page faults a step = minor page faults of the training threads inside "
+            "the training loop, per step (see ray_jobs/mlcore/allocator.py).",
             "",
             "| variant | loop samples/s | wall samples/s | Ray daemons (cores) "
             "| steady overhead (cores) | other users (cores) "
-            "| training thread ran | run-queue wait | preemptions/s |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| training thread ran | run-queue wait | preemptions/s "
+            "| page faults a step |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for v, s in tr["summary"].items():
             lines.append(
@@ -1420,7 +1441,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{fmt_stats(s['foreign_cores'], 2)} | "
                 f"{fmt_stats(s.get('train_thread_run'), 2)} | "
                 f"{fmt_stats(s.get('train_thread_runqueue_wait'), 3)} | "
-                f"{fmt_stats(s.get('train_thread_preemptions_per_s'), 0)} |"
+                f"{fmt_stats(s.get('train_thread_preemptions_per_s'), 0)} | "
+                f"{fmt_stats(s.get('loop_faults_per_step'), 0)} |"
             )
         lines += ["", "| ratio | median (range) |", "|---|---|"]
         for k, s in tr["ratios"].items():
@@ -1442,22 +1464,26 @@ def render_markdown(results: dict[str, Any]) -> str:
                 "finishes, so the host's drift in speed falls on both alike. "
                 "samples/s = samples of the epochs after the first that ended "
                 "while both ran / the training-loop time that fell in the run's "
-                "own slices (slowest rank). Rounds alternate which run goes first.",
+                "own slices (slowest rank). Rounds alternate which run goes first. "
+                "Page faults a step: as in the table above, over the same epochs.",
                 "",
                 f"| round | first turn | {a} samples/s (epochs) "
-                f"| {b} samples/s (epochs) | {a}/{b} |",
-                "|---|---|---|---|---|",
+                f"| {b} samples/s (epochs) | {a}/{b} "
+                f"| page faults a step, {a} / {b} |",
+                "|---|---|---|---|---|---|",
             ]
             for i, r in enumerate(il["rounds"], 1):
                 ra, rb = r[a]["samples_per_s"], r[b]["samples_per_s"]
                 ratio = ra / rb if ra and rb else None
                 lines.append(
                     f"| {i} | {r['first_turn']} | {fmt(ra)} ({r[a]['epochs']}) | "
-                    f"{fmt(rb)} ({r[b]['epochs']}) | {fmt(ratio, 3)} |"
+                    f"{fmt(rb)} ({r[b]['epochs']}) | {fmt(ratio, 3)} | "
+                    f"{fmt(r[a].get('faults_per_step'), 0)} / "
+                    f"{fmt(r[b].get('faults_per_step'), 0)} |"
                 )
             lines.append(
                 f"| median (range) | | {fmt_stats(il['summary'][a])} | "
-                f"{fmt_stats(il['summary'][b])} | {fmt_stats(il['ratio'], 3)} |"
+                f"{fmt_stats(il['summary'][b])} | {fmt_stats(il['ratio'], 3)} | |"
             )
 
     su = results.get("startup")

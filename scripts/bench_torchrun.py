@@ -32,10 +32,16 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torch.utils.data.distributed import DistributedSampler  # noqa: E402
 
 from mlcore import checkpointing  # noqa: E402
-from mlcore.allocator import keep_freed_memory  # noqa: E402
+from mlcore.allocator import keep_freed_memory, thread_page_faults  # noqa: E402
 from mlcore.data import load_dataset  # noqa: E402
 from mlcore.models import ModelSpec, build_model  # noqa: E402
-from train import checkpoint_name, evaluate, mark, split_tensors  # noqa: E402
+from train import (  # noqa: E402
+    checkpoint_name,
+    evaluate,
+    faults_since,
+    mark,
+    split_tensors,
+)
 
 
 def main() -> int:
@@ -73,6 +79,7 @@ def main() -> int:
         sampler.set_epoch(epoch)
         model.train()
         loss_sum, batches, samples = 0.0, 0, 0
+        faults0 = thread_page_faults()
         t0 = time.perf_counter()
         for xb, yb in loader:
             optimizer.zero_grad(set_to_none=True)
@@ -85,7 +92,15 @@ def main() -> int:
             batches += 1
             samples += len(xb)
         elapsed = time.perf_counter() - t0
-        mark("epoch_end", rank=rank, epoch=epoch, samples=samples, seconds=elapsed)
+        mark(
+            "epoch_end",
+            rank=rank,
+            epoch=epoch,
+            samples=samples,
+            seconds=elapsed,
+            batches=batches,
+            page_faults=faults_since(faults0),
+        )
         correct, total = evaluate(model, val_x, val_y)
         stats = torch.tensor(
             [loss_sum, batches, correct, total, samples], dtype=torch.float64

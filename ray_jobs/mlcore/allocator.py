@@ -25,6 +25,7 @@ the same before a process starts.
 from __future__ import annotations
 
 import ctypes
+import resource
 import sys
 
 # mallopt(3) parameters (malloc.h)
@@ -57,3 +58,10 @@ def keep_freed_memory() -> bool:
     )
     applied = [libc.mallopt(param, value) == 1 for param, value in settings]
     return all(applied)  # each one tried, even after a refusal
+
+
+def thread_page_faults() -> int | None:
+    """Minor page faults of the calling thread so far (getrusage RUSAGE_THREAD),
+    None where there is no per-thread count (off Linux)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return None if who is None else resource.getrusage(who).ru_minflt

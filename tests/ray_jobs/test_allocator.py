@@ -92,3 +92,17 @@ def test_the_settings_are_refused_quietly_off_glibc(monkeypatch):
 
     monkeypatch.setattr(allocator.sys, "platform", "darwin")
     assert allocator.keep_freed_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread count")
+def test_thread_page_faults_counts_the_calling_threads_faults():
+    import mmap
+
+    from mlcore.allocator import thread_page_faults
+
+    before = thread_page_faults()
+    m = mmap.mmap(-1, 4 << 20)  # fresh pages: 1,024 faults when written
+    for i in range(0, 4 << 20, 4096):
+        m[i] = 1
+    m.close()
+    assert thread_page_faults() - before >= 1000

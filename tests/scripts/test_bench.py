@@ -57,6 +57,8 @@ def _marks(t0: float) -> list[dict]:
                     "epoch": epoch,
                     "samples": 100,
                     "seconds": secs,
+                    "batches": 4,
+                    "page_faults": 40 * epoch + rank,
                 }
             )
     return out
@@ -65,6 +67,8 @@ def _marks(t0: float) -> list[dict]:
 def test_steady_throughput_skips_the_first_epoch():
     tp = bench.steady_throughput(_marks(0.0))
     assert tp["epochs"] == 2
+    # epochs 1 and 2: (40 + 41 + 80 + 81) faults over 4 x 4 steps
+    assert tp["faults_per_step"] == pytest.approx(242 / 16)
     # 2 epochs x 2 ranks x 100 samples over 2 x the slowest rank's 9 s.
     assert tp["loop"] == pytest.approx(400 / 18)
     # The same samples over epoch end 0 -> epoch end 2 (latest rank): 20 s.
@@ -112,6 +116,7 @@ def _results() -> dict:
                     "train_thread_run": bench.stats([0.93, 0.91]),
                     "train_thread_runqueue_wait": bench.stats([0.012, 0.0125]),
                     "train_thread_preemptions_per_s": bench.stats([102.0, 104.0]),
+                    "loop_faults_per_step": bench.stats([2.0, 6.0]),
                 }
             },
             "ratios": {"ray_lean/torchrun": r},
@@ -122,7 +127,11 @@ def _results() -> dict:
                     {
                         "first_turn": "ray_lean",
                         "slices": 40,
-                        "ray_lean": {"samples_per_s": 380.0, "epochs": 7},
+                        "ray_lean": {
+                            "samples_per_s": 380.0,
+                            "epochs": 7,
+                            "faults_per_step": 3.0,
+                        },
                         "torchrun": {"samples_per_s": 400.0, "epochs": 8},
                     }
                 ],
@@ -150,9 +159,9 @@ def test_targets_and_markdown():
         assert names[f"Serve batched ({ingress}) p99 ms, MLP c=8"]["met"] is None
     md = bench.render_markdown(res)
     assert "| torchrun | 100 (90.0-110) |" in md
-    assert "| 0.92 (0.91-0.93) | 0.012 (0.012-0.013) | 103 (102-104) |" in md
+    assert "| 0.92 (0.91-0.93) | 0.012 (0.012-0.013) | 103 (102-104) | 4 (2-6) |" in md
     assert "| ray_lean/torchrun | 0.95 (0.90-1.00) |" in md
-    assert "| 1 | ray_lean | 380 (7) | 400 (8) | 0.950 |" in md
+    assert "| 1 | ray_lean | 380 (7) | 400 (8) | 0.950 | 3 / - |" in md
     assert "SCHED_IDLE while it runs" not in md  # no idle-priority variant ran
     assert "skipped: failed: no head" in md
     assert "note: shared machine" in md
@@ -191,6 +200,8 @@ def test_active_throughput_skips_warmup_unfinished_and_late_epochs():
             "t": t,
             "seconds": seconds,
             "samples": samples,
+            "batches": 10,
+            "page_faults": 1000 * epoch + rank,
         }
 
     marks = [
@@ -208,9 +219,15 @@ def test_active_throughput_skips_warmup_unfinished_and_late_epochs():
     assert got["epochs"] == 2
     assert got["active_s"] == 3.0
     assert got["samples_per_s"] == 400 / 3.0
+    # the counted epochs 1 and 2 only: (1000 + 1001 + 2000 + 2001) over 40 steps
+    assert got["faults_per_step"] == 6002 / 40
     # epochs ending after the other run finished (alone on the machine) drop out
     late = bench.active_throughput(marks, slices, until=6.0)
     assert late["epochs"] == 1 and late["samples_per_s"] == 200 / 2.0
+    assert late["faults_per_step"] == 2001 / 20
+    # marks without counts (off Linux): no figure
+    bare = [{k: v for k, v in m.items() if k != "page_faults"} for m in marks]
+    assert bench.active_throughput(bare, slices, until=20.0)["faults_per_step"] is None
     assert bench.active_throughput([], slices, until=20.0)["samples_per_s"] is None
 
 
@@ -576,3 +593,27 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
         freezer.resume()
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_torchrun_baseline_marks_its_epochs(tmp_path):
+    """bench_torchrun.py under the real torchrun, as the bench runs it (2 ranks,
+    gloo; the MLP on digits): each rank's epoch mark carries its steps and the
+    training loop's page faults, which the bench turns into faults a step."""
+    import subprocess
+
+    marks = tmp_path / "marks.jsonl"
+    work = {"model": "mlp", "dataset": "digits", "epochs": 2, "batch_size": 64}
+    argv = bench.torchrun_argv(work, tmp_path / "out")  # the bench's own command
+    env = {**os.environ, "RAYGPU_BENCH_MARKS": str(marks), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ends = [m for m in bench.read_marks(marks) if m["event"] == "epoch_end"]
+    got = sorted((m["epoch"], m["rank"]) for m in ends)
+    assert got == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert all(m["batches"] > 0 and m["page_faults"] >= 0 for m in ends)
+    tp = bench.steady_throughput(bench.read_marks(marks))
+    assert tp["epochs"] == 1 and tp["faults_per_step"] is not None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "checkpoint_epoch0000_attempt01",
+        "checkpoint_epoch0001_attempt01",
+    ]
