@@ -70,10 +70,23 @@ def mark(event: str, **fields: Any) -> None:
 # --------------------------------------------------------------------------- data
 
 
-def faults_since(before: int | None) -> int | None:
-    """The calling thread's minor page faults since `before` (for the marks)."""
+def mark_epoch_end(
+    rank: int, epoch: int, samples: int, seconds: float, batches: int, faults0
+) -> None:
+    """The epoch's training-loop mark: its samples, seconds and steps, and the
+    calling (training) thread's minor page faults since `faults0`, a
+    thread_page_faults() reading taken when the loop started."""
     now = thread_page_faults()
-    return None if before is None or now is None else now - before
+    faults = None if faults0 is None or now is None else now - faults0
+    mark(
+        "epoch_end",
+        rank=rank,
+        epoch=epoch,
+        samples=samples,
+        seconds=seconds,
+        batches=batches,
+        page_faults=faults,
+    )
 
 
 def split_tensors(split: Split) -> TensorDataset:
@@ -303,15 +316,7 @@ def train_func(config: dict[str, Any]) -> None:
             batches += 1
             samples += len(xb)
         elapsed = time.perf_counter() - t0
-        mark(
-            "epoch_end",
-            rank=rank,
-            epoch=epoch,
-            samples=samples,
-            seconds=elapsed,
-            batches=batches,
-            page_faults=faults_since(faults0),
-        )
+        mark_epoch_end(rank, epoch, samples, elapsed, batches, faults0)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             correct, total = evaluate(model, val_x, val_y)

@@ -38,8 +38,8 @@ from mlcore.models import ModelSpec, build_model  # noqa: E402
 from train import (  # noqa: E402
     checkpoint_name,
     evaluate,
-    faults_since,
     mark,
+    mark_epoch_end,
     split_tensors,
 )
 
@@ -92,15 +92,7 @@ def main() -> int:
             batches += 1
             samples += len(xb)
         elapsed = time.perf_counter() - t0
-        mark(
-            "epoch_end",
-            rank=rank,
-            epoch=epoch,
-            samples=samples,
-            seconds=elapsed,
-            batches=batches,
-            page_faults=faults_since(faults0),
-        )
+        mark_epoch_end(rank, epoch, samples, elapsed, batches, faults0)
         correct, total = evaluate(model, val_x, val_y)
         stats = torch.tensor(
             [loss_sum, batches, correct, total, samples], dtype=torch.float64
