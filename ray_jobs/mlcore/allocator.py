@@ -19,7 +19,9 @@ unmapped. Called at the top of `train_func`, in the training thread, the CNN loo
 above faulted 0 pages a step in 6 runs of 6 (4,300-6,350 without); the two
 thresholds alone still left 100-3,700. These are process-wide mallopt(3)
 settings; MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set
-the same before a process starts.
+the same before a process starts. With another allocator preloaded (jemalloc or
+tcmalloc through LD_PRELOAD, which keep freed memory their own way) the call
+reaches that allocator's mallopt, which may accept it and do nothing.
 """
 
 from __future__ import annotations

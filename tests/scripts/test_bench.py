@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 
 import pytest
 
@@ -595,6 +596,8 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
         parent.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread faults")
 def test_the_torchrun_baseline_marks_its_epochs(tmp_path):
     """bench_torchrun.py under the real torchrun, as the bench runs it (2 ranks,
     gloo; the MLP on digits): each rank's epoch mark carries its steps and the
