@@ -25,6 +25,7 @@ from mlcore.models import ModelSpec, build_model
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
+STEPS = 40
 out = {}
 
 def loop():
@@ -38,13 +39,13 @@ def loop():
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
-    for _ in range(5):
-        step()
-    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
     for _ in range(10):
         step()
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(STEPS):
+        step()
     after = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-    out["faults_per_step"] = (after - before) / 10
+    out["faults_per_step"] = (after - before) / STEPS
 
 t = threading.Thread(target=loop)
 t.start()
@@ -95,12 +96,13 @@ def test_a_training_thread_keeps_its_memory_with_the_settings():
     default = faults_per_step("default")
     tuned = faults_per_step("tuned")
     assert tuned["tuned"] is True
-    # Measured here: 2,400-8,000 faults a step by default, 0 tuned.
-    assert tuned["faults_per_step"] < 300, (default, tuned)
-    assert default["faults_per_step"] > 5 * max(tuned["faults_per_step"], 50), (
-        default,
-        tuned,
-    )
+    # Measured here, step by step over 30 steps: by default 0-15,000 faults a
+    # step, 2,500-7,000 on average; tuned, 0 in most steps and 1,024-2,048 in
+    # one or two (0-70 on average). CI once saw 3,072 in 10 tuned steps, so
+    # the bound is an average over 40 steps with room for a few such steps.
+    assert tuned["faults_per_step"] < 400, (default, tuned)
+    assert default["faults_per_step"] > 1000, (default, tuned)
+    assert default["faults_per_step"] > 4 * tuned["faults_per_step"], (default, tuned)
 
 
 def test_the_settings_are_refused_quietly_off_glibc(monkeypatch):
