@@ -16,8 +16,9 @@ holding the other rank up in DDP's all-reduce (docs/performance.md).
 come from the heap, up to 256 MiB of freed memory stays mapped in each arena, and
 a heap grows and shrinks 64 MiB at a time, so an emptied heap is kept rather than
 unmapped. Called at the top of `train_func`, in the training thread, the CNN loop
-above faulted 0 pages a step in 6 runs of 6 (4,300-6,350 without); the two
-thresholds alone still left 100-3,700. These are process-wide mallopt(3)
+above faulted 0-26 pages a step on average over 40 steps (3,900-7,300
+without), most steps none and now and then one 1,024-2,048; the two thresholds
+alone still left 100-3,700. These are process-wide mallopt(3)
 settings; MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set
 the same before a process starts. With another allocator preloaded (jemalloc or
 tcmalloc through LD_PRELOAD, which keep freed memory their own way) the call
