@@ -214,8 +214,13 @@ class ModelServer:
     def __init__(self, args: dict[str, Any]):
         import torch
 
+        from mlcore.allocator import keep_freed_memory
         from mlcore.checkpointing import load_model, local_copy
 
+        # Serve runs the handlers in a thread of their own (its default), where
+        # glibc's arena gives each batch's freed buffers back to the kernel:
+        # process-wide settings, so calling them here is enough.
+        keep_freed_memory()
         self.args = ServeArgs(**args)
         if self.args.checkpoint == "unset":
             raise ValueError(

@@ -1,4 +1,4 @@
-"""The C allocator's settings for a training process.
+"""The C allocator's settings for a training or serving process.
 
 Every training step allocates and frees the same activation and gradient
 buffers, several MiB each. glibc's malloc serves blocks over its mmap threshold
@@ -11,6 +11,9 @@ glibc unmaps as soon as one is empty. On this project's CNN (batch 32,
 step (the main thread, in some runs, as many), and in the benchmark's Ray runs
 one worker now and then did 3,000-6,300 a step (5-11 ms of kernel time each),
 holding the other rank up in DDP's all-reduce (docs/performance.md).
+
+Ray Serve runs a replica's handlers in a thread of their own too, and
+`serve_app.ModelServer` makes the same call when it starts.
 
 `keep_freed_memory()` fixes the thresholds and the top pad: blocks up to 32 MiB
 come from the heap, up to 256 MiB of freed memory stays mapped in each arena, and
