@@ -24,6 +24,7 @@ def build(checkpoint: str, threads: int):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
+    from mlcore.allocator import keep_freed_memory
     from mlcore.checkpointing import load_model
     from serve_app import (
         DEFAULT_MAX_BODY_BYTES,
@@ -33,6 +34,7 @@ def build(checkpoint: str, threads: int):
         parse_request,
     )
 
+    keep_freed_memory()  # as ModelServer does, so both sides share the allocator
     torch.set_num_threads(threads)
     model, meta = load_model(checkpoint)
     shape = tuple(int(v) for v in meta["model"]["image_shape"])
