@@ -218,8 +218,8 @@ class ModelServer:
         from mlcore.checkpointing import load_model, local_copy
 
         # Serve runs the handlers in a thread of their own (its default), where
-        # glibc's arena gives each batch's freed buffers back to the kernel:
-        # process-wide settings, so calling them here is enough.
+        # glibc's arena gives each batch's freed buffers back to the kernel.
+        # The settings are process-wide, so one call here is enough.
         keep_freed_memory()
         self.args = ServeArgs(**args)
         if self.args.checkpoint == "unset":

@@ -6,26 +6,27 @@ with fresh mappings and hands freed memory back to the kernel once enough of it
 sits at the top of a heap, so a step can fault thousands of pages back in. Ray
 Train runs `train_func` in a thread of the worker actor, not its main thread,
 and such a thread gets a secondary malloc arena made of 64 MiB heaps, which
-glibc unmaps as soon as one is empty. On this project's CNN (batch 32,
-3x32x32) a plain training loop in a second thread faulted 2,400-8,000 pages a
-step (the main thread, in some runs, as many), and in the benchmark's Ray runs
-one worker now and then did 3,000-6,300 a step (5-11 ms of kernel time each),
-holding the other rank up in DDP's all-reduce (docs/performance.md).
+glibc unmaps as soon as one is empty. On this project's CNN (batch 32, 3x32x32)
+a plain training loop in a second thread faulted 2,250-7,350 pages a step on
+average over 40 steps (the main thread, in some runs, as many), and in the
+benchmark's Ray runs one worker now and then did 3,000-6,300 a step (5-11 ms of
+kernel time each), holding the other rank up in DDP's all-reduce
+(docs/performance.md).
 
 Ray Serve runs a replica's handlers in a thread of their own too, and
 `serve_app.ModelServer` makes the same call when it starts.
 
 `keep_freed_memory()` fixes the thresholds and the top pad: blocks up to 32 MiB
-come from the heap, up to 256 MiB of freed memory stays mapped in each arena, and
-a heap grows and shrinks 64 MiB at a time, so an emptied heap is kept rather than
-unmapped. Called at the top of `train_func`, in the training thread, the CNN loop
-above faulted 0-26 pages a step on average over 40 steps (3,900-7,300
-without), most steps none and now and then one 1,024-2,048; the two thresholds
-alone still left 100-3,700. These are process-wide mallopt(3)
-settings; MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set
-the same before a process starts. With another allocator preloaded (jemalloc or
-tcmalloc through LD_PRELOAD, which keep freed memory their own way) the call
-reaches that allocator's mallopt, which may accept it and do nothing.
+come from the heap, up to 256 MiB of freed memory stays mapped in each arena,
+and a heap grows and shrinks 64 MiB at a time, so an emptied heap is kept
+rather than unmapped. Called at the top of `train_func`, in the training
+thread, the CNN loop above faulted 0-77 pages a step on average, most steps
+none and now and then one 1,024-3,072; the two thresholds alone still left
+100-3,700. These are process-wide mallopt(3) settings; MALLOC_MMAP_THRESHOLD_,
+MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set the same before a process
+starts. With another allocator preloaded (jemalloc or tcmalloc through
+LD_PRELOAD, which keep freed memory their own way) the call reaches that
+allocator's mallopt, which may accept it and do nothing.
 """
 
 from __future__ import annotations

@@ -41,11 +41,13 @@ def loop():
         opt.step()
     for _ in range(10):
         step()
-    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    faults = []
     for _ in range(STEPS):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         step()
-    after = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-    out["faults_per_step"] = (after - before) / STEPS
+        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+    out["faults"] = faults
+    out["faults_per_step"] = sum(faults) / STEPS
 
 t = threading.Thread(target=loop)
 t.start()
@@ -105,48 +107,55 @@ def test_a_training_thread_keeps_its_memory_with_the_settings():
     default = faults_per_step("default")
     tuned = faults_per_step("tuned")
     assert tuned["tuned"] is True
-    # Measured here, step by step over 30 steps: by default 0-15,000 faults a
-    # step, 2,500-7,000 on average; tuned, 0 in most steps and 1,024-2,048 in
-    # one or two (0-70 on average). CI once saw 3,072 in 10 tuned steps, so
-    # the bound is an average over 40 steps with room for a few such steps.
-    assert tuned["faults_per_step"] < 400, (default, tuned)
-    assert default["faults_per_step"] > 1000, (default, tuned)
-    assert default["faults_per_step"] > 4 * tuned["faults_per_step"], (default, tuned)
+    # Measured here, 9 runs of 40 steps after 10 warm-up steps: by default
+    # 2,250-7,350 faults a step on average, 28-30 of the 40 steps faulting
+    # (over 256 pages); tuned 0-77, 0-1 steps faulting, each 1,024-3,072. CI
+    # once saw 3,072 in 10 tuned steps. So the bound is on how many steps
+    # fault at all, with room for a few such steps.
+    faulting = [n for n in tuned["faults"] if n > 256]
+    assert len(faulting) <= 10, (default["faults_per_step"], tuned["faults"])
+    assert default["faults_per_step"] > max(1000, 4 * tuned["faults_per_step"]), (
+        default["faults"],
+        tuned["faults"],
+    )
 
 
-# The Serve replica: ModelServer built in the main thread, as Serve's replica
-# actor does, and forward() called from a second thread (Serve runs handlers in
-# their own thread by default) on mixed batch sizes, each request's input made
-# in that thread as a parsed request body is.
+# The Serve replica: Serve 2.60 builds the deployment and runs its handlers in
+# a thread of their own (its default), so ModelServer is built and forward()
+# called in a second thread, on mixed batch sizes, each request's input made in
+# that thread as a parsed request body is. "default" takes the allocator call
+# out of ModelServer.__init__ (the control).
 REPLICA = """
 import json, sys, tempfile, threading
 import numpy as np
-from mlcore.allocator import thread_page_faults
+from mlcore import allocator
 from mlcore.checkpointing import save
 from mlcore.models import ModelSpec, build_model
 import serve_app
 
-folder = tempfile.mkdtemp()
-spec = ModelSpec("cnn", (3, 32, 32), 10)
-save(folder, build_model(spec), None, 0, spec, {})
-server = serve_app.ModelServer.func_or_class({"checkpoint": folder})
+if sys.argv[1] == "default":
+    allocator.keep_freed_memory = lambda: None
 out = {}
 
-def handler_thread():
+def replica_thread(folder):
+    server = serve_app.ModelServer.func_or_class({"checkpoint": folder})
     rng = np.random.default_rng(0)
     sizes = (1, 8, 32, 17, 32, 5)
     def request(i):
         server.forward(rng.random((sizes[i % 6], 3 * 32 * 32), dtype=np.float32))
     for i in range(12):
         request(i)
-    before = thread_page_faults()
+    before = allocator.thread_page_faults()
     for i in range(48):
         request(i)
-    out["faults_per_batch"] = (thread_page_faults() - before) / 48
+    out["faults_per_batch"] = (allocator.thread_page_faults() - before) / 48
 
-t = threading.Thread(target=handler_thread)
-t.start()
-t.join()
+with tempfile.TemporaryDirectory() as folder:
+    spec = ModelSpec("cnn", (3, 32, 32), 10)
+    save(folder, build_model(spec), None, 0, spec, {})
+    t = threading.Thread(target=replica_thread, args=(folder,))
+    t.start()
+    t.join()
 print(json.dumps(out))
 """
 
@@ -155,10 +164,14 @@ print(json.dumps(out))
 @pytest.mark.skipif(not is_glibc(), reason="the settings are glibc's")
 @pytest.mark.skipif(huge_pages_always(), reason="transparent huge pages: always")
 def test_a_serve_replica_keeps_its_memory_between_batches():
-    result = run_child(REPLICA)
-    # Measured here: 0.02 a batch; 1,662 with the call taken out of
-    # ModelServer.__init__.
-    assert result["faults_per_batch"] < 200, result
+    default = run_child(REPLICA, "default")
+    tuned = run_child(REPLICA, "tuned")
+    # Measured here: see the numbers in docs/performance.md ("What was cut").
+    assert tuned["faults_per_batch"] < 200, (default, tuned)
+    assert default["faults_per_batch"] > 5 * max(tuned["faults_per_batch"], 100), (
+        default,
+        tuned,
+    )
 
 
 def test_the_settings_are_refused_quietly_off_glibc(monkeypatch):
