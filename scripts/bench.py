@@ -222,7 +222,8 @@ def steady_throughput(marks: list[dict], skip_epochs: int = 1) -> dict[str, Any]
     steady = [e for e in epochs if e >= skip_epochs]
     if not steady:
         return {"loop": None, "wall": None, "epochs": 0, "faults_per_step": None}
-    samples = sum(m["samples"] for m in ends if m["epoch"] in steady)
+    steady_ends = [m for m in ends if m["epoch"] in steady]
+    samples = sum(m["samples"] for m in steady_ends)
     loop_s = sum(max(m["seconds"] for m in ends if m["epoch"] == e) for e in steady)
     wall = None
     window = steady_window(marks, skip_epochs)
@@ -233,7 +234,7 @@ def steady_throughput(marks: list[dict], skip_epochs: int = 1) -> dict[str, Any]
         "loop": samples / loop_s if loop_s > 0 else None,
         "wall": wall,
         "epochs": len(steady),
-        "faults_per_step": faults_per_step([m for m in ends if m["epoch"] in steady]),
+        "faults_per_step": faults_per_step(steady_ends),
     }
 
 
@@ -685,18 +686,18 @@ def active_throughput(
     by_epoch: dict[int, list[dict]] = {}
     for m in ends:
         by_epoch.setdefault(m["epoch"], []).append(m)
-    samples, active, epochs, counted = 0, 0.0, 0, []
+    active, epochs, counted = 0.0, 0, []
     for epoch, ms in sorted(by_epoch.items()):
         if epoch < skip_epochs or len(ms) < len(ranks):
             continue
         if max(m["t"] for m in ms) > until:
             continue
         counted += ms
-        samples += sum(m["samples"] for m in ms)
         active += max(
             overlap_seconds(m["t"] - m["seconds"], m["t"], intervals) for m in ms
         )
         epochs += 1
+    samples = sum(m["samples"] for m in counted)
     return {
         "samples_per_s": samples / active if active > 0 else None,
         "epochs": epochs,
