@@ -17,10 +17,10 @@ RAY_JOBS = Path(__file__).resolve().parents[2] / "ray_jobs"
 # of the benchmark (batch 32, 3x32x32) trained in a second thread, as Ray
 # Train's worker does, counting that thread's minor page faults per step.
 LOOP = """
-import json, resource, sys, threading
+import json, sys, threading
 import torch
 from torch import nn
-from mlcore.allocator import keep_freed_memory
+from mlcore.allocator import keep_freed_memory, thread_page_faults
 from mlcore.models import ModelSpec, build_model
 
 torch.set_num_threads(1)
@@ -43,9 +43,9 @@ def loop():
         step()
     faults = []
     for _ in range(STEPS):
-        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        before = thread_page_faults()
         step()
-        faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+        faults.append(thread_page_faults() - before)
     out["faults"] = faults
     out["faults_per_step"] = sum(faults) / STEPS
 
