@@ -543,11 +543,13 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
     import time
 
     counter = tmp_path / "count"
+    # The child replaces the file whole (write a temporary, then rename), so a
+    # read never sees it truncated and half written.
     child = (
-        "import time, pathlib\n"
-        f"p = pathlib.Path({str(counter)!r}); n = 0\n"
+        "import os, time, pathlib\n"
+        f"p = pathlib.Path({str(counter)!r}); t = p.with_suffix('.tmp'); n = 0\n"
         "while True:\n"
-        "    n += 1; p.write_text(str(n)); time.sleep(0.01)\n"
+        "    n += 1; t.write_text(str(n)); os.replace(t, p); time.sleep(0.01)\n"
     )
     parent = subprocess.Popen(
         [
@@ -562,9 +564,15 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
 
     def count() -> int:
         try:
-            return int(counter.read_text() or 0)
+            return int(counter.read_text())
         except (OSError, ValueError):
             return -1
+
+    def wait_for(predicate, what: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not predicate():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
 
     def states() -> set[str]:
         out = set()
@@ -575,21 +583,19 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
 
     freezer = bench_proc.Freezer(parent.pid)
     try:
-        deadline = time.monotonic() + 30
-        while count() < 5:
-            assert time.monotonic() < deadline, "child never started"
-            time.sleep(0.05)
+        wait_for(lambda: count() >= 5, "child never started")
         assert len(freezer._tree()) == 2  # the parent and its child
         freezer.pause()
-        assert states() == {"T"}
+        # A signalled process stops when it next runs, so allow it a moment.
+        wait_for(lambda: states() == {"T"}, f"not all stopped: {states()}")
         time.sleep(0.1)
         paused_at = count()
         time.sleep(0.4)
         assert count() == paused_at
         freezer.resume()
-        assert "T" not in states()
-        time.sleep(0.4)
-        assert count() > paused_at
+        wait_for(lambda: "T" not in states(), f"not all resumed: {states()}")
+        # A loaded machine may take a while to schedule the child again.
+        wait_for(lambda: count() > paused_at, f"child stayed at {paused_at}")
     finally:
         freezer.resume()
         os.killpg(parent.pid, signal.SIGKILL)
