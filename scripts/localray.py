@@ -37,6 +37,17 @@ from infra.serve_ingress import (  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 
+# Ray's start-up deadlines assume cores to spare. On a laptop or a 2-core VM
+# that is also running the job, Serve's proxy can take over 5 s to report ready
+# (the controller then kills it and `serve.start` fails with ActorDiedError),
+# and Train's worker group over 60 s to start. A local cluster waits longer; a
+# value already set in the environment wins.
+LOCAL_DEADLINES = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180",
+}
+
 
 class LocalRayError(RuntimeError):
     """The local Ray head could not be started."""
@@ -157,6 +168,7 @@ def start_head(
     if num_cpus is not None:
         cmd.append(f"--num-cpus={num_cpus}")
     env = {
+        **LOCAL_DEADLINES,
         **os.environ,
         "TMPDIR": scratch,
         **client_auth_env(),

@@ -350,9 +350,10 @@ def test_cpu_sampler_reads_sub_windows():
             child.wait()
     busy = s.cores_between(t_start, t_mid).get("other", 0.0)
     idle = s.cores_between(t_mid, t_end).get("other", 0.0)
-    assert busy > 0.2
+    # The child burned 0.6 s of CPU before `done`: check CPU seconds, which do
+    # not shrink when other processes share the cores (its share of a core does).
+    assert busy * (t_mid - t_start) > 0.3
     assert idle < 0.1
-    assert busy > idle + 0.15
 
 
 def test_worker_waits_show_two_busy_workers_sharing_one_core():
@@ -393,7 +394,8 @@ def test_worker_waits_show_two_busy_workers_sharing_one_core():
         assert 1.5 <= w["span_s"] <= 2.6  # the reads nearest inside the window
         assert w["run"] < 0.75  # shares the core with the other
         assert w["runqueue_wait"] > 0.25
-        assert w["run"] + w["runqueue_wait"] <= 1.05
+        # shares of the same span; a poll delayed at one end skews it a little
+        assert w["run"] + w["runqueue_wait"] <= 1.1
         assert w["preemptions_per_s"] > 1
     assert s.worker_waits_between(t_b + 10, t_b + 20) is None
 

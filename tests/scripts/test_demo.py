@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from scripts.localray import _process_table
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -31,14 +32,14 @@ def test_demo_trains_serves_and_reports_both_accuracies(tmp_path):
     assert test_acc >= 0.95 and served >= 0.95
     # the same checkpoint, the same test split: the served answers match
     assert abs(test_acc - served) < 1e-3
-    # it stopped the head it started: no process still names its temp dir
-    head = re.search(r"job API (http://127\.0\.0\.1:\d+)", out).group(1)
-    assert (
-        subprocess.run(
-            ["pgrep", "-f", head.rsplit(":", 1)[1]], capture_output=True
-        ).returncode
-        != 0
-    )
+    # it stopped the head it started: no process names its GCS or job API port
+    # as a whole argument value (`--gcs-address=127.0.0.1:PORT`, `--port=PORT`)
+    gcs, api = re.search(
+        r"GCS 127\.0\.0\.1:(\d+), job API http://127\.0\.0\.1:(\d+)", out
+    ).groups()
+    ports = re.compile(rb"[=:](?:%s|%s)(?:\0|$)" % (gcs.encode(), api.encode()))
+    left = [cmd[:200] for _, cmd in _process_table().values() if ports.search(cmd)]
+    assert left == [], left
 
 
 def test_demo_on_a_running_cluster_exits_non_zero_with_the_failing_step(

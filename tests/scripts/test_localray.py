@@ -68,7 +68,9 @@ def test_stop_head_leaves_no_process_of_the_cluster_behind():
 @pytest.mark.slow
 def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
     """A Ray worker's temporary folder (e.g. a checkpoint being written when the
-    worker is killed) lands in the cluster's own folder, which stop_head removes."""
+    worker is killed) lands in the cluster's own folder, which stop_head removes.
+    The same worker reads the local cluster's longer start-up deadlines as Ray
+    Serve and Ray Train parse them."""
     import subprocess
 
     head = start_head(num_cpus=1)
@@ -76,7 +78,15 @@ def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
         code = (
             "import ray, tempfile; ray.init(); "
             "f = ray.remote(lambda: tempfile.mkdtemp(prefix='rg-litter-')); "
-            "print('LITTER', ray.get(f.remote()))"
+            "print('LITTER', ray.get(f.remote()))\n"
+            "def deadlines():\n"
+            "    from ray.serve._private import constants as s\n"
+            "    from ray.train.v2._internal import constants as t\n"
+            "    import os\n"
+            "    return (s.PROXY_READY_CHECK_TIMEOUT_S,\n"
+            "            s.PROXY_HEALTH_CHECK_TIMEOUT_S,\n"
+            "            os.environ.get(t.WORKER_GROUP_START_TIMEOUT_S_ENV_VAR))\n"
+            "print('DEADLINES', ray.get(ray.remote(deadlines).remote()))"
         )
         out = subprocess.run(
             [ray_executable(), "job", "submit", "--address", head.dashboard_url]
@@ -88,6 +98,8 @@ def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
         )
         lines = [x for x in out.stdout.splitlines() if x.startswith("LITTER ")]
         assert lines, out.stdout[-2000:] + out.stderr[-2000:]
+        deadlines = [x for x in out.stdout.splitlines() if x.startswith("DEADLINES ")]
+        assert deadlines == ["DEADLINES (30.0, 30.0, '180')"], out.stdout[-2000:]
         litter = lines[0].split(" ", 1)[1]
         assert litter.startswith(os.path.join(head.temp_dir, "tmp") + "/")
         assert os.path.isdir(litter)
