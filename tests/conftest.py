@@ -86,6 +86,26 @@ MOTO_CREDENTIALS = {
 }
 
 
+def _wait_for_moto(proc: subprocess.Popen, url: str, timeout_s: float = 30) -> bool:
+    """True once moto answers at `url`; False if it exited first (its port was
+    taken). Kills it and raises if it neither answers nor exits in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            return True
+        except (urllib.error.URLError, OSError):
+            if proc.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise RuntimeError(
+                    f"moto_server did not answer within {timeout_s:.0f}s"
+                ) from None
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def start_moto(extra_env: dict[str, str] | None = None):
     """Run moto_server on 127.0.0.1 (a free port); yield (process, URL); kill it.
@@ -95,24 +115,23 @@ def start_moto(extra_env: dict[str, str] | None = None):
     exe = Path(sys.executable).with_name("moto_server")
     if not exe.exists():
         exe = Path(shutil.which("moto_server") or "moto_server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, **(extra_env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # A free port can be taken by someone else before moto binds it; moto then
+    # exits at once, and another port is tried.
+    for _attempt in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, **(extra_env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if _wait_for_moto(proc, url):
+            break
+        proc.wait(timeout=10)
+    else:
+        raise RuntimeError("moto_server did not start on any of 3 free ports")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
-                break
-            except (urllib.error.URLError, OSError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
         yield proc, url
     finally:
         proc.kill()
