@@ -9,6 +9,7 @@ client on this machine (`ray job submit`, the dashboard SDK) reads it from there
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -98,9 +99,20 @@ def ensure_token() -> None:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1: each stays bound until all are
+    picked, so the kernel cannot hand out one of them twice."""
+    with contextlib.ExitStack() as stack:
+        socks = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(n)
+        ]
+        for s in socks:
+            s.bind((LOOPBACK, 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def ray_executable() -> str:
@@ -129,15 +141,43 @@ def start_head(
     Prometheus endpoint to all interfaces (Ray offers no setting for their
     host); the Serve port itself stays on 127.0.0.1. HAProxy's admin socket lives
     in a folder created here with mode 0700, so other users cannot reach it.
+
+    The ports are picked free, then bound by Ray: if another process takes the
+    GCS port in between, the head is started once more on other ports.
     """
     try:
         ingress_env = serve_ingress_env(serve_ingress)
     except ValueError as exc:
         raise LocalRayError(str(exc)) from None
+    for attempt in (1, 2):
+        try:
+            return _start_head(num_cpus, temp_dir, timeout_s, extra_env, ingress_env)
+        except _PortTaken as exc:
+            if attempt == 2:
+                raise LocalRayError(str(exc)) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _PortTaken(LocalRayError):
+    """`ray start` could not bind a port picked free a moment before."""
+
+
+# How Ray's GCS reports a port it cannot bind (gcs_server's grpc_server.cc).
+PORT_TAKEN = re.compile(r"Failed to start the grpc server|[Aa]ddress already in use")
+
+
+def _start_head(
+    num_cpus: int | None,
+    temp_dir: str | None,
+    timeout_s: float,
+    extra_env: dict[str, str] | None,
+    ingress_env: dict[str, str],
+) -> LocalRay:
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="rg-", dir="/tmp")
+    port, dash, client, agent, stats, metrics = free_ports(6)
     if ingress_env:
         folder = _haproxy_dir(temp_dir)
-        ingress_env.update(_haproxy_local_env(folder))
+        ingress_env = {**ingress_env, **_haproxy_local_env(folder, stats, metrics)}
         try:
             os.mkdir(folder, 0o700)  # HAProxy's admin socket is mode 666 inside
         except FileExistsError:
@@ -150,7 +190,6 @@ def start_head(
     # goes when stop_head removes temp_dir, instead of piling up in /tmp.
     scratch = os.path.join(temp_dir, "tmp")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
-    port, dash, client, agent = (free_port() for _ in range(4))
     cmd = [
         ray_executable(),
         "start",
@@ -183,8 +222,10 @@ def start_head(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0:
         stop_head(temp_dir)
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        raise LocalRayError("`ray start --head` failed:\n" + "\n".join(tail))
+        output = (proc.stderr or proc.stdout).strip()
+        tail = output.splitlines()[-15:]
+        error = _PortTaken if PORT_TAKEN.search(output) else LocalRayError
+        raise error("`ray start --head` failed:\n" + "\n".join(tail))
     ray = LocalRay(
         address=f"{LOOPBACK}:{port}",
         dashboard_url=f"http://{LOOPBACK}:{dash}",
@@ -204,7 +245,7 @@ def _haproxy_dir(temp_dir: str) -> str:
     return f"/tmp/rgh-{digest}"  # short: see _haproxy_local_env
 
 
-def _haproxy_local_env(base: str) -> dict[str, str]:
+def _haproxy_local_env(base: str, stats: int, metrics: int) -> dict[str, str]:
     """HAProxy's files (in folder `base`) and side ports for one local cluster.
 
     Ray's defaults are fixed (/tmp/haproxy-serve, ports 8404 and 9101), so two
@@ -219,8 +260,8 @@ def _haproxy_local_env(base: str) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": os.path.join(base, "server-state"),
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": os.path.join(base, "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics),
     }
 
 

@@ -107,3 +107,54 @@ def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
         assert not os.path.exists(litter)
     finally:
         stop_head(head.temp_dir)
+
+
+def test_free_ports_are_distinct():
+    from scripts.localray import free_ports
+
+    for _ in range(20):
+        ports = free_ports(6)
+        assert len(set(ports)) == 6, ports
+
+
+@pytest.mark.slow
+def test_a_head_whose_port_was_taken_starts_again_on_other_ports(monkeypatch):
+    """Another process binds the GCS port between the pick and `ray start` (here
+    a real listening socket): Ray's GCS fails to bind, and the head is started
+    once more on freshly picked ports."""
+    import socket
+
+    from scripts import localray
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        real = localray.free_ports
+        calls = []
+
+        def first_gcs_port_taken(n):
+            calls.append(n)
+            ports = real(n)
+            return [busy, *ports[1:]] if len(calls) == 1 else ports
+
+        monkeypatch.setattr(localray, "free_ports", first_gcs_port_taken)
+        head = start_head(num_cpus=1)
+        try:
+            assert len(calls) == 2
+            assert not head.address.endswith(f":{busy}")
+            assert ray_status_ok(head)
+        finally:
+            stop_head(head.temp_dir)
+
+
+def ray_status_ok(head) -> bool:
+    import urllib.request
+
+    from scripts.localray import auth_headers
+
+    req = urllib.request.Request(
+        f"{head.dashboard_url}/api/version", headers=auth_headers()
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status == 200
