@@ -162,8 +162,11 @@ class _PortTaken(LocalRayError):
     """`ray start` could not bind a port picked free a moment before."""
 
 
-# How Ray's GCS reports a port it cannot bind (gcs_server's grpc_server.cc).
-PORT_TAKEN = re.compile(r"Failed to start the grpc server|[Aa]ddress already in use")
+# How Ray reports a port it cannot bind: the GCS (grpc_server.cc), Ray's own
+# check of the dashboard and client ports (services.py), or the OS's words.
+PORT_TAKEN = re.compile(
+    r"Failed to start the grpc server|already occupied|[Aa]ddress already in use"
+)
 
 
 def _start_head(
@@ -188,6 +191,7 @@ def _start_head(
     # The cluster's own scratch folder for TMPDIR: what its processes leave in
     # temporary files (a Train worker killed while writing a checkpoint, for one)
     # goes when stop_head removes temp_dir, instead of piling up in /tmp.
+    os.makedirs(temp_dir, mode=0o700, exist_ok=True)  # again after a retry
     scratch = os.path.join(temp_dir, "tmp")
     os.makedirs(scratch, mode=0o700, exist_ok=True)
     cmd = [
@@ -222,9 +226,9 @@ def _start_head(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     if proc.returncode != 0:
         stop_head(temp_dir)
-        output = (proc.stderr or proc.stdout).strip()
-        tail = output.splitlines()[-15:]
-        error = _PortTaken if PORT_TAKEN.search(output) else LocalRayError
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
+        taken = PORT_TAKEN.search(proc.stderr + proc.stdout)
+        error = _PortTaken if taken else LocalRayError
         raise error("`ray start --head` failed:\n" + "\n".join(tail))
     ray = LocalRay(
         address=f"{LOOPBACK}:{port}",

@@ -130,7 +130,10 @@ def start_moto(extra_env: dict[str, str] | None = None):
             break
         proc.wait(timeout=10)
     else:
-        raise RuntimeError("moto_server did not start on any of 3 free ports")
+        raise RuntimeError(
+            "moto_server exited at start-up 3 times, each on a fresh free port "
+            f"(a port taken each time, or a broken install: try `{exe} --help`)"
+        )
     try:
         yield proc, url
     finally:

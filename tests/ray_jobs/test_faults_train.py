@@ -85,7 +85,6 @@ def test_a_worker_killed_mid_run_restarts_from_the_latest_checkpoint(
     first = [e for e, a, _ in at_restart if a == 1]
     second = [e for e, a, _ in found if a == 2]
     assert {a for _, a, _ in found} <= {1, 2}, found  # exactly one restart
-    assert second, f"training outran the kill: {found}"
     assert second == list(range(min(second), epochs)), found  # finished the run
     # The restart begins right after the newest checkpoint attempt 1 wrote,
     # registered by Train or not (or repeats that epoch if its upload was cut

@@ -350,9 +350,11 @@ def test_cpu_sampler_reads_sub_windows():
             child.wait()
     busy = s.cores_between(t_start, t_mid).get("other", 0.0)
     idle = s.cores_between(t_mid, t_end).get("other", 0.0)
-    # The child burned 0.6 s of CPU before `done`: check CPU seconds, which do
-    # not shrink when other processes share the cores (its share of a core does).
-    assert busy * (t_mid - t_start) > 0.3
+    # The child burned 0.6 s of CPU before `done`: check CPU seconds (cores times
+    # the span between the polls used), which do not shrink when other processes
+    # share the cores, as its share of a core does.
+    (ta, _), (tb, _) = bench_proc._ends_inside(s.history, t_start, t_mid)
+    assert busy * (tb - ta) > 0.3
     assert idle < 0.1
 
 
@@ -570,10 +572,11 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
         except (OSError, ValueError):
             return -1
 
-    def wait_for(predicate, what: str, seconds: float = 30) -> None:
+    def wait_for(predicate, what, seconds: float = 30) -> None:
+        """`what` (a callable) says, at the deadline, what was seen."""
         deadline = time.monotonic() + seconds
         while not predicate():
-            assert time.monotonic() < deadline, what
+            assert time.monotonic() < deadline, what()
             time.sleep(0.05)
 
     def states() -> set[str]:
@@ -585,19 +588,19 @@ def test_freezer_pauses_and_resumes_a_whole_process_tree(tmp_path):
 
     freezer = bench_proc.Freezer(parent.pid)
     try:
-        wait_for(lambda: count() >= 5, "child never started")
+        wait_for(lambda: count() >= 5, lambda: "child never started")
         assert len(freezer._tree()) == 2  # the parent and its child
         freezer.pause()
         # A signalled process stops when it next runs, so allow it a moment.
-        wait_for(lambda: states() == {"T"}, f"not all stopped: {states()}")
+        wait_for(lambda: states() == {"T"}, lambda: f"not all stopped: {states()}")
         time.sleep(0.1)
         paused_at = count()
         time.sleep(0.4)
         assert count() == paused_at
         freezer.resume()
-        wait_for(lambda: "T" not in states(), f"not all resumed: {states()}")
+        wait_for(lambda: "T" not in states(), lambda: f"not all resumed: {states()}")
         # A loaded machine may take a while to schedule the child again.
-        wait_for(lambda: count() > paused_at, f"child stayed at {paused_at}")
+        wait_for(lambda: count() > paused_at, lambda: f"child stayed at {count()}")
     finally:
         freezer.resume()
         os.killpg(parent.pid, signal.SIGKILL)

@@ -66,13 +66,17 @@ def test_stop_head_leaves_no_process_of_the_cluster_behind():
 
 
 @pytest.mark.slow
-def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
+def test_temporary_files_of_the_clusters_workers_go_with_the_cluster(monkeypatch):
     """A Ray worker's temporary folder (e.g. a checkpoint being written when the
     worker is killed) lands in the cluster's own folder, which stop_head removes.
-    The same worker reads the local cluster's longer start-up deadlines as Ray
-    Serve and Ray Train parse them."""
+    The same worker reads the local cluster's longer start-up deadlines: Serve's
+    as Serve parses them, Train's from the variable its controller reads."""
     import subprocess
 
+    from scripts.localray import LOCAL_DEADLINES
+
+    for name in LOCAL_DEADLINES:  # a value set by whoever runs the tests wins
+        monkeypatch.delenv(name, raising=False)
     head = start_head(num_cpus=1)
     try:
         code = (
@@ -109,12 +113,38 @@ def test_temporary_files_of_the_clusters_workers_go_with_the_cluster():
         stop_head(head.temp_dir)
 
 
-def test_free_ports_are_distinct():
-    from scripts.localray import free_ports
+def test_free_ports_are_distinct(monkeypatch):
+    """Even from a kernel that hands out the lowest unbound port: each socket
+    stays bound until all are picked. Picking them one by one, closing each,
+    would get the same port six times from such a kernel."""
+    import socket as real_socket
 
-    for _ in range(20):
-        ports = free_ports(6)
-        assert len(set(ports)) == 6, ports
+    from scripts import localray
+
+    bound: set[int] = set()
+
+    class LowestPortSocket:  # a thin seam around the kernel's choice of port
+        def __init__(self, *args):
+            self.port = None
+
+        def bind(self, address):
+            self.port = min(set(range(40000, 40010)) - bound)
+            bound.add(self.port)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            bound.discard(self.port)
+
+    monkeypatch.setattr(localray.socket, "socket", LowestPortSocket)
+    assert sorted(localray.free_ports(6)) == list(range(40000, 40006))
+    assert bound == set()  # all released
+    monkeypatch.setattr(localray.socket, "socket", real_socket.socket)
+    assert len(set(localray.free_ports(6))) == 6
 
 
 @pytest.mark.slow
