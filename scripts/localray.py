@@ -149,13 +149,11 @@ def start_head(
         ingress_env = serve_ingress_env(serve_ingress)
     except ValueError as exc:
         raise LocalRayError(str(exc)) from None
-    for attempt in (1, 2):
-        try:
-            return _start_head(num_cpus, temp_dir, timeout_s, extra_env, ingress_env)
-        except _PortTaken as exc:
-            if attempt == 2:
-                raise LocalRayError(str(exc)) from None
-    raise AssertionError("unreachable")  # pragma: no cover
+    args = (num_cpus, temp_dir, timeout_s, extra_env, ingress_env)
+    try:
+        return _start_head(*args)
+    except _PortTaken:
+        return _start_head(*args)  # all ports picked afresh; a second miss raises
 
 
 class _PortTaken(LocalRayError):

@@ -173,18 +173,6 @@ def test_a_head_whose_port_was_taken_starts_again_on_other_ports(monkeypatch):
         try:
             assert len(calls) == 2
             assert not head.address.endswith(f":{busy}")
-            assert ray_status_ok(head)
+            localray.wait_for_job_api(head.dashboard_url, 10)  # it answers
         finally:
             stop_head(head.temp_dir)
-
-
-def ray_status_ok(head) -> bool:
-    import urllib.request
-
-    from scripts.localray import auth_headers
-
-    req = urllib.request.Request(
-        f"{head.dashboard_url}/api/version", headers=auth_headers()
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status == 200
