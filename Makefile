@@ -6,6 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RAYGPU := $(VENV)/bin/raygpu
+# The operator's side alone (plan, render: no Ray, no torch), and everything.
+OPERATOR_STAMP := $(VENV)/.operator.stamp
 STAMP := $(VENV)/.requirements.stamp
 STACK ?= dev
 OUT ?= rendered/$(STACK)
@@ -14,21 +17,29 @@ PYTEST_ARGS ?=
 # pip on this kind of machine prints a warning per package for its local mirrors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv test test-fast lint fmt demo plan render train serve destroy orphans bench clean
+.PHONY: help venv venv-operator test test-fast lint fmt demo plan render train serve destroy orphans bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 	@echo "  variables: STACK=$(STACK) (dev|prod), OUT, CHECKPOINT, ARGS, PYTEST_ARGS"
 
-$(STAMP): requirements.txt
+$(OPERATOR_STAMP): requirements-operator.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the operator's side into $(VENV) (no Ray, no torch)"
+	$(PY) -m pip install -q -r requirements-operator.txt 2>&1 | $(PIP_QUIET)
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
+	@touch $(OPERATOR_STAMP)
+
+$(STAMP): requirements.txt $(OPERATOR_STAMP)
 	@echo "installing requirements.txt into $(VENV) (first time: several minutes, ~7 GB)"
 	$(PY) -m pip install -q -r requirements.txt 2>&1 | $(PIP_QUIET)
-	@$(PY) -c "import ray, torch, torchvision, pulumi, pulumi_aws, pulumi_kubernetes"
+	@$(PY) -c "import ray, torch, torchvision, pulumi, pulumi_aws, pulumi_kubernetes, raygpu"
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create .venv and install the pinned requirements (when missing)
+venv-operator: $(OPERATOR_STAMP) ## install the operator's side only (plan, render, destroy, orphans)
+
+venv: $(STAMP) ## create .venv and install everything pinned (Ray, torch, test tools)
 
 test: $(STAMP) ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -45,29 +56,29 @@ fmt: $(STAMP) ## ruff: fix and format
 	$(VENV)/bin/ruff format .
 
 demo: $(STAMP) ## the main job on a local Ray cluster: train (2 workers, digits), serve, check
-	$(PY) scripts/demo.py
+	$(RAYGPU) demo
 
-plan: $(STAMP) ## offline plan with hourly cost for STACK (no credentials, no Pulumi CLI)
-	$(PY) scripts/plan.py --stack $(STACK)
+plan: $(OPERATOR_STAMP) ## offline plan with hourly cost for STACK (no credentials, no Pulumi CLI)
+	$(RAYGPU) plan --stack $(STACK)
 
-render: $(STAMP) ## write every Kubernetes object of STACK as YAML into OUT
-	$(PY) scripts/render.py --stack $(STACK) --out $(OUT)
+render: $(OPERATOR_STAMP) ## write every Kubernetes object of STACK as YAML into OUT, validated
+	$(RAYGPU) render --stack $(STACK) --out $(OUT)
 
 train: $(STAMP) ## submit the training job to STACK's Ray cluster (ray job submit)
-	$(PY) scripts/submit.py --stack $(STACK) -- python train.py --num-workers 2 --use-gpu --dataset digits
+	$(RAYGPU) submit --stack $(STACK) -- python train.py --num-workers 2 --use-gpu --dataset digits
 
 serve: $(STAMP) ## deploy the serving app on STACK for CHECKPOINT (an s3:// URI)
 	@test -n "$(CHECKPOINT)" || { echo "error: set CHECKPOINT=s3://.../checkpoint_..." >&2; exit 2; }
-	$(PY) scripts/serve.py --stack $(STACK) --checkpoint $(CHECKPOINT)
+	$(RAYGPU) serve --stack $(STACK) --checkpoint $(CHECKPOINT)
 
-destroy: $(STAMP) ## ordered teardown of STACK, then a scan for leftovers
-	$(PY) scripts/teardown.py --stack $(STACK) $(ARGS)
+destroy: $(OPERATOR_STAMP) ## ordered teardown of STACK (asks first), then a scan for leftovers
+	$(RAYGPU) destroy --stack $(STACK) $(ARGS)
 
-orphans: $(STAMP) ## list what of STACK still exists (ARGS=--delete removes it)
-	$(PY) scripts/orphans.py --stack $(STACK) $(ARGS)
+orphans: $(OPERATOR_STAMP) ## list what of STACK still exists (ARGS=--delete removes it)
+	$(RAYGPU) orphans --stack $(STACK) $(ARGS)
 
 bench: $(STAMP) ## benchmarks: Ray Train vs torchrun, Ray Serve vs FastAPI, start-up, plan
-	$(PY) scripts/bench.py
+	$(PY) -m scripts.bench
 
 clean: ## remove caches and rendered output (keeps .venv)
 	rm -rf rendered .pytest_cache .ruff_cache demo-output

@@ -19,7 +19,6 @@ if _ROOT not in sys.path:
 import pulumi  # noqa: E402
 import pulumi_aws as aws  # noqa: E402
 
-from infra import config as config_mod  # noqa: E402
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs  # noqa: E402
 from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
 from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
@@ -27,6 +26,7 @@ from infra.identity import Identity, IdentityArgs  # noqa: E402
 from infra.kuberay import RayOnKubernetes, RayOnKubernetesArgs  # noqa: E402
 from infra.network import Network, NetworkArgs  # noqa: E402
 from infra.storage import Storage, StorageArgs  # noqa: E402
+from raygpu import config as config_mod  # noqa: E402
 
 
 def main() -> dict[str, object]:

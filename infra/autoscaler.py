@@ -39,10 +39,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra import autoscaler_values as values_mod
 from infra import helm
-from infra.config import StackConfig
 from infra.identity import trust_policy
+from raygpu import autoscaler_values as values_mod
+from raygpu.config import StackConfig
 
 TYPE_TOKEN = "raygpu:autoscaler:ClusterAutoscaler"
 HELM_TIMEOUT_SECONDS = 600

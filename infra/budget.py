@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import StackConfig
-
-ALERTS = (("ACTUAL", 80.0), ("FORECASTED", 100.0))
+from raygpu.config import BUDGET_ALERTS, StackConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +60,7 @@ class CostGuard(pulumi.ComponentResource):
                     threshold_type="PERCENTAGE",
                     subscriber_email_addresses=[args.alert_email],
                 )
-                for kind, threshold in ALERTS
+                for kind, threshold in BUDGET_ALERTS
             ]
         cost_filters = []
         if args.scope == "stack":

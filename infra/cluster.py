@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra import versions
-from infra.config import REGION_TAG, GpuPoolConfig, StackConfig, SystemPoolConfig
+from raygpu import versions
+from raygpu.config import GpuPoolConfig, StackConfig, SystemPoolConfig
+from raygpu.names import REGION_TAG
 
 CONTROL_PLANE_LOG_TYPES = (
     "api",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pulumi_kubernetes as k8s
 
-from infra.manifests import HelmRelease
+from raygpu.manifests import HelmRelease
 
 # Releases kept per chart, for `helm rollback`.
 MAX_HISTORY = 10

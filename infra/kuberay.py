@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import helm, manifests
-from infra.config import StackConfig
+from infra import helm
+from raygpu import manifests
+from raygpu.config import StackConfig
 
 TYPE_TOKEN = "raygpu:kuberay:RayOnKubernetes"
 HELM_TIMEOUT_SECONDS = 900

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import REGION_TAG, StackConfig
+from raygpu.config import StackConfig
+from raygpu.names import REGION_TAG
 
 
 @dataclass(frozen=True)

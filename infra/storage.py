@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.config import BUCKET_TAG, StackConfig
+from raygpu.config import StackConfig
+from raygpu.names import BUCKET_TAG
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ RAY_JOBS = REPO / "ray_jobs"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from infra.serve_ingress import DEFAULT_INGRESS  # noqa: E402
+from raygpu.serve_ingress import DEFAULT_INGRESS  # noqa: E402
 from scripts import bench_load  # noqa: E402
 from scripts.bench_proc import (  # noqa: E402
     CpuSampler,
@@ -350,7 +350,7 @@ def tail(path: Path, lines: int = 8) -> str:
 
 
 def base_env(marks: Path | None = None) -> dict[str, str]:
-    from scripts.localray import client_auth_env
+    from raygpu.rayclient import client_auth_env
 
     env = {**os.environ, **client_auth_env(), **THREAD_ENV}
     env.pop("RAY_ADDRESS", None)
@@ -381,7 +381,7 @@ class Bench:
         return self.work / f"{self.counter:03d}-{stem}{suffix}"
 
     def cleanup(self) -> None:
-        from scripts.localray import stop_head
+        from raygpu.localray import stop_head
 
         for proc in self.procs:
             if proc.poll() is None:
@@ -396,7 +396,7 @@ class Bench:
         env: dict[str, str] | None = None,
         serve_ingress: str = DEFAULT_INGRESS,
     ) -> Any:
-        from scripts.localray import start_head
+        from raygpu.localray import start_head
 
         temp_dir = tempfile.mkdtemp(prefix="rg-bench-", dir="/tmp")
         self.heads.append(temp_dir)
@@ -410,7 +410,7 @@ class Bench:
         return head, time.monotonic() - t0
 
     def stop_head(self, temp_dir: str) -> None:
-        from scripts.localray import stop_head
+        from raygpu.localray import stop_head
 
         stop_head(temp_dir)
         if temp_dir in self.heads:
@@ -445,7 +445,7 @@ def train_args(work: dict, storage: Path, run_name: str) -> list[str]:
 
 def torchrun_argv(work: dict, out: Path) -> list[str]:
     torchrun = str(Path(PY).with_name("torchrun"))
-    from scripts.localray import free_port
+    from raygpu.localray import free_port
 
     return [
         torchrun,
@@ -1100,7 +1100,7 @@ SERVE_REPLICAS = 2  # one per core; FastAPI is one process (the issue's baseline
 
 
 def start_fastapi(bench: Bench, ckpts: dict[str, str]) -> dict[str, int]:
-    from scripts.localray import free_port
+    from raygpu.localray import free_port
 
     servers = {}
     for name, ckpt in ckpts.items():
@@ -1147,7 +1147,7 @@ def deploy_model(bench: Bench, head: Any, port: int, apps: dict[str, Any]) -> fl
 
 
 def bench_serve(bench: Bench) -> dict[str, Any]:
-    from scripts.localray import free_port
+    from raygpu.localray import free_port
 
     ckpts = make_checkpoints(bench)
     ceiling = {

@@ -32,13 +32,13 @@ for path in (str(REPO), str(RAY_JOBS)):
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Clusters and clients in tests use Ray's token authentication, as users do, and
-# stay on 127.0.0.1 (see scripts/localray.client_auth_env).
+# stay on 127.0.0.1 (see raygpu.rayclient.client_auth_env).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # Keep Ray Train's progress table out of test logs.
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 
-from scripts.localray import LocalRay, free_port, start_head, stop_head  # noqa: E402
+from raygpu.localray import LocalRay, free_port, start_head, stop_head  # noqa: E402
 
 
 @pytest.fixture(scope="session")

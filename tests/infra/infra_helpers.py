@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from infra.config import StackConfig, load_config
-from scripts.offline import OfflineRun, run_under_mocks
+from raygpu.config import StackConfig, load_config
+from raygpu.offline import OfflineRun, run_under_mocks
 
 # The stack outputs scripts/ rely on (the contract); every test checks these.
 CONTRACT_OUTPUTS = frozenset(

@@ -12,8 +12,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from infra import autoscaler_values as av
-from infra import config, manifests, versions
 from infra.autoscaler import (
     NODEGROUP_READ_ACTIONS,
     SCALING_ACTIONS,
@@ -22,7 +20,9 @@ from infra.autoscaler import (
     ClusterAutoscaler,
     ClusterAutoscalerArgs,
 )
-from scripts.offline import MOCK_ACCOUNT, OfflineRun, run_offline
+from raygpu import autoscaler_values as av
+from raygpu import config, manifests, names, versions
+from raygpu.offline import MOCK_ACCOUNT, OfflineRun, run_offline
 from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
 
 ROLE = "aws:iam/role:Role"
@@ -220,7 +220,7 @@ def test_release_uses_the_given_provider_after_the_policy(component):
     values = inputs["values"]
     assert values["autoDiscovery"]["clusterName"] == cfg.cluster_name
     assert values["awsRegion"] == cfg.region
-    assert values["nodeSelector"] == {config.NODE_ROLE_LABEL: config.SYSTEM_NODE_ROLE}
+    assert values["nodeSelector"] == {names.NODE_ROLE_LABEL: names.SYSTEM_NODE_ROLE}
     role = run.one(ROLE)
     annotations = values["rbac"]["serviceAccount"]["annotations"]
     assert annotations["eks.amazonaws.com/role-arn"] == (
@@ -256,7 +256,7 @@ def test_program_release_reuses_the_ray_layers_provider(program):
     (system,) = [
         g
         for g in run.of_type(NODE_GROUP)
-        if g["inputs"]["labels"].get(config.NODE_ROLE_LABEL) == config.SYSTEM_NODE_ROLE
+        if g["inputs"]["labels"].get(names.NODE_ROLE_LABEL) == names.SYSTEM_NODE_ROLE
     ]
     assert values["nodeSelector"].items() <= system["inputs"]["labels"].items()
     assert not system["inputs"].get("taints")
@@ -321,12 +321,12 @@ def test_every_gpu_pool_asg_carries_the_scale_from_zero_tags(program):
     gpu_groups = [
         g
         for g in run.of_type(NODE_GROUP)
-        if g["inputs"]["labels"].get(config.NODE_ROLE_LABEL) == config.GPU_NODE_ROLE
+        if g["inputs"]["labels"].get(names.NODE_ROLE_LABEL) == names.GPU_NODE_ROLE
     ]
     assert len(gpu_groups) == len(cfg.gpu_pools) >= 1
     for group in gpu_groups:
         labels = group["inputs"]["labels"]
-        pool = next(p for p in cfg.gpu_pools if p.name == labels[config.POOL_LABEL])
+        pool = next(p for p in cfg.gpu_pools if p.name == labels[names.POOL_LABEL])
         # The ASG the mock gives this node group: resources[0].autoscalingGroups[0].
         node_group_name = group["id"].split(":", 1)[1]
         asg_tags = {
@@ -342,9 +342,7 @@ def test_every_gpu_pool_asg_carries_the_scale_from_zero_tags(program):
             )
         expected[f"{TEMPLATE}/resources/nvidia.com/gpu"] = str(pool.gpus_per_node)
         assert asg_tags == expected, group["name"]
-        assert asg_tags[f"{TEMPLATE}/label/{config.AWS_GPU_LABEL}"].startswith(
-            "nvidia-"
-        )
+        assert asg_tags[f"{TEMPLATE}/label/{names.AWS_GPU_LABEL}"].startswith("nvidia-")
 
         # The node template these tags describe takes the pool's worker pod.
         pod = workers[pool.name]["template"]["spec"]

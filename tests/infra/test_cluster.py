@@ -7,7 +7,6 @@ import json
 import pulumi
 import pytest
 
-from infra import config as config_mod
 from infra.cluster import (
     CONTROL_PLANE_LOG_TYPES,
     GPU_AMI_TYPE,
@@ -15,7 +14,8 @@ from infra.cluster import (
     EksClusterArgs,
     autoscaler_template_tags,
 )
-from scripts.offline import RaygpuMocks
+from raygpu import names
+from raygpu.offline import RaygpuMocks
 from tests.infra.infra_helpers import run_component, stack_config
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -143,10 +143,10 @@ def test_one_gpu_node_group_per_pool(private):
             {"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}
         ]
         assert inputs["labels"] == {
-            config_mod.NODE_ROLE_LABEL: "gpu",
-            config_mod.POOL_LABEL: pool.name,
-            config_mod.GPU_MODEL_LABEL: pool.gpu_model,
-            config_mod.AWS_GPU_LABEL: f"nvidia-{pool.gpu_model.lower()}",
+            names.NODE_ROLE_LABEL: "gpu",
+            names.POOL_LABEL: pool.name,
+            names.GPU_MODEL_LABEL: pool.gpu_model,
+            names.AWS_GPU_LABEL: f"nvidia-{pool.gpu_model.lower()}",
         }
         # No SSH: no remote access block and no key pair in the template.
         assert "remoteAccess" not in inputs
@@ -229,7 +229,7 @@ def test_system_group_is_on_demand_cpu_without_taints(private):
     assert system["amiType"] == "AL2023_x86_64_STANDARD"
     assert system["instanceTypes"] == list(cfg.system_pool.instance_types)
     assert system.get("taints", []) == []
-    assert system["labels"] == {config_mod.NODE_ROLE_LABEL: "system"}
+    assert system["labels"] == {names.NODE_ROLE_LABEL: "system"}
     assert system["scalingConfig"]["minSize"] >= 1
 
 

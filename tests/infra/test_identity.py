@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from infra.identity import Identity, IdentityArgs
-from scripts.offline import RaygpuMocks
+from raygpu.offline import RaygpuMocks
 from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
 
 ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC123"

@@ -15,8 +15,8 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 
-from infra import config, manifests, versions
-from tests.infra.test_manifests import STACKS, stack_config
+from raygpu import config, manifests, versions
+from tests.raygpu.test_manifests import STACKS, stack_config
 
 
 @dataclass

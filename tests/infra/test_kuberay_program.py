@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from pulumi.runtime import rpc
 
-from infra import config, crd_schema, manifests
-from scripts.offline import OfflineRun, run_offline
-from tests.infra.test_manifests import STACKS, stack_config
+from raygpu import config, crd_schema, manifests, names
+from raygpu.offline import OfflineRun, run_offline
+from tests.raygpu.test_manifests import STACKS, stack_config
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 K8S_PROVIDER = "pulumi:providers:kubernetes"
@@ -71,15 +71,15 @@ def test_worker_groups_match_the_gpu_node_groups(program):
     gpu_node_groups = [
         g
         for g in run.of_type(NODE_GROUP)
-        if g["inputs"].get("labels", {}).get(config.NODE_ROLE_LABEL)
-        == config.GPU_NODE_ROLE
+        if g["inputs"].get("labels", {}).get(names.NODE_ROLE_LABEL)
+        == names.GPU_NODE_ROLE
     ]
     assert sorted(groups) == sorted(
-        g["inputs"]["labels"][config.POOL_LABEL] for g in gpu_node_groups
+        g["inputs"]["labels"][names.POOL_LABEL] for g in gpu_node_groups
     )
     for node_group in gpu_node_groups:
         labels = node_group["inputs"]["labels"]
-        pool = next(p for p in cfg.gpu_pools if p.name == labels[config.POOL_LABEL])
+        pool = next(p for p in cfg.gpu_pools if p.name == labels[names.POOL_LABEL])
         group = groups[pool.name]
         pod = group["template"]["spec"]
         # The node selector picks exactly this node group's nodes.
@@ -110,8 +110,8 @@ def test_head_and_operator_go_to_the_system_node_group(program):
     system = [
         g
         for g in run.of_type(NODE_GROUP)
-        if g["inputs"].get("labels", {}).get(config.NODE_ROLE_LABEL)
-        == config.SYSTEM_NODE_ROLE
+        if g["inputs"].get("labels", {}).get(names.NODE_ROLE_LABEL)
+        == names.SYSTEM_NODE_ROLE
     ]
     (system,) = system
     assert not system["inputs"].get("taints")

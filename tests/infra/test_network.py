@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from infra.network import Network, NetworkArgs
-from scripts.offline import RaygpuMocks
+from raygpu.offline import RaygpuMocks
 from tests.infra.infra_helpers import run_component, stack_config
 
 SUBNET = "aws:ec2/subnet:Subnet"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from infra.config import load_stack_file
-from scripts.offline import run_offline
+from raygpu.config import load_stack_file
+from raygpu.offline import run_offline
 from tests.infra.infra_helpers import CONTRACT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,7 +226,7 @@ def test_budget_alert_only_where_configured(stack):
 def test_bad_config_reaches_the_program_as_one_line_run_error(monkeypatch):
     """from_pulumi + main(): a bad engine config stops before any resource."""
     from infra import __main__ as program
-    from scripts import offline
+    from raygpu import offline
 
     def body():
         program.main()
@@ -254,8 +254,8 @@ def test_bad_config_reaches_the_program_as_one_line_run_error(monkeypatch):
 @pytest.mark.parametrize("name", ["dev", "prod"])
 def test_from_pulumi_reads_what_the_stack_file_says(name):
     """The engine hands config over as strings; from_pulumi() decodes them back."""
-    from infra import config
-    from scripts.offline import run_under_mocks
+    from raygpu import config
+    from raygpu.offline import run_under_mocks
 
     path = ROOT / f"Pulumi.{name}.yaml"
     seen = []

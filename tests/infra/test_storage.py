@@ -6,7 +6,7 @@ import pulumi
 import pytest
 
 from infra.storage import Storage, StorageArgs
-from scripts.offline import RaygpuMocks
+from raygpu.offline import RaygpuMocks
 from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
 
 BUCKET = "aws:s3/bucket:Bucket"

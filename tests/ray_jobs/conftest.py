@@ -6,8 +6,6 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
-
 
 @pytest.fixture(scope="session")
 def submitted_run(ray_head, tmp_path_factory):
@@ -15,7 +13,9 @@ def submitted_run(ray_head, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
     cmd = [
         sys.executable,
-        str(REPO / "scripts" / "submit.py"),
+        "-m",
+        "raygpu",
+        "submit",
         "--address",
         ray_head.dashboard_url,
         "--",

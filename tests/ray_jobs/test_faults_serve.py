@@ -21,7 +21,7 @@ import torch
 from mlcore import checkpointing
 from mlcore.data import load_dataset
 from mlcore.models import ModelSpec, build_model
-from scripts.localray import free_port
+from raygpu.localray import free_port
 from serve_app import ServeArgs, build_app
 from tests.ray_jobs.fault_helpers import alive_actor_pids, sigkill, wait_until
 

@@ -21,7 +21,7 @@ import pytest
 import train
 from mlcore import checkpointing
 from mlcore.storage import parse_storage
-from scripts.localray import free_port
+from raygpu.localray import free_port
 from tests.conftest import MOTO_CREDENTIALS, start_moto
 from tests.ray_jobs.fault_helpers import (
     checkpoints,

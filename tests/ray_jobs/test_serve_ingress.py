@@ -19,15 +19,15 @@ import torch
 
 from mlcore import checkpointing
 from mlcore.models import ModelSpec, build_model
-from scripts.bench import wait_http
-from scripts.localray import (
+from raygpu.localray import (
     _haproxy_dir,
     _process_table,
-    client_auth_env,
     free_port,
     start_head,
     stop_head,
 )
+from raygpu.rayclient import client_auth_env
+from scripts.bench import wait_http
 from tests.ray_jobs.test_serve import call
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,1 @@
+"""raygpu: the operator's side of the toolkit (config, manifests, plan, CLI)."""

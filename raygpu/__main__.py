@@ -1,0 +1,3 @@
+from raygpu.cli import entry
+
+entry()

@@ -1,0 +1,106 @@
+"""`raygpu`: the operator's one command.
+
+    raygpu plan --stack dev            offline plan and hourly cost
+    raygpu render --stack dev          every Kubernetes object as YAML, validated
+    raygpu submit --stack dev -- python train.py
+    raygpu serve --stack dev --checkpoint s3://...
+    raygpu destroy --stack dev         ordered teardown, then a leftover scan
+    raygpu orphans --stack dev         what a stack left behind
+    raygpu demo                        train, serve and check on a local Ray cluster
+
+Exit codes, the same for every command: 0 done, 1 failed, 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from raygpu.errors import EXIT_FAILURE, EXIT_USAGE, RaygpuError
+
+# command -> (module, one-line help). Modules are imported only when their command
+# runs, so `raygpu --help` and the operator-only install stay light.
+COMMANDS = {
+    "plan": ("raygpu.plan", "offline plan of a stack: resources and hourly cost"),
+    "render": ("raygpu.render", "write a stack's Kubernetes objects as YAML, checked"),
+    "submit": ("raygpu.submit", "submit a job to a stack's Ray cluster and follow it"),
+    "serve": ("raygpu.serve", "deploy the serving app for a checkpoint"),
+    "destroy": ("raygpu.teardown", "ordered teardown of a stack, then a leftover scan"),
+    "orphans": ("raygpu.orphans", "list (or --delete) what a stack left in AWS"),
+    "demo": ("raygpu.demo", "train, serve and check on a local Ray cluster"),
+}
+# Only `submit` takes words after `--`: the job's entrypoint.
+ENTRYPOINT_COMMANDS = {"submit"}
+DEBUG_ENV = "RAYGPU_DEBUG"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(
+        prog="raygpu",
+        description="Secure Ray clusters with GPU pools: plan, deploy jobs, serve, "
+        "tear down.",
+        epilog="Exit codes: 0 done, 1 failed, 2 bad usage or config.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_parser=command)
+    return parser, modules
+
+
+def split_entrypoint(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """The options before `--`, and the entrypoint after it (None without `--`)."""
+    if "--" not in argv:
+        return argv, None
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1 :]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    options, entrypoint = split_entrypoint(words)
+    parser, modules = build_parser()
+    try:
+        args = parser.parse_args(options)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    command = args.command
+    if command in ENTRYPOINT_COMMANDS:
+        args.entrypoint = entrypoint
+    elif entrypoint is not None:
+        parser.error(f"{command} takes no words after `--`")
+    module = modules[command]
+    try:
+        check = getattr(module, "check_arguments", None)
+        if check is not None:
+            check(args._parser, args)
+        return int(module.run(args))
+    except SystemExit as exc:  # parser.error inside a check
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    except RaygpuError as exc:
+        print(f"raygpu {command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"raygpu {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001: no traceback reaches a user
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(
+            f"raygpu {command}: unexpected error: {type(exc).__name__}: {exc} "
+            f"(set {DEBUG_ENV}=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Offline plan of a stack: the resource tree and its estimated hourly cost.
+
+    raygpu plan --stack dev           # tree, cost table, outputs
+    raygpu plan --stack prod --json   # one JSON object: resources, outputs, cost
+
+Runs the real Pulumi program under Pulumi's mock runtime with `Pulumi.<stack>.yaml`
+(see raygpu/offline.py): no credentials, no Pulumi CLI, a few seconds. Costs come
+from the resources the program registered (node groups, NAT gateways, the EKS
+cluster, KMS keys, root volumes) priced with raygpu/instance_types.py. "idle" puts
+every node group at its minimum size, "full" at its maximum. Usage-based charges
+(NAT data processing, S3 storage and requests, CloudWatch Logs, data transfer) are
+listed as excluded, not guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pulumi
+
+from raygpu import instance_types as it
+from raygpu import options
+from raygpu.config import BUDGET_ALERTS, ConfigError
+from raygpu.errors import UsageError
+from raygpu.manifests import ManifestError
+from raygpu.offline import OfflineRun, mask_secrets, run_offline
+
+EXCLUDED = (
+    "NAT gateway data processing ($0.045/GB in us-east-1)",
+    "S3 storage, requests and KMS requests",
+    "CloudWatch Logs ingestion and storage (flow logs, control-plane logs)",
+    "data transfer out of AWS and across AZs",
+    "load balancers created later by Kubernetes Services",
+)
+
+
+def _item(
+    item: str, resource: str, unit: float, idle: float, full: float, note: str = ""
+) -> dict[str, Any]:
+    return {
+        "item": item,
+        "resource": resource,
+        "unit_usd_hour": round(unit, 6),
+        "idle_count": idle,
+        "full_count": full,
+        "idle_usd_hour": round(unit * idle, 4),
+        "full_usd_hour": round(unit * full, 4),
+        "note": note,
+    }
+
+
+def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
+    """Itemised $/hour at idle (pools at min) and full scale (pools at max)."""
+    items: list[dict[str, Any]] = []
+    for r in run.of_type("aws:eks/cluster:Cluster"):
+        items.append(
+            _item("EKS control plane", r["name"], it.EKS_CONTROL_PLANE_USD_HOUR, 1, 1)
+        )
+    for r in run.of_type("aws:ec2/natGateway:NatGateway"):
+        items.append(_item("NAT gateway", r["name"], it.NAT_GATEWAY_USD_HOUR, 1, 1))
+    for r in run.of_type("aws:ec2/eip:Eip"):
+        items.append(
+            _item("public IPv4 address", r["name"], it.PUBLIC_IPV4_USD_HOUR, 1, 1)
+        )
+    keys = run.of_type("aws:kms/key:Key")
+    for r in keys:
+        items.append(
+            _item(
+                "KMS key",
+                r["name"],
+                it.KMS_KEY_USD_MONTH / it.HOURS_PER_MONTH,
+                1,
+                1,
+            )
+        )
+    templates = {
+        r["id"]: r for r in run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
+    }
+    for r in run.of_type("aws:eks/nodeGroup:NodeGroup"):
+        inputs = r["inputs"]
+        scaling = inputs["scalingConfig"]
+        lo, hi = int(scaling["minSize"]), int(scaling["maxSize"])
+        spot = inputs.get("capacityType") == "SPOT"
+        types = inputs["instanceTypes"]
+        prices = {}
+        for name in types:
+            spec = it.spec(name)
+            if spec is None:
+                raise ConfigError(
+                    "instanceTypes", f"{name!r} is missing from the price table"
+                )
+            prices[name] = spec.spot_usd_hour if spot else spec.on_demand_usd_hour
+        dearest = max(prices, key=prices.get)
+        kind = "spot estimate" if spot else "on-demand"
+        note = f"{dearest} {kind}" + (
+            f" (dearest of {', '.join(types)})" if len(types) > 1 else ""
+        )
+        items.append(
+            _item("node group instances", r["name"], prices[dearest], lo, hi, note)
+        )
+        template = templates.get(inputs.get("launchTemplate", {}).get("id"))
+        if template is not None:
+            for mapping in template["inputs"].get("blockDeviceMappings", []):
+                ebs = mapping.get("ebs", {})
+                gib = float(ebs.get("volumeSize", 0))
+                items.append(
+                    _item(
+                        "node root volumes (gp3)",
+                        r["name"],
+                        gib * it.EBS_GP3_USD_GIB_MONTH / it.HOURS_PER_MONTH,
+                        lo,
+                        hi,
+                        f"{gib:g} GiB each",
+                    )
+                )
+    idle = round(sum(i["idle_usd_hour"] for i in items), 2)
+    full = round(sum(i["full_usd_hour"] for i in items), 2)
+    note = ""
+    if stack_region != it.PRICE_TABLE_REGION:
+        note = (
+            f"prices are for {it.PRICE_TABLE_REGION}; the stack runs in "
+            f"{stack_region}, where they are usually somewhat higher"
+        )
+    return {
+        "currency": "USD",
+        "price_table": {
+            "region": it.PRICE_TABLE_REGION,
+            "date": it.PRICE_TABLE_DATE,
+            "source": it.PRICE_TABLE_SOURCE,
+            "spot_estimate_fraction": it.SPOT_ESTIMATE_FRACTION,
+        },
+        "stack_region": stack_region,
+        "region_note": note,
+        "items": items,
+        "idle_usd_hour": idle,
+        "full_usd_hour": full,
+        "idle_usd_month": round(idle * it.HOURS_PER_MONTH, 0),
+        "full_usd_month": round(full * it.HOURS_PER_MONTH, 0),
+        "budget_note": budget_note(run, idle * it.HOURS_PER_MONTH),
+        "excluded": list(EXCLUDED),
+    }
+
+
+def budget_note(run: OfflineRun, idle_usd_month: float) -> str | None:
+    """A warning when the stack's budget alerts fire on its idle cost alone."""
+    for r in run.of_type("aws:budgets/budget:Budget"):
+        limit = float(r["inputs"]["limitAmount"])
+        for kind, percent in BUDGET_ALERTS:
+            threshold = limit * percent / 100
+            if threshold <= idle_usd_month:
+                return (
+                    f"raygpu:budgetMonthlyUsd ({limit:,.0f}): its {kind.lower()} "
+                    f"alert at {percent:g} % (${threshold:,.0f}) is at or below the "
+                    f"idle cost (~${idle_usd_month:,.0f}/month), so it fires every "
+                    "month with the GPU pools at zero; raise the budget"
+                )
+    return None
+
+
+def plan(stack: str, config_path: str | None = None) -> dict[str, Any]:
+    run = run_offline(stack, config_path)
+    region = str(run.outputs.get("region", ""))
+    return {
+        "stack": stack,
+        "resources": [
+            {
+                "type": r["type"],
+                "name": r["name"],
+                "parent": r["parent"],
+                "inputs": mask_secrets(r["inputs"]),
+            }
+            for r in run.resources
+        ],
+        "outputs": run.public_outputs(),
+        "cost": estimate_cost(run, region),
+    }
+
+
+def render_text(result: dict[str, Any]) -> str:
+    resources = result["resources"]
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for r in resources:
+        children.setdefault(r["parent"], []).append(r)
+    lines = [f"Stack {result['stack']}: {len(resources)} resources", ""]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in sorted(children.get(parent, []), key=lambda x: (x["type"], x["name"])):
+            lines.append(f"{'  ' * depth}{r['type']}  {r['name']}")
+            if r["type"].startswith(("raygpu:", "pulumi:")):
+                walk(r["name"], depth + 1)
+
+    walk(None, 1)
+    cost = result["cost"]
+    table = cost["price_table"]
+    lines += [
+        "",
+        f"Estimated cost, USD/hour (prices: {table['region']}, {table['date']}; "
+        f"spot = {table['spot_estimate_fraction']:.0%} of on-demand, an estimate)",
+        f"  {'item':<26} {'resource':<36} {'idle':>9} {'full':>9}  note",
+    ]
+    for i in cost["items"]:
+        lines.append(
+            f"  {i['item']:<26} {i['resource']:<36} "
+            f"{i['idle_usd_hour']:>9.4f} {i['full_usd_hour']:>9.4f}  "
+            f"{i['idle_count']:g}..{i['full_count']:g} x ${i['unit_usd_hour']:.4f}/h"
+            + (f"; {i['note']}" if i["note"] else "")
+        )
+    lines += [
+        f"  {'TOTAL':<26} {'':<36} {cost['idle_usd_hour']:>9.2f} "
+        f"{cost['full_usd_hour']:>9.2f}",
+        f"  idle ~ ${cost['idle_usd_month']:,.0f}/month; full scale ~ "
+        f"${cost['full_usd_month']:,.0f}/month (730 h)",
+    ]
+    if cost["region_note"]:
+        lines.append(f"  note: {cost['region_note']}")
+    if cost["budget_note"]:
+        lines.append(f"  warning: {cost['budget_note']}")
+    lines.append("  not included: " + "; ".join(cost["excluded"]))
+    lines += ["", "Outputs:"]
+    for k, v in result["outputs"].items():
+        lines.append(f"  {k} = {json.dumps(v)}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    options.add_stack(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="stack file to use instead of Pulumi.<stack>.yaml",
+    )
+    options.add_json(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = plan(args.stack, args.config)
+    except (ManifestError, pulumi.RunError) as exc:
+        raise UsageError(f"the program rejected the stack: {exc}") from None
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=False))
+    else:
+        print(render_text(result))
+    return 0
