@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from raygpu import config, crd_schema, manifests
+from raygpu import config, crd_schema, kuberay_rules, manifests
 from raygpu.crd_schema import ManifestValidationError
 from tests.raygpu.test_manifests import REFS, REPO, STACKS, stack_config
 
@@ -248,6 +248,6 @@ def test_unknown_kind_is_refused():
 
 
 def test_version_parsing():
-    assert crd_schema.parse_version("2.60.0") == (2, 60, 0)
-    assert crd_schema.parse_version("v2.52") == (2, 52, 0)
-    assert crd_schema.parse_version("latest") is None
+    assert kuberay_rules.parse_version("2.60.0") == (2, 60, 0)
+    assert kuberay_rules.parse_version("v2.52") == (2, 52, 0)
+    assert kuberay_rules.parse_version("latest") is None
