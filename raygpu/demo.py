@@ -2,34 +2,38 @@
 
 1. Starts a local Ray head (`ray start --head`, dashboard on 127.0.0.1 only, token
    authentication on), unless RAY_ADDRESS names a running cluster's GCS.
-2. Submits ray_jobs/train.py with `ray job submit --working-dir ray_jobs` (through
-   scripts/submit.py --address, the same path used for any cluster), streaming its
-   logs: 2 workers on digits, storage under a local folder.
-3. Deploys the serving app on the final checkpoint, sends the test split over HTTP
-   and checks the answers.
-4. Prints `test_accuracy=` (from the job's result file) and `served_accuracy=`
-   (from the HTTP answers), then stops what it started. Exits non-zero, saying
-   which step failed, when any step fails.
+2. Submits ray_jobs/train.py as a Ray job (the path `raygpu submit --address`
+   takes for any cluster), streaming its logs: 2 workers on digits, storage under
+   a local folder.
+3. Deploys the serving app on the final checkpoint (as `raygpu serve --address`).
+4. Submits ray_jobs/evaluate_served.py, which sends the test split to the app over
+   HTTP and checks the answers.
+5. Prints `test_accuracy=` (from the training job's result file) and
+   `served_accuracy=` (from the HTTP answers), then stops what it started. Exits
+   non-zero, saying which step failed, when any step fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Any
 
-from raygpu.errors import CommandError
-from raygpu.localray import LocalRayError, free_port, start_head, stop_head
-from raygpu.rayclient import client_auth_env
+from raygpu import serve as serve_cmd
+from raygpu import submit as submit_cmd
+from raygpu.errors import CommandError, UsageError
+from raygpu.localray import free_port, start_head, stop_head
+from raygpu.names import LOOPBACK
+from raygpu.rayclient import client_auth_env, ray_cli, ray_client_env
 
 REPO = Path(__file__).resolve().parents[1]
-RAY_JOBS = REPO / "ray_jobs"
+DEFAULT_STORAGE = REPO / "demo-output"
+SERVE_TIMEOUT_S = 600.0
 
 
 class DemoError(CommandError):
@@ -42,137 +46,140 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument(
         "--storage-path",
-        default=str(REPO / "demo-output"),
+        default=str(DEFAULT_STORAGE),
         help="where checkpoints and result.json go (default: ./demo-output)",
     )
     p.add_argument("--min-accuracy", type=float, default=0.95)
     p.add_argument("--batch", type=int, default=64, help="instances per request")
 
 
-def train(dashboard_url: str, args: argparse.Namespace, run_name: str) -> dict:
-    entrypoint = [
-        "python",
-        "train.py",
-        "--num-workers",
-        str(args.num_workers),
-        "--dataset",
-        "digits",
-        "--epochs",
-        str(args.epochs),
-        "--storage-path",
-        args.storage_path,
-        "--run-name",
-        run_name,
-    ]
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "submit.py"),
-        "--address",
-        dashboard_url,
-        "--",
-        *entrypoint,
-    ]
-    code = subprocess.call(cmd, env={**os.environ, **client_auth_env()})
-    if code != 0:
-        raise DemoError("train", f"the training job exited with status {code}")
-    result_file = Path(args.storage_path) / run_name / "result.json"
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    # train.py and evaluate_served.py check their own flags.
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(
+            "the demo runs Ray and torch, which an operator-only install lacks; "
+            "run `make venv` (or `make demo`) first"
+        )
+
+
+def read_json(path: Path, step: str) -> dict[str, Any]:
     try:
-        return json.loads(result_file.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DemoError(
-            "train", f"no readable result at {result_file}: {exc}"
-        ) from None
+        raise DemoError(step, f"no readable result at {path}: {exc}") from None
 
 
-def post_json(url: str, payload: dict, timeout: float = 30) -> dict:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json"},
+def run_job(dashboard_url: str, entrypoint: list[str], step: str) -> None:
+    code = submit_cmd.submit(dashboard_url, entrypoint, env=client_auth_env())
+    if code != 0:
+        raise DemoError(step, f"the {step} job failed (see its log above)")
+
+
+def train(dashboard_url: str, args: argparse.Namespace, run_name: str) -> dict:
+    run_job(
+        dashboard_url,
+        [
+            "python",
+            "train.py",
+            "--num-workers",
+            str(args.num_workers),
+            "--dataset",
+            "digits",
+            "--epochs",
+            str(args.epochs),
+            "--storage-path",
+            args.storage_path,
+            "--run-name",
+            run_name,
+        ],
+        "train",
     )
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read())
+    return read_json(Path(args.storage_path) / run_name / "result.json", "train")
 
 
-def serve_and_check(address: str, checkpoint: str, batch: int) -> float:
-    import ray
-    from ray import serve
-
-    import serve_app
-    from mlcore.data import load_dataset
-
-    ray.init(
-        address=address,
-        runtime_env={"working_dir": str(RAY_JOBS)},
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+def serve_and_check(
+    dashboard_url: str, checkpoint: str, args: argparse.Namespace, run_name: str
+) -> float:
     port = free_port()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            serve_app.build_app(serve_app.ServeArgs(checkpoint=checkpoint)),
-            name="digits",
-            route_prefix="/",
+        serve_cmd.serve_on_address(
+            dashboard_url, checkpoint, {}, SERVE_TIMEOUT_S, http_port=port
         )
-        base = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as resp:
-            if resp.status != 200:
-                raise DemoError("serve", f"/healthz answered {resp.status}")
-        test = load_dataset("digits").test
-        x = test.x.reshape(len(test.x), -1)
-        correct = 0
-        for i in range(0, len(x), batch):
-            answer = post_json(
-                f"{base}/predict", {"instances": x[i : i + batch].tolist()}
-            )
-            preds = answer["predictions"]
-            if len(preds) != len(x[i : i + batch]):
-                raise DemoError("serve", "wrong number of predictions")
-            correct += sum(
-                int(p == t) for p, t in zip(preds, test.y[i : i + batch], strict=True)
-            )
-        return correct / len(x)
-    except urllib.error.URLError as exc:
-        raise DemoError("serve", f"HTTP request failed: {exc}") from None
+    except CommandError as exc:
+        raise DemoError("serve", str(exc)) from None
+    output = Path(args.storage_path) / run_name / "served.json"
+    run_job(
+        dashboard_url,
+        [
+            "python",
+            "evaluate_served.py",
+            "--url",
+            f"http://{LOOPBACK}:{port}",
+            "--dataset",
+            "digits",
+            "--batch",
+            str(args.batch),
+            "--output",
+            str(output),
+        ],
+        "check",
+    )
+    return float(read_json(output, "check")["served_accuracy"])
+
+
+def shutdown_serve(dashboard_url: str) -> None:
+    """Remove what the demo deployed from a cluster it did not start."""
+    subprocess.run(
+        [ray_cli("serve"), "shutdown", "--yes", "--address", dashboard_url],
+        env=ray_client_env(None),
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def running_cluster(address: str) -> str:
+    """The job API URL of the running cluster whose GCS is `address`."""
+    import ray
+
+    ctx = ray.init(address=address, logging_level="WARNING")
+    try:
+        return "http://" + ctx.dashboard_url
     finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
+        ray.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.update(client_auth_env())
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    args.storage_path = str(Path(args.storage_path).expanduser().resolve())
     started = None
     t0 = time.monotonic()
     try:
         if os.environ.get("RAY_ADDRESS"):
-            import ray
-
             address = os.environ["RAY_ADDRESS"]
-            ctx = ray.init(address=address, logging_level="WARNING")
-            dashboard_url = "http://" + ctx.dashboard_url
-            ray.shutdown()
-            print(f"using the running cluster at {address}", flush=True)
+            dashboard_url = running_cluster(address)
+            print(
+                f"using the running cluster at {address} (job API {dashboard_url})",
+                flush=True,
+            )
         else:
             print("starting a local Ray head on 127.0.0.1 ...", flush=True)
             started = start_head()
-            address, dashboard_url = started.address, started.dashboard_url
-            print(f"Ray head up: GCS {address}, job API {dashboard_url}", flush=True)
+            dashboard_url = started.dashboard_url
+            print(
+                f"Ray head up: GCS {started.address}, job API {dashboard_url}",
+                flush=True,
+            )
         run_name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train(dashboard_url, args, run_name)
         test_accuracy = float(result["metrics"]["test_accuracy"])
         checkpoint = result["checkpoint"]
         print(f"deploying the serving app on {checkpoint} ...", flush=True)
-        served_accuracy = serve_and_check(address, checkpoint, args.batch)
-    except (DemoError, LocalRayError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("demo interrupted", file=sys.stderr)
-        return 130
+        try:
+            served_accuracy = serve_and_check(dashboard_url, checkpoint, args, run_name)
+        finally:
+            if started is None:
+                shutdown_serve(dashboard_url)
     finally:
         if started is not None:
             stop_head(started.temp_dir)
@@ -180,10 +187,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"served_accuracy={served_accuracy:.4f}")
     print(f"demo finished in {time.monotonic() - t0:.0f}s")
     if min(test_accuracy, served_accuracy) < args.min_accuracy:
-        print(
-            f"demo failed: accuracy below {args.min_accuracy} "
+        raise DemoError(
+            "check",
+            f"accuracy below {args.min_accuracy} "
             f"(test {test_accuracy:.4f}, served {served_accuracy:.4f})",
-            file=sys.stderr,
         )
-        return 1
     return 0

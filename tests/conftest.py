@@ -22,11 +22,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RAY_JOBS = REPO / "ray_jobs"
-# ray_jobs/ is shipped to the cluster as a working directory: its modules are
-# top-level there, so tests import them the same way.
-for path in (str(REPO), str(RAY_JOBS)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
 # Never reach for the EC2 instance metadata service (a non-loopback address).
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
