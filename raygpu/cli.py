@@ -69,14 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, entrypoint = split_entrypoint(words)
     parser, modules = build_parser()
     try:
-        args = parser.parse_args(options)
+        args, extra = parser.parse_known_args(options)
+        command = args.command
+        if extra and command in ENTRYPOINT_COMMANDS and entrypoint is None:
+            args._parser.error(
+                "give the entrypoint after `--`, e.g. -- python train.py"
+            )
+        if extra:
+            args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if command not in ENTRYPOINT_COMMANDS and entrypoint is not None:
+            args._parser.error("takes no words after `--`")
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    command = args.command
-    if command in ENTRYPOINT_COMMANDS:
-        args.entrypoint = entrypoint
-    elif entrypoint is not None:
-        parser.error(f"{command} takes no words after `--`")
+    args.entrypoint = entrypoint
     module = modules[command]
     try:
         check = getattr(module, "check_arguments", None)

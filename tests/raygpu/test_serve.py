@@ -168,17 +168,12 @@ def test_private_access_hint_uses_loopback_and_a_private_kubeconfig():
     assert "curl http://127.0.0.1:8000/healthz" in hint
 
 
-def test_bad_checkpoint_on_address_fails_before_deploying(tmp_path):
-    with pytest.raises(CommandError, match="--checkpoint: .* does not exist"):
-        cli.main(
-            [
-                "serve",
-                "--address",
-                "http://127.0.0.1:1",
-                "--checkpoint",
-                str(tmp_path / "missing"),
-            ]
-        )
+def test_bad_checkpoint_on_address_fails_before_deploying(tmp_path, capsys):
+    argv = ["--address", "http://127.0.0.1:1", "--checkpoint", str(tmp_path / "no")]
+    assert cli.main(["serve", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("raygpu serve: error: --checkpoint: ")
+    assert err.endswith(" does not exist\n") and err.count("\n") == 1
 
 
 def tiny_checkpoint(directory: Path) -> Path:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
 import stat
 import subprocess
 
 import pytest
 
-from raygpu import stack
 from raygpu.errors import CommandError
-from raygpu.rayclient import check_address, ray_client_env
+from raygpu.rayclient import ray_client_env
 from raygpu.stack import (
     Kubectl,
     load_outputs,
@@ -286,30 +284,3 @@ def test_wait_until_is_bounded():
     with pytest.raises(CommandError, match="timed out after 12s waiting for it: 3"):
         wait_until(lambda: None, 12, lambda: "it: 3", 5, clock)
     assert clock.now == 12  # the last sleep is cut to the deadline
-
-
-@pytest.mark.parametrize(
-    "address", ["127.0.0.1:8265", "ftp://x", "http://a b", "http://h/path", ""]
-)
-def test_bad_address(address):
-    with pytest.raises(CommandError, match="--address: .* is not allowed"):
-        check_address(address)
-
-
-def test_good_address():
-    assert check_address("http://127.0.0.1:8265/") == "http://127.0.0.1:8265"
-
-
-def test_local_token_from_env_or_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_TOKEN", " abc ")
-    assert stack.local_token() == "abc"
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
-    path = tmp_path / "tok"
-    path.write_text("fromfile\n")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
-    assert stack.local_token() == "fromfile"
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
-    assert stack.local_token() is None
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    assert "RAY_AUTH_MODE" not in ray_client_env(None)
-    assert os.environ.get("RAY_AUTH_TOKEN") is None
