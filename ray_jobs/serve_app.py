@@ -23,7 +23,6 @@ import asyncio
 import json
 import math
 import os
-import time
 from typing import Any
 
 import numpy as np
@@ -238,7 +237,6 @@ class ModelServer:
         shape = meta["model"]["image_shape"]
         self.image_shape = tuple(int(v) for v in shape)
         self.num_features = math.prod(self.image_shape)
-        self.loaded_at = time.time()
         self.reconfigure({})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

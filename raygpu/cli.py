@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"raygpu {command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001: no traceback reaches a user
+    except Exception as exc:  # no traceback reaches a user
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
         print(

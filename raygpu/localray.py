@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -21,14 +20,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from raygpu.errors import CommandError
 from raygpu.names import LOOPBACK
-from raygpu.rayclient import auth_headers, client_auth_env, ensure_token, ray_cli
+from raygpu.rayclient import client_auth_env, dashboard_get, ensure_token, ray_cli
 from raygpu.serve_ingress import (
     DEFAULT_INGRESS,
     serve_ingress_env,
@@ -55,7 +52,6 @@ class LocalRay:
     address: str  # GCS address, host:port
     dashboard_url: str  # job API (what `ray job submit --address` takes)
     temp_dir: str
-    client_port: int
 
     def env(self) -> dict[str, str]:
         """Environment for Ray clients of this cluster (`ray.init`, `ray job`)."""
@@ -185,7 +181,6 @@ def _start_head(
         address=f"{LOOPBACK}:{port}",
         dashboard_url=f"http://{LOOPBACK}:{dash}",
         temp_dir=temp_dir,
-        client_port=client,
     )
     try:
         wait_for_job_api(ray.dashboard_url, timeout_s)
@@ -224,14 +219,10 @@ def wait_for_job_api(dashboard_url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
-        req = urllib.request.Request(
-            f"{dashboard_url}/api/version", headers=auth_headers()
-        )
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                json.loads(resp.read())
-                return
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            dashboard_get(dashboard_url, "/api/version", None, timeout_s=5)
+            return
+        except CommandError as exc:
             last = str(exc)
         time.sleep(0.5)
     raise LocalRayError(

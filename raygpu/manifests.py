@@ -113,11 +113,6 @@ def head_service_name(cfg: StackConfig) -> str:
     return names.head_service_name(ray_cluster_name(cfg))
 
 
-def auth_secret_name(cfg: StackConfig) -> str:
-    """The Secret KubeRay creates for token auth (key `auth_token`)."""
-    return ray_cluster_name(cfg)
-
-
 def common_labels(cfg: StackConfig) -> dict[str, str]:
     return {
         "app.kubernetes.io/part-of": cfg.project,

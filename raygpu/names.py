@@ -47,6 +47,11 @@ SERVE_PORT = HEAD_PORTS["serve"]  # Ray Serve's HTTP ingress
 RAY_TOKEN_SECRET_KEY = "auth_token"
 
 
+def auth_secret_name(ray_cluster: str) -> str:
+    """The Secret KubeRay creates for token auth (key RAY_TOKEN_SECRET_KEY)."""
+    return ray_cluster
+
+
 def head_service_name(ray_cluster: str) -> str:
     """The head Service KubeRay creates for a RayCluster."""
     return f"{ray_cluster}-head-svc"

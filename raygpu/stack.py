@@ -33,6 +33,7 @@ from raygpu.names import (
     DASHBOARD_PORT,
     LOOPBACK,
     RAY_TOKEN_SECRET_KEY,
+    auth_secret_name,
     head_service_name,
 )
 
@@ -239,7 +240,7 @@ def read_ray_auth_token(
     auth = (cluster.get("spec") or {}).get("authOptions") or {}
     if auth.get("mode") != "token":
         return None
-    secret_name = auth.get("secretName") or ray_cluster
+    secret_name = auth.get("secretName") or auth_secret_name(ray_cluster)
     secret = kubectl.get_json("get", "secret", secret_name, "-n", namespace)
     encoded = (secret.get("data") or {}).get(RAY_TOKEN_SECRET_KEY)
     if not encoded:

@@ -205,7 +205,7 @@ def test_namespaces_enforce_pod_security(cfg):
 def test_names_of_objects_scripts_rely_on(cfg):
     name = manifests.ray_cluster_name(cfg)
     assert manifests.head_service_name(cfg) == f"{name}-head-svc"
-    assert manifests.auth_secret_name(cfg) == name
+    assert names.auth_secret_name(name) == name
     assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 53
 
 
