@@ -1,6 +1,6 @@
 """Helm: turn a `manifests.HelmRelease` into the arguments of a Pulumi Release.
 
-`infra/manifests.py` and `infra/autoscaler_values.py` describe each chart as a plain
+`raygpu/manifests.py` and `raygpu/autoscaler_values.py` describe each chart as a plain
 `HelmRelease` (no pulumi); the components hand it to `k8s.helm.v3.Release` through
 `release_args`, so every chart the stack installs gets the same install settings.
 """

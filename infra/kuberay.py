@@ -3,7 +3,7 @@
 Installs, through a Kubernetes provider built from the EKS cluster's kubeconfig:
 the NVIDIA device plugin (GPU nodes only), the KubeRay operator with its CRDs
 (system nodes), the Ray namespace and its IRSA service account, and the RayCluster.
-Every object comes from `infra/manifests.py`; this file only wires resources.
+Every object comes from `raygpu/manifests.py`; this file only wires resources.
 
 The provider depends on the node groups, so `pulumi destroy` removes every
 Kubernetes object (and with it anything the cluster's controllers made) before

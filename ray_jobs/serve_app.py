@@ -38,8 +38,7 @@ DEFAULT_MAX_BATCH_SIZE = 32
 # the forward pass holds the replica's event loop, so on a busy replica the
 # requests that arrived meanwhile are already queued when the next batch
 # starts, and every further millisecond of waiting leaves the replica's core
-# idle (2 replicas, CNN, c=32 here: 1 ms did 541-598 requests/s, 5 ms 456-458;
-# docs/performance.md).
+# idle (measured in docs/performance.md).
 DEFAULT_BATCH_WAIT_S = 0.001
 BINARY_TYPE = "application/octet-stream"
 INSTANCES_HEADER = "x-instances"
@@ -193,9 +192,8 @@ def parse_request(
 
 
 # The app's two routes, matched by hand in ModelServer.__call__. No FastAPI
-# ingress: its routing and middleware stack cost about 0.4 ms of replica CPU
-# per request here, 40 % of the whole request path (one replica, MLP, c=32:
-# 1,000 requests/s through FastAPI, 1,700 without; docs/performance.md).
+# ingress: its routing and middleware stack were a large share of a small
+# model's request path (docs/performance.md).
 ROUTES = {"/predict": "POST", "/healthz": "GET"}
 
 

@@ -1,11 +1,11 @@
 """Helm values for the Kubernetes Cluster Autoscaler, as plain data.
 
 Plain functions of the validated `StackConfig` (no Pulumi import), like
-`infra/manifests.py`: `infra/autoscaler.py` hands the dict to a Helm `Release`,
+`raygpu/manifests.py`: `infra/autoscaler.py` hands the dict to a Helm `Release`,
 tests check it directly.
 
 What the values say (chart `cluster-autoscaler` from
-https://kubernetes.github.io/autoscaler, versions in `infra/versions.py`):
+https://kubernetes.github.io/autoscaler, versions in `raygpu/versions.py`):
 - AWS, auto-discovery of the Auto Scaling groups tagged
   `k8s.io/cluster-autoscaler/enabled` and `k8s.io/cluster-autoscaler/<cluster>`
   (EKS puts both tags on every managed node group's Auto Scaling group itself);
@@ -57,7 +57,7 @@ def check_cluster_version(cfg: StackConfig) -> None:
     if cfg.cluster_version != versions.CLUSTER_AUTOSCALER_KUBERNETES_MINOR:
         raise ManifestError(
             f"raygpu:clusterVersion: the Cluster Autoscaler pinned in "
-            f"infra/versions.py ({versions.CLUSTER_AUTOSCALER_IMAGE_TAG}) supports "
+            f"raygpu/versions.py ({versions.CLUSTER_AUTOSCALER_IMAGE_TAG}) supports "
             f"Kubernetes {versions.CLUSTER_AUTOSCALER_KUBERNETES_MINOR} only, got "
             f"{cfg.cluster_version!r}; move the CLUSTER_AUTOSCALER_* pins with it"
         )

@@ -2,7 +2,7 @@
 
 Two layers, both needed because neither catches everything:
 
-1. The `openAPIV3Schema` of KubeRay's CRDs (the version pinned in `infra/versions.py`),
+1. The `openAPIV3Schema` of KubeRay's CRDs (the version pinned in `raygpu/versions.py`),
    applied with a JSON Schema Draft 7 validator. Kubernetes extensions are mapped:
    `x-kubernetes-int-or-string` becomes "integer or string", `nullable` allows null,
    and objects with declared properties reject unknown fields (what `kubectl apply`
@@ -16,7 +16,7 @@ The CRD YAML takes seconds to parse, so the extracted spec schema is cached twic
 in memory for the process, and as JSON on disk keyed by the CRD file's SHA-256 (under
 `$XDG_CACHE_HOME/raygpu` or the temp dir), so later runs load it in milliseconds.
 
-This module imports nothing from Pulumi; tests and `scripts/render.py` use it.
+This module imports nothing from Pulumi; tests and `raygpu render` use it.
 """
 
 from __future__ import annotations

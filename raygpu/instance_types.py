@@ -3,7 +3,7 @@
 Price table
 -----------
 - Region: us-east-1 (US East, N. Virginia). Other regions differ (typically 0-30 %
-  higher); `scripts/plan.py` says so when a stack runs elsewhere.
+  higher); `raygpu plan` says so when a stack runs elsewhere.
 - Date: 2026-11-28 (the day the table was written down).
 - Source: the AWS "Amazon EC2 On-Demand Pricing" page
   (https://aws.amazon.com/ec2/pricing/on-demand/), Linux, shared tenancy, and the

@@ -85,7 +85,7 @@ def start_head(
     """Start a Ray head bound to 127.0.0.1 and wait until its job API answers.
 
     `serve_ingress` chooses how Serve's HTTP port reaches replicas (see
-    infra/serve_ingress.py): Ray's proxy, or HAProxy in front of the replicas.
+    raygpu/serve_ingress.py): Ray's proxy, or HAProxy in front of the replicas.
     With "haproxy", Ray's HAProxy config binds its read-only stats page and its
     Prometheus endpoint to all interfaces (Ray offers no setting for their
     host); the Serve port itself stays on 127.0.0.1. HAProxy's admin socket lives

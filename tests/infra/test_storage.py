@@ -44,7 +44,7 @@ def test_two_buckets(protected):
 
 
 def test_each_bucket_is_tagged_with_its_role(protected):
-    # scripts/orphans.py keeps the data bucket by this tag after a destroy.
+    # raygpu orphans keeps the data bucket by this tag after a destroy.
     _, run = protected
     roles = {
         r["name"]: r["inputs"]["tags"]["raygpu:bucket"] for r in run.of_type(BUCKET)

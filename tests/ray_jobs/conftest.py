@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def submitted_run(ray_head, tmp_path_factory):
-    """train.py, 2 workers on digits, submitted through scripts/submit.py --address."""
+    """train.py, 2 workers on digits, submitted through raygpu submit --address."""
     storage = tmp_path_factory.mktemp("runs")
     cmd = [
         sys.executable,

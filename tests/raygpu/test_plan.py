@@ -1,4 +1,4 @@
-"""scripts/plan.py: the offline plan, its cost estimate and its error handling."""
+"""raygpu plan: the offline plan, its cost estimate and its error handling."""
 
 from __future__ import annotations
 

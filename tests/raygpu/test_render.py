@@ -1,4 +1,4 @@
-"""scripts/render.py: offline YAML of every object a stack applies, checked."""
+"""raygpu render: offline YAML of every object a stack applies, checked."""
 
 from __future__ import annotations
 
