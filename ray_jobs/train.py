@@ -26,89 +26,34 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from mlcore import checkpointing
-from mlcore.allocator import keep_freed_memory, thread_page_faults
-from mlcore.data import DATASETS, Split, load_dataset
+from mlcore.allocator import keep_freed_memory
+from mlcore.checkpointing import checkpoint_name, list_checkpoints
+from mlcore.data import DATASETS, load_dataset
 from mlcore.errors import (
     CheckpointError,
     DatasetUnavailable,
     JobInputError,
     StorageError,
 )
+from mlcore.loop import evaluate, split_tensors, train_epochs
+from mlcore.marks import loop_hook, mark
 from mlcore.models import MODELS, ModelSpec, build_model
 from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
 
-CHECKPOINT_PREFIX = "checkpoint_epoch"
-_CKPT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)_attempt(\d+)$")
 PRECISIONS = ("auto", "fp32", "bf16")
 # Ray Train's controller polls the workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
 # (2 s by default), and a worker's `ray.train.report` waits until the controller
-# has taken its previous report. With epochs shorter than the interval, each
-# report after the first stalled up to 2 s and the end of `fit()` waited for
-# polls too (3-epoch digits run, fresh driver, bench medians: 1.9 s in the last
-# report and 4.9 s from there to the end of fit at 2 s; 0.4 s and 1.2 s at
-# 0.5 s). Set in the driver around fit(), Train passes it on to its controller;
-# a value in the environment wins.
+# has taken its previous report, so with short epochs each report stalled and the
+# end of `fit()` waited for polls. Set in the driver around fit(), Train passes it
+# on to its controller; a value in the environment wins.
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_DEFAULT_S = 0.5
-# When set, each process appends timestamped events (JSON lines) to this file:
-# scripts/bench.py uses them to split a run's wall time into phases.
-MARKS_ENV = "RAYGPU_BENCH_MARKS"
-
-
-def mark(event: str, **fields: Any) -> None:
-    """Append one timing event to $RAYGPU_BENCH_MARKS; does nothing when unset."""
-    path = os.environ.get(MARKS_ENV)
-    if path:
-        line = {"event": event, "t": time.time(), "pid": os.getpid(), **fields}
-        with open(path, "a") as f:
-            f.write(json.dumps(line) + "\n")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def mark_epoch_end(
-    rank: int, epoch: int, samples: int, seconds: float, batches: int, faults0
-) -> None:
-    """The epoch's training-loop mark: its samples, seconds and steps, and the
-    calling (training) thread's minor page faults since `faults0`, a
-    thread_page_faults() reading taken when the loop started."""
-    now = thread_page_faults()
-    faults = None if faults0 is None or now is None else now - faults0
-    mark(
-        "epoch_end",
-        rank=rank,
-        epoch=epoch,
-        samples=samples,
-        seconds=seconds,
-        batches=batches,
-        page_faults=faults,
-    )
-
-
-def split_tensors(split: Split) -> TensorDataset:
-    return TensorDataset(torch.from_numpy(split.x), torch.from_numpy(split.y))
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1024):
-    """(correct, total) of `model` on (x, y), without gradients."""
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            logits = model(x[i : i + batch])
-            correct += int((logits.argmax(dim=1) == y[i : i + batch]).sum())
-    return correct, len(x)
 
 
 # ------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_name(epoch: int, attempt: int) -> str:
-    return f"{CHECKPOINT_PREFIX}{epoch:04d}_attempt{attempt:02d}"
 
 
 def _run_checkpoints(run_uri: str | None, given=None) -> list:
@@ -118,7 +63,6 @@ def _run_checkpoints(run_uri: str | None, given=None) -> list:
     (a worker or the driver died between the upload and the registration): when
     they verify, they hold complete epochs.
     """
-    import pyarrow.fs as pafs
     from ray.train import Checkpoint
 
     if run_uri:
@@ -128,14 +72,10 @@ def _run_checkpoints(run_uri: str | None, given=None) -> list:
         fs, parent = given.filesystem, given.path.rstrip("/").rsplit("/", 1)[0]
     else:
         return []
-    infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    found = {}
-    for info in infos:
-        match = _CKPT_NAME.match(info.base_name)
-        if info.type == pafs.FileType.Directory and match:
-            key = (int(match.group(1)), int(match.group(2)))
-            found[key] = Checkpoint(path=info.path.rstrip("/"), filesystem=fs)
-    newest_first = [found[k] for k in sorted(found, reverse=True)]
+    newest_first = [
+        Checkpoint(path=c.path, filesystem=fs)
+        for c in reversed(list_checkpoints(fs, parent))
+    ]
     if given is not None and all(
         c.path != given.path.rstrip("/") for c in newest_first
     ):
@@ -173,20 +113,13 @@ def prune_stray_checkpoints(storage: StoragePath, run_name: str, kept) -> list[s
     registered; one uploaded when a worker or the driver died is left behind.
     Called after a successful run with the paths Train kept.
     """
-    import pyarrow.fs as pafs
-
     run = storage.join(run_name)
     keep = {p.rstrip("/") for p in kept}
     removed = []
-    infos = run.filesystem.get_file_info(
-        pafs.FileSelector(run.path, allow_not_found=True)
-    )
-    for info in infos:
-        stray = info.path.rstrip("/") not in keep
-        if info.type == pafs.FileType.Directory and _CKPT_NAME.match(info.base_name):
-            if stray:
-                run.filesystem.delete_dir(info.path)
-                removed.append(info.base_name)
+    for found in list_checkpoints(run.filesystem, run.path):
+        if found.path not in keep:
+            run.filesystem.delete_dir(found.path)
+            removed.append(found.name)
     return removed
 
 
@@ -198,29 +131,16 @@ def check_resumable(storage: StoragePath, run_name: str) -> str | None:
     none is usable, raises CheckpointError naming each and why, instead of
     letting every worker restart fail the same way.
     """
-    import pyarrow.fs as pafs
-
     from mlcore.storage import download_dir
 
     run = storage.join(run_name)
     try:
-        infos = run.filesystem.get_file_info(
-            pafs.FileSelector(run.path, allow_not_found=True)
-        )
+        found = list_checkpoints(run.filesystem, run.path)
     except OSError as exc:
         raise StorageError(f"run folder {run.uri} cannot be listed: {exc}") from None
-    found = sorted(
-        (
-            (int(m.group(1)), int(m.group(2)), info.base_name)
-            for info in infos
-            if info.type == pafs.FileType.Directory
-            and (m := _CKPT_NAME.match(info.base_name))
-        ),
-        reverse=True,
-    )
     problems = []
-    for _, _, name in found:
-        candidate = run.join(name)
+    for listed in reversed(found):
+        candidate = run.join(listed.name)
         with tempfile.TemporaryDirectory(prefix="rg-verify-") as tmp:
             try:
                 checkpointing.verify(download_dir(candidate, tmp))
@@ -246,7 +166,8 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    mark("worker_start")
+    hook = loop_hook()  # timing marks when a benchmark asks for them
+    hook.worker_start()
     keep_freed_memory()  # this thread is not the process's main one: see allocator
     torch.manual_seed(config["seed"])
     torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
@@ -280,7 +201,6 @@ def train_func(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     if optim_state is not None:
         optimizer.load_state_dict(optim_state)
-    loss_fn = nn.CrossEntropyLoss()
 
     per_worker_batch = config["batch_size"] // world
     train_loader = ray.train.torch.prepare_data_loader(
@@ -296,47 +216,8 @@ def train_func(config: dict[str, Any]) -> None:
     val_y = torch.from_numpy(ds.val.y[rank::world]).to(device)
     unwrapped = model.module if hasattr(model, "module") else model
 
-    mark("worker_ready", rank=rank)
-    for epoch in range(start_epoch, config["epochs"]):
-        if world > 1:
-            train_loader.sampler.set_epoch(epoch)
-        model.train()
-        loss_sum, batches, samples = 0.0, 0, 0
-        faults0 = thread_page_faults()
-        t0 = time.perf_counter()
-        for xb, yb in train_loader:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = loss_fn(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            if batches == 0 and epoch == start_epoch:
-                mark("first_step", rank=rank)
-            loss_sum += float(loss.detach())
-            batches += 1
-            samples += len(xb)
-        elapsed = time.perf_counter() - t0
-        mark_epoch_end(rank, epoch, samples, elapsed, batches, faults0)
-
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            correct, total = evaluate(model, val_x, val_y)
-        stats = torch.tensor(
-            [loss_sum, batches, correct, total, samples], dtype=torch.float64
-        )
-        if world > 1:
-            import torch.distributed as dist
-
-            stats = stats.to(device)
-            dist.all_reduce(stats)
-            stats = stats.cpu()
-        metrics = {
-            "epoch": epoch,
-            "train_loss": float(stats[0] / max(stats[1], 1)),
-            "val_accuracy": float(stats[2] / max(stats[3], 1)),
-            "samples_per_second": float(stats[4] / max(elapsed, 1e-9)),
-            "start_epoch": start_epoch,
-            "attempt": attempt,
-        }
+    def report(epoch: int, loop_metrics: dict[str, float]) -> None:
+        metrics = {**loop_metrics, "start_epoch": start_epoch, "attempt": attempt}
         with tempfile.TemporaryDirectory(prefix="rg-ckpt-") as tmp:
             ckpt = None
             if rank == 0:
@@ -355,7 +236,21 @@ def train_func(config: dict[str, Any]) -> None:
                 checkpoint=ckpt,
                 checkpoint_dir_name=checkpoint_name(epoch, attempt),
             )
-            mark("reported", rank=rank, epoch=epoch)
+
+    hook.worker_ready(rank)
+    train_epochs(
+        model,
+        optimizer,
+        train_loader,
+        val_x,
+        val_y,
+        range(start_epoch, config["epochs"]),
+        world=world,
+        device=device,
+        use_bf16=use_bf16,
+        report=report,
+        hook=hook,
+    )
 
 
 # ------------------------------------------------------------------- the trainer

@@ -5,6 +5,9 @@ A checkpoint folder holds `model.pt` (the unwrapped model's state dict),
 spec, the metrics and a SHA-256 of each file. A folder without `meta.json`, or
 whose files do not match their digests (an interrupted upload, a truncated or
 edited file), is not a checkpoint: `verify` raises `CheckpointError`.
+
+A run folder holds one checkpoint folder per epoch and attempt, named by
+`checkpoint_name`; `list_checkpoints` is the one place that reads them back.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from mlcore.errors import CheckpointError
@@ -27,6 +33,37 @@ MODEL_FILE = "model.pt"
 OPTIMIZER_FILE = "optimizer.pt"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
+CHECKPOINT_PREFIX = "checkpoint_epoch"
+_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)_attempt(\d+)$")
+
+
+def checkpoint_name(epoch: int, attempt: int) -> str:
+    """The folder name of epoch `epoch`'s checkpoint written by attempt `attempt`."""
+    return f"{CHECKPOINT_PREFIX}{epoch:04d}_attempt{attempt:02d}"
+
+
+@dataclass(frozen=True, order=True)
+class Listed:
+    """A checkpoint folder found in a run folder (ordered oldest first)."""
+
+    epoch: int
+    attempt: int
+    name: str
+    path: str  # in the filesystem it was listed from, without a trailing "/"
+
+
+def list_checkpoints(fs: pafs.FileSystem, folder: str) -> list[Listed]:
+    """The checkpoint folders directly inside `folder` of `fs`, oldest first
+    (by epoch, then attempt); [] when `folder` does not exist. Complete or not:
+    `verify` says which can be trusted."""
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        match = _NAME.match(info.base_name)
+        if match and info.type == pafs.FileType.Directory:
+            epoch, attempt = int(match.group(1)), int(match.group(2))
+            path = info.path.rstrip("/")
+            found.append(Listed(epoch, attempt, info.base_name, path))
+    return sorted(found)
 
 
 def _sha256(path: str) -> str:

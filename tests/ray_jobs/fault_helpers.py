@@ -8,7 +8,6 @@ runtime environment's `env_vars`, exactly as a user passes configuration.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import time
@@ -17,9 +16,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from mlcore.checkpointing import list_checkpoints
 from tests.conftest import RAY_JOBS
 
-CKPT_RE = re.compile(r"^checkpoint_epoch(\d+)_attempt(\d+)$")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
@@ -92,13 +91,7 @@ def sigkill(pid: int) -> None:
 
 def checkpoints(fs: pafs.FileSystem, run_path: str) -> list[tuple[int, int, str]]:
     """(epoch, attempt, path) of every checkpoint folder in a run, oldest first."""
-    infos = fs.get_file_info(pafs.FileSelector(run_path, allow_not_found=True))
-    found = []
-    for info in infos:
-        m = CKPT_RE.match(info.base_name)
-        if m and info.type == pafs.FileType.Directory:
-            found.append((int(m.group(1)), int(m.group(2)), info.path))
-    return sorted(found)
+    return [(c.epoch, c.attempt, c.path) for c in list_checkpoints(fs, run_path)]
 
 
 def complete_checkpoints(fs: pafs.FileSystem, run_path: str) -> list[tuple]:
