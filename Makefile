@@ -77,7 +77,9 @@ destroy: $(OPERATOR_STAMP) ## ordered teardown of STACK (asks first), then a sca
 orphans: $(OPERATOR_STAMP) ## list what of STACK still exists (ARGS=--delete removes it)
 	$(RAYGPU) orphans --stack $(STACK) $(ARGS)
 
-bench: $(STAMP) ## benchmarks: Ray Train vs torchrun, Ray Serve vs FastAPI, start-up, plan
+bench: $(STAMP) ## benchmarks: Ray Train vs torchrun, Ray Serve vs FastAPI, start-up, plan, allocator
+	@command -v wrk >/dev/null || { apt-get install -y -q wrk || { apt-get update -q && apt-get install -y -q wrk; }; } >/dev/null 2>&1 || \
+	  echo "wrk unavailable: the Python load generator will be used (it takes CPU from the servers it measures)"
 	$(PY) -m scripts.bench
 
 clean: ## remove caches and rendered output (keeps .venv)

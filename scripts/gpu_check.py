@@ -1,8 +1,10 @@
 """GPU smoke check of the training path: CUDA, NCCL, bf16 autocast, checkpoints.
 
-Run it on a GPU node (a new pool, a new image) before trusting it with a job:
+Run it on a GPU node (a new pool, a new image) before trusting it with a job,
+from the repository root, with ray_jobs/ on PYTHONPATH (where its modules are
+top-level, as on the cluster):
 
-    python scripts/gpu_check.py --out gpu_check.json
+    PYTHONPATH=ray_jobs python scripts/gpu_check.py --out gpu_check.json
 
 It needs torch only (not Ray): it runs the same models, data and checkpoint code as
 ray_jobs/train.py, inside a one-process NCCL DDP group, and reports throughput in
@@ -22,16 +24,22 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ray_jobs"))
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
-
-from mlcore import checkpointing  # noqa: E402
-from mlcore.data import load_dataset  # noqa: E402
-from mlcore.models import ModelSpec, build_model  # noqa: E402
+try:
+    from mlcore import checkpointing
+    from mlcore.data import load_dataset
+    from mlcore.models import ModelSpec, build_model
+except ModuleNotFoundError as exc:
+    if exc.name != "mlcore":
+        raise
+    sys.exit(
+        "error: mlcore is not importable: run from the repository root as "
+        "PYTHONPATH=ray_jobs python scripts/gpu_check.py"
+    )
 
 
 def free_port() -> int:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from scripts.bench.proc import snapshot, tree
+from scripts.bench.settings import FASTAPI_SERVER, RAYTRAIN_DRIVER, TORCHRUN_WORKER
 
 # (group, substrings of the command line); the first match wins.
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -49,11 +49,11 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "ray_other_daemons",
         ("log_monitor.py", "monitor.py", "runtime_env/agent", "ray/_private/"),
     ),
-    ("ray_driver", ("bench_raytrain.py", "train.py")),
-    # The agent's command line names the workers' script too.
+    ("ray_driver", (RAYTRAIN_DRIVER, "train.py")),
+    # The agent's command line names the workers' module too.
     ("torchrun_agent", ("bin/torchrun ",)),
-    ("torchrun_workers", ("bench_torchrun.py",)),
-    ("fastapi_server", ("bench_fastapi.py",)),
+    ("torchrun_workers", (TORCHRUN_WORKER,)),
+    ("fastapi_server", (FASTAPI_SERVER,)),
 )
 RAY_DAEMONS = (
     "ray_gcs",
@@ -84,42 +84,6 @@ def classify(cmdline: str) -> str:
         if any(n in cmdline for n in needles):
             return group
     return "other"
-
-
-def _snapshot() -> dict[int, tuple[float, str, int]]:
-    """pid -> (CPU seconds so far, command line, parent pid) for every process."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            raw = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-        cmd = raw.replace(b"\0", b" ").decode(errors="replace").strip()
-        if not cmd:  # kernel threads
-            continue
-        out[int(entry.name)] = (cpu, cmd, int(fields[1]))
-    return out
-
-
-def _ours(
-    snap: dict[int, tuple[float, str, int]], root: int | None, markers
-) -> set[int]:
-    """`root` (if any), processes naming one of `markers` (Ray temp dirs), and
-    their descendants."""
-    found = {pid for pid, (_, cmd, _) in snap.items() if any(m in cmd for m in markers)}
-    if root is not None:
-        found.add(root)
-    grew = True
-    while grew:
-        kids = {pid for pid, (_, _, ppid) in snap.items() if ppid in found}
-        grew = not kids <= found
-        found |= kids
-    return found
 
 
 TRAINING_GROUPS = ("ray_workers", "torchrun_workers")
@@ -238,8 +202,8 @@ class CpuSampler(_Poller):
     def poll(self, threads: bool = False) -> None:
         """Read every process; the training workers' threads too when `threads`
         or `thread_s` has passed since their last reading."""
-        snap = _snapshot()
-        self._ours |= _ours(snap, self.root, self.markers)
+        snap = snapshot()
+        self._ours |= tree(snap, self.root, self.markers)
         for pid, (cpu, cmd, _) in snap.items():
             if pid not in self._first:
                 # A process born inside the window started from 0 CPU seconds.
@@ -261,7 +225,7 @@ class CpuSampler(_Poller):
 
     def __enter__(self) -> CpuSampler:
         self.t0 = time.monotonic()
-        for pid, (cpu, _, _) in _snapshot().items():
+        for pid, (cpu, _, _) in snapshot().items():
             self._first[pid] = cpu
         self.history.append((time.time(), {}))  # nothing used yet
         self._start()
@@ -367,9 +331,9 @@ class IdlePriority(_Poller):
         self.idle_worker_threads: set[int] = set()
 
     def poll(self) -> None:
-        snap = _snapshot()
+        snap = snapshot()
         # No root process: only the cluster's processes and their descendants.
-        for pid in _ours(snap, None, self.markers):
+        for pid in tree(snap, None, self.markers):
             group = classify(snap[pid][1])
             if group not in DEPRIORITIZED and group != "ray_workers":
                 continue
@@ -399,43 +363,3 @@ class IdlePriority(_Poller):
 
     def __exit__(self, *exc) -> None:
         self._halt()
-
-
-class Freezer:
-    """Pauses and resumes a whole process tree (SIGSTOP / SIGCONT).
-
-    For the interleaved training measurement: two runs, each with its processes
-    (a torchrun agent and its workers, or a driver with the Ray cluster it
-    started), take turns on the machine in short slices, so the host's drift in
-    speed falls on both alike. The tree is `root`, the processes naming one of
-    `markers` (a Ray temp dir) and their descendants, read anew at each pause;
-    a process started during a pause is caught by re-reading until none is new.
-    """
-
-    def __init__(self, root: int, markers: list[str] | tuple[str, ...] = ()):
-        self.root = root
-        self.markers = list(markers)
-        self.paused: set[int] = set()
-
-    def _tree(self) -> set[int]:
-        return _ours(_snapshot(), self.root, self.markers) - {os.getpid()}
-
-    @staticmethod
-    def _signal(pids: set[int], sig: int) -> set[int]:
-        done = set()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-                done.add(pid)
-        return done
-
-    def pause(self) -> None:
-        for _ in range(5):
-            new = self._tree() - self.paused
-            if not new:
-                return
-            self.paused |= self._signal(new, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(self.paused | self._tree(), signal.SIGCONT)
-        self.paused = set()

@@ -1,6 +1,7 @@
 """A fresh Ray Train driver for the benchmark: `train.py`'s main, unchanged.
 
-    python scripts/bench_raytrain.py [--own-cluster DIR [--lean]] -- <train.py args>
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.raytrain_driver \\
+        [--own-cluster DIR [--lean]] -- <train.py args>
 
 Without --own-cluster the driver joins the cluster named by $RAY_ADDRESS (what
 `python train.py` does next to a running head). With it, the driver starts its
@@ -11,27 +12,25 @@ metrics agent processes (see docs/performance.md).
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
-
-RAY_JOBS = Path(__file__).resolve().parents[1] / "ray_jobs"
-sys.path.insert(0, str(RAY_JOBS))
 
 
 def main(argv: list[str]) -> int:
     if "--" not in argv:
-        print("usage: bench_raytrain.py [--own-cluster DIR [--lean]] -- ARGS")
+        print("usage: raytrain_driver [--own-cluster DIR [--lean]] -- ARGS")
         return 2
     cut = argv.index("--")
     opts, train_args = argv[:cut], argv[cut + 1 :]
     import ray
 
     import train
+    from mlcore.marks import mark
 
-    train.mark("driver_start")
+    mark("driver_start")
     # The workers import train.py's module as the driver did: from ray_jobs/,
-    # found through PYTHONPATH on this machine (no working_dir upload).
-    runtime_env = {"env_vars": {"PYTHONPATH": str(RAY_JOBS)}}
+    # found through the PYTHONPATH the benchmark gave (no working_dir upload).
+    runtime_env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}}
     if "--own-cluster" in opts:
         ray.init(
             num_cpus=2,
@@ -42,7 +41,7 @@ def main(argv: list[str]) -> int:
         )
     else:
         ray.init(log_to_driver=False, runtime_env=runtime_env)  # $RAY_ADDRESS
-    train.mark("cluster_ready")
+    mark("cluster_ready")
     return train.main(train_args)
 
 

@@ -3,9 +3,14 @@
 Both send the same POST (one instance, float32 binary or JSON) over keep-alive
 connections on 127.0.0.1, `concurrency` requests in flight, until `requests`
 answers arrived or `seconds` passed, and print one line `RGJSON {...}` with the
-count, duration, latency percentiles and errors.
+count, duration, latency percentiles and errors (serving.one_load runs one as a
+child process and reads that line). The Python one is this module, which
+imports nothing but the standard library, so its start costs little CPU:
 
-    python scripts/bench_load.py URL BODYFILE CONTENT_TYPE CONCURRENCY REQUESTS SECONDS
+    python -m scripts.bench.load URL BODYFILE CONTENT_TYPE CONCURRENCY REQUESTS SECONDS
+
+`make bench` installs wrk where it can: the Python generator takes more CPU,
+which the servers it measures lose.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
 import sys
 import time
 from urllib.parse import urlsplit
+
+from scripts.bench.stats import percentile
 
 WRK_LUA = r"""
 wrk.method = "POST"
@@ -71,12 +79,17 @@ def wrk_argv(url: str, script: str, concurrency: int, seconds: float) -> list[st
     ]
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of an ascending list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[k]
+def generator_name() -> str:
+    path = wrk_path()
+    if not path:
+        return "python-asyncio (wrk not installed: apt-get install -y wrk)"
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10
+        )
+        return (out.stdout or out.stderr).split("[")[0].strip() or "wrk"
+    except (OSError, subprocess.SubprocessError):
+        return "wrk"
 
 
 async def _python_load(

@@ -1,6 +1,7 @@
 """A hand-written single-process FastAPI/uvicorn server: the benchmark's baseline.
 
-    python scripts/bench_fastapi.py --checkpoint DIR --port 8011
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.fastapi_server \\
+        --checkpoint DIR --port 8011
 
 What a user would write instead of Ray Serve: one uvicorn process, the model
 loaded once, one torch thread (like a Serve replica with num_cpus=1), each
@@ -12,10 +13,8 @@ parsing functions, and answers the same JSON.
 import argparse
 import math
 import sys
-from pathlib import Path
 
-RAY_JOBS = Path(__file__).resolve().parents[1] / "ray_jobs"
-sys.path.insert(0, str(RAY_JOBS))
+from raygpu.names import LOOPBACK
 
 
 def build(checkpoint: str, threads: int):
@@ -80,7 +79,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     app = build(args.checkpoint, args.threads)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(app, host=LOOPBACK, port=args.port, log_level="warning")
     return 0
 
 

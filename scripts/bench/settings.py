@@ -1,0 +1,108 @@
+"""What the benchmark runs and with which settings: one place for every section."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RAY_JOBS = REPO / "ray_jobs"
+PY = sys.executable
+SCHEMA = 1
+SECTIONS = ("train", "startup", "serve", "plan", "allocator")
+
+# The benchmark's own programs, run as modules (`python -m`) in child processes
+# whose PYTHONPATH holds ray_jobs/ and the repository (proc.child_env). The CPU
+# accounting tells processes apart by these names on their command lines.
+TORCHRUN_WORKER = "scripts.bench.torchrun_worker"
+RAYTRAIN_DRIVER = "scripts.bench.raytrain_driver"
+FASTAPI_SERVER = "scripts.bench.fastapi_server"
+SERVE_DEPLOY = "scripts.bench.serve_deploy"
+SERVE_MODELS_PROGRAM = "scripts.bench.serve_models"
+LOAD_GENERATOR = "scripts.bench.load"
+ALLOCATOR_PROBE = "scripts.bench.allocator_probe"
+
+# The variable that names a run's timing-marks file: mlcore.marks.MARKS_ENV
+# (this process does not import ray_jobs code; tests/scripts checks the two agree).
+MARKS_ENV = "RAYGPU_BENCH_MARKS"
+
+# Environment for the "lean" Ray setup (what bench found worth cutting; see
+# docs/performance.md). Applied to the driver and so to the cluster it starts.
+LEAN_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_enable_metrics_collection": "0",
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
+# Serve on a 2-core machine: no extra event-loop threads per replica and router.
+SERVE_LEAN_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    # Deleting one model's apps before the next: HAProxy-fronted replicas drain
+    # 30 s by default so load balancers can deregister them; nothing to wait
+    # for here (shutdown only, no effect on the measured requests).
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    # HAProxy writes a log line per request that the HAProxyManager actor reads
+    # to feed Serve's per-request metrics; with metrics collection off (LEAN_ENV)
+    # nothing exports them, and the reader costs CPU the replicas lose.
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+}
+# Same for both sides: one math thread per worker process.
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+MODES = {
+    "quick": {
+        "train_rounds": 1,
+        "train_variants": ("torchrun", "ray_lean", "ray_lean_idleprio", "ray_default"),
+        "train_default_rounds": 1,
+        "interleaved_rounds": 1,
+        "startup_rounds": 1,
+        "serve_rounds": 1,
+        "serve_seconds": 3.0,
+        "serve_requests": 3000,
+        "plan_rounds": 1,
+        "allocator_rounds": 1,
+    },
+    "full": {
+        "train_rounds": 3,
+        # Ray with its defaults (ray_default) and the idle-priority diagnosis
+        # (ray_lean_idleprio) made no measurable difference to throughput
+        # against the lean setup (docs/performance.md): their time goes to the
+        # interleaved rounds, which keeps the full run under 20 minutes.
+        # --quick still runs both once.
+        "train_variants": ("torchrun", "ray_lean"),
+        "train_default_rounds": 0,
+        "interleaved_rounds": 3,
+        "startup_rounds": 3,
+        "serve_rounds": 3,
+        "serve_seconds": 3.0,
+        "serve_requests": 20000,
+        "plan_rounds": 3,
+        "allocator_rounds": 3,
+    },
+}
+TRAIN_WORK = {
+    "model": "cnn",
+    "dataset": "synthetic",
+    "epochs": 3,
+    "batch_size": 64,
+    "workers": 2,
+    "threads_per_worker": 1,
+}
+INTERLEAVED_VARIANTS = ("ray_lean", "torchrun")
+INTERLEAVED_WORK = {**TRAIN_WORK, "epochs": 8}
+SLICE_S = 2.0
+STARTUP_WORK = {"model": "mlp", "dataset": "digits", "epochs": 3, "batch_size": 64}
+CONCURRENCY = (1, 8, 32)
+SERVE_MODELS = {"mlp": ("digits", (1, 8, 8)), "cnn": ("synthetic", (3, 32, 32))}
+
+
+class BenchError(RuntimeError):
+    """A benchmark step could not run (its message says which and why)."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
