@@ -3,29 +3,22 @@
 Every training step allocates and frees the same activation and gradient
 buffers, several MiB each. glibc's malloc serves blocks over its mmap threshold
 with fresh mappings and hands freed memory back to the kernel once enough of it
-sits at the top of a heap, so a step can fault thousands of pages back in. Ray
+sits at the top of a heap, so a step can fault its buffers' pages back in. Ray
 Train runs `train_func` in a thread of the worker actor, not its main thread,
 and such a thread gets a secondary malloc arena made of 64 MiB heaps, which
-glibc unmaps as soon as one is empty. On this project's CNN (batch 32, 3x32x32)
-a plain training loop in a second thread faulted 2,250-7,350 pages a step on
-average over 40 steps (the main thread, in some runs, as many), and in the
-benchmark's Ray runs one worker now and then did 3,000-6,300 a step (5-11 ms of
-kernel time each), holding the other rank up in DDP's all-reduce
-(docs/performance.md).
-
-Ray Serve runs a replica's handlers in a thread of their own too, and
-`serve_app.ModelServer` makes the same call when it starts.
+glibc unmaps as soon as one is empty; a worker stalled by those faults holds the
+other ranks up in DDP's all-reduce. Ray Serve runs a replica's handlers in a
+thread of their own too, and `serve_app.ModelServer` makes the same call when it
+starts. `make bench` measures the faults with and without the settings
+(section "allocator"; docs/performance.md).
 
 `keep_freed_memory()` fixes the thresholds and the top pad: blocks up to 32 MiB
 come from the heap, up to 256 MiB of freed memory stays mapped in each arena,
 and a heap grows and shrinks 64 MiB at a time, so an emptied heap is kept
-rather than unmapped. Called at the top of `train_func`, in the training
-thread, the CNN loop above faulted 0-77 pages a step on average, most steps
-none and now and then one 1,024-3,072; the two thresholds alone still left
-100-3,700. These are process-wide mallopt(3) settings; MALLOC_MMAP_THRESHOLD_,
-MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set the same before a process
-starts. With another allocator preloaded (jemalloc or tcmalloc through
-LD_PRELOAD, which keep freed memory their own way) the call reaches that
+rather than unmapped. These are process-wide mallopt(3) settings;
+MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ and MALLOC_TOP_PAD_ set the same
+before a process starts. With another allocator preloaded (jemalloc or tcmalloc
+through LD_PRELOAD, which keep freed memory their own way) the call reaches that
 allocator's mallopt, which may accept it and do nothing.
 """
 
@@ -43,6 +36,16 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20
 TRIM_THRESHOLD_BYTES = 256 << 20
 TOP_PAD_BYTES = 64 << 20
+SETTINGS = (
+    (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
+    (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
+    (M_TOP_PAD, TOP_PAD_BYTES),
+)
+
+
+def _libc():
+    """The C library already loaded into this process (dlopen(NULL))."""
+    return ctypes.CDLL(None)
 
 
 def keep_freed_memory() -> bool:
@@ -52,18 +55,13 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None)  # the symbols already loaded: the C library's
+        libc = _libc()
     except OSError:  # pragma: no cover - dlopen(NULL) does not fail on Linux
         return False
     # Only glibc has gnu_get_libc_version; musl's mallopt accepts and ignores.
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return False
-    settings = (
-        (M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
-        (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
-        (M_TOP_PAD, TOP_PAD_BYTES),
-    )
-    applied = [libc.mallopt(param, value) == 1 for param, value in settings]
+    applied = [libc.mallopt(param, value) == 1 for param, value in SETTINGS]
     return all(applied)  # each one tried, even after a refusal
 
 
