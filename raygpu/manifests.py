@@ -20,7 +20,6 @@ What the Ray cluster looks like (see docs/cluster.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,12 @@ from raygpu.names import (  # noqa: E402  (re-exported: manifests users name the
     RAY_API_VERSION,
 )
 from raygpu.serve_ingress import serve_ingress_env
+from raygpu.sizing import (
+    allocatable,
+    head_cpu_problem,
+    head_memory_problem,
+    memory_bytes,
+)
 
 KUBERAY_RELEASE = "kuberay-operator"
 KUBERAY_CHART = "kuberay-operator"
@@ -53,16 +58,6 @@ WORKER_CONTAINER = "ray-worker"
 # Share of a pod's memory given to /dev/shm (Ray's object store defaults to 30 %).
 SHM_FRACTION = 0.3
 
-# Node capacity that Ray pods must leave free (see `allocatable`).
-# Kernel/firmware: EC2's nominal memory is a little more than the OS sees.
-OS_MEMORY_FRACTION = 0.04
-# EKS AMI kube-reserved memory: 255 MiB + 11 MiB per pod, at up to 110 pods.
-KUBE_RESERVED_MEMORY_MIB = 255 + 11 * 110
-EVICTION_HARD_MEMORY_MIB = 100
-# DaemonSets on every node: aws-node (VPC CNI), kube-proxy, EBS CSI node,
-# EKS Pod Identity agent, the NVIDIA device plugin on GPU nodes.
-DAEMONSET_CPU_MILLI = 500
-DAEMONSET_MEMORY_MIB = 768
 # The smallest worker worth scheduling: Ray itself plus a PyTorch process.
 MIN_WORKER_CPU = 1
 MIN_WORKER_MEMORY_GIB = 4
@@ -121,48 +116,6 @@ def common_labels(cfg: StackConfig) -> dict[str, str]:
     }
 
 
-# ------------------------------------------------------------------ quantities
-
-
-def cpu_milli(text: str) -> int:
-    """A Kubernetes CPU quantity ("2", "500m", "1.5") in millicores."""
-    text = str(text).strip()
-    try:
-        if text.endswith("m"):
-            return int(text[:-1])
-        return int(round(float(text) * 1000))
-    except ValueError:
-        raise ManifestError(f"{text!r} is not a CPU quantity") from None
-
-
-_MEM_UNITS = {
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "k": 10**3,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-}
-
-
-def memory_bytes(text: str) -> int:
-    """A Kubernetes memory quantity ("8Gi", "512Mi", "1G", "1024") in bytes."""
-    text = str(text).strip()
-    for unit in sorted(_MEM_UNITS, key=len, reverse=True):
-        if text.endswith(unit):
-            number, factor = text[: -len(unit)], _MEM_UNITS[unit]
-            break
-    else:
-        number, factor = text, 1
-    try:
-        return int(float(number) * factor)
-    except ValueError:
-        raise ManifestError(f"{text!r} is not a memory quantity") from None
-
-
 @dataclass(frozen=True)
 class PodSize:
     cpu: int  # whole CPUs
@@ -176,23 +129,6 @@ class PodSize:
     @property
     def shm(self) -> str:
         return f"{int(self.memory_mib * SHM_FRACTION)}Mi"
-
-
-def kube_reserved_cpu_milli(vcpus: int) -> int:
-    """The EKS AMI's kube-reserved CPU: 6 % of the first core, 1 % of the second,
-    0.5 % of the next two, 0.25 % of the rest."""
-    shares = [60, 10, 5, 5] + [2.5] * max(0, vcpus - 4)
-    return int(math.ceil(sum(shares[:vcpus])))
-
-
-def allocatable(vcpus: int, memory_gib: float) -> tuple[int, int]:
-    """(millicores, MiB) a node of this size leaves for one big pod, after the
-    kubelet's reservations, the eviction threshold and the DaemonSets."""
-    cpu = vcpus * 1000 - kube_reserved_cpu_milli(vcpus) - DAEMONSET_CPU_MILLI
-    memory = int(memory_gib * 1024 * (1 - OS_MEMORY_FRACTION))
-    memory -= KUBE_RESERVED_MEMORY_MIB + EVICTION_HARD_MEMORY_MIB
-    memory -= DAEMONSET_MEMORY_MIB
-    return cpu, memory
 
 
 def worker_size(pool: GpuPoolConfig) -> PodSize:
@@ -219,16 +155,22 @@ def worker_size(pool: GpuPoolConfig) -> PodSize:
 
 
 def head_size(cfg: StackConfig) -> PodSize:
-    cpu_m = cpu_milli(cfg.ray_head_cpu)
-    mem_mib = memory_bytes(cfg.ray_head_memory) // 2**20
-    node_cpu, node_mem = allocatable(cfg.system_pool.vcpus, cfg.system_pool.memory_gib)
-    if cpu_m > node_cpu or mem_mib > node_mem:
-        raise ManifestError(
-            f"raygpu:rayHeadCpu/rayHeadMemory: {cfg.ray_head_cpu} CPU and "
-            f"{cfg.ray_head_memory} do not fit a system node "
-            f"({node_cpu}m and {node_mem}Mi left after system reservations)"
+    node = (cfg.system_pool.vcpus, cfg.system_pool.memory_gib)
+    problems = [
+        f"{key} {problem}"
+        for key, problem in (
+            ("rayHeadCpu", head_cpu_problem(cfg.ray_head_cpu, *node)),
+            ("rayHeadMemory", head_memory_problem(cfg.ray_head_memory, *node)),
         )
-    return PodSize(cpu=0, memory_mib=mem_mib, gpus=0)
+        if problem
+    ]
+    if problems:
+        raise ManifestError(
+            "raygpu:rayHeadCpu/rayHeadMemory: the head does not fit a system node: "
+            + "; ".join(problems)
+        )
+    memory_mib = memory_bytes(cfg.ray_head_memory) // 2**20
+    return PodSize(cpu=0, memory_mib=memory_mib, gpus=0)
 
 
 # ---------------------------------------------------------------- core objects

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from infra.budget import CostGuard, CostGuardArgs
+from raygpu.config import load_config
 from tests.infra.infra_helpers import run_component, stack_config
 
 BUDGET = "aws:budgets/budget:Budget"
@@ -48,11 +49,12 @@ def test_stack_scope_filters_on_the_stack_tag():
 
 
 def test_budget_is_required_for_a_cost_guard():
-    cfg = stack_config()
-    from dataclasses import replace
-
-    with pytest.raises(ValueError, match="budgetMonthlyUsd"):
-        CostGuardArgs.from_config(replace(cfg, budget_monthly_usd=None))
+    # Every stack gets a CostGuard: its config cannot leave the budget out.
+    values = {"aws:region": "us-east-1", "gpuPools": [
+        {"name": "a10g", "instanceTypes": ["g5.xlarge"]}]}  # fmt: skip
+    with pytest.raises(ValueError, match="budgetMonthlyUsd") as info:
+        load_config("dev", values)
+    assert info.value.keys == ["raygpu:budgetMonthlyUsd"]
 
 
 def test_budget_name_names_the_region():

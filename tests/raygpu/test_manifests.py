@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygpu import config, manifests, names, versions
+from raygpu import config, manifests, names, sizing, versions
 from raygpu.manifests import ClusterRefs, ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -131,9 +131,16 @@ def test_mixed_instance_pool_is_sized_for_the_smallest_type():
 
 
 def test_head_that_does_not_fit_a_system_node_is_refused():
-    cfg = stack_config("dev")
-    too_big = config.StackConfig(
-        **{**cfg.__dict__, "ray_head_cpu": "4", "ray_head_memory": "15Gi"}
+    # One rule (raygpu.sizing): the config refuses such a head, naming both keys...
+    values = config.stack_file_values(REPO / "Pulumi.dev.yaml")
+    with pytest.raises(config.ConfigError) as info:
+        config.load_config(
+            "dev", {**values, "rayHeadCpu": "4", "rayHeadMemory": "15Gi"}
+        )
+    assert {"raygpu:rayHeadCpu", "raygpu:rayHeadMemory"} <= set(info.value.keys)
+    # ...and so does the manifest builder, for a config that skipped validation.
+    too_big = stack_config("dev").model_copy(
+        update={"ray_head_cpu": "4", "ray_head_memory": "15Gi"}
     )
     with pytest.raises(ManifestError, match="rayHeadCpu/rayHeadMemory"):
         manifests.raycluster_manifest(too_big, REFS)
@@ -179,10 +186,10 @@ def test_pods_run_unprivileged_as_the_ray_user(cfg):
         assert not pod.get("hostNetwork")
         # /dev/shm sized for Ray's object store, inside the memory limit.
         (shm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
-        limit = manifests.memory_bytes(
+        limit = sizing.memory_bytes(
             pod["containers"][0]["resources"]["limits"]["memory"]
         )
-        assert manifests.memory_bytes(shm["emptyDir"]["sizeLimit"]) < limit
+        assert sizing.memory_bytes(shm["emptyDir"]["sizeLimit"]) < limit
 
 
 def test_service_account_carries_the_irsa_role(cfg):
@@ -374,17 +381,6 @@ def test_ray_version_agrees_everywhere(cfg):
     ]
     tags = {c["image"].split(":", 1)[1] for p in pods for c in p["spec"]["containers"]}
     assert tags and all(t.split("-")[0] == pinned for t in tags)
-
-
-def test_quantity_parsing():
-    assert manifests.cpu_milli("2") == 2000
-    assert manifests.cpu_milli("500m") == 500
-    assert manifests.cpu_milli("1.5") == 1500
-    assert manifests.memory_bytes("8Gi") == 8 * 2**30
-    assert manifests.memory_bytes("512Mi") == 512 * 2**20
-    assert manifests.memory_bytes("1G") == 10**9
-    with pytest.raises(ManifestError):
-        manifests.memory_bytes("lots")
 
 
 # ------------------------------------------------------------------ Serve ingress
