@@ -53,19 +53,16 @@ def main() -> dict[str, object]:
     )
     identity = Identity(
         f"{prefix}-identity",
-        IdentityArgs(
+        IdentityArgs.from_config(
+            cfg,
             oidc_issuer_url=cluster.oidc_issuer_url,
             data_bucket_arn=storage.data_bucket_arn,
             artifacts_bucket_arn=storage.artifacts_bucket_arn,
             kms_key_arn=storage.kms_key_arn,
-            namespace=cfg.ray_namespace,
-            service_account=cfg.ray_service_account,
-            tags=cfg.iam_tags,
         ),
         opts,
     )
-    if cfg.budget_monthly_usd is not None:
-        CostGuard(f"{prefix}-cost", CostGuardArgs.from_config(cfg), opts)
+    CostGuard(f"{prefix}-cost", CostGuardArgs.from_config(cfg), opts)
     ray = RayOnKubernetes(
         f"{prefix}-ray",
         RayOnKubernetesArgs(

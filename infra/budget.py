@@ -9,7 +9,7 @@ which must be activated once in the Billing console before it counts anything.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -19,17 +19,17 @@ from raygpu.config import BUDGET_ALERTS, StackConfig
 
 @dataclass(frozen=True)
 class CostGuardArgs:
+    """What the budget takes from the stack config (defaults live there only)."""
+
     monthly_usd: float
     stack: str
     region: str
-    alert_email: str | None = None
-    scope: str = "account"  # or "stack"
-    tags: Mapping[str, str] = field(default_factory=dict)
+    alert_email: str | None
+    scope: str  # "account" or "stack"
+    tags: Mapping[str, str]
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> CostGuardArgs:
-        if cfg.budget_monthly_usd is None:
-            raise ValueError("raygpu:budgetMonthlyUsd is required for a CostGuard")
         return cls(
             monthly_usd=cfg.budget_monthly_usd,
             stack=cfg.stack,

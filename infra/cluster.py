@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
-from raygpu import versions
 from raygpu.config import GpuPoolConfig, StackConfig, SystemPoolConfig
 from raygpu.names import REGION_TAG
 
@@ -57,17 +56,20 @@ _EKS_EFFECT = {
 
 @dataclass(frozen=True)
 class EksClusterArgs:
+    """What the cluster takes from the stack config (defaults live there only)
+    and from the network."""
+
     cluster_name: str
     region: str
     private_subnet_ids: Sequence[pulumi.Input[str]]
-    version: str = versions.KUBERNETES_VERSION
-    public_endpoint_cidrs: tuple[str, ...] = ()
-    admin_principal_arns: tuple[str, ...] = ()
-    cluster_creator_admin: bool = True
-    system_pool: SystemPoolConfig = field(default_factory=SystemPoolConfig)
-    gpu_pools: tuple[GpuPoolConfig, ...] = ()
-    log_retention_days: int = 30
-    tags: Mapping[str, str] = field(default_factory=dict)
+    version: str
+    public_endpoint_cidrs: tuple[str, ...]
+    admin_principal_arns: tuple[str, ...]
+    cluster_creator_admin: bool
+    system_pool: SystemPoolConfig
+    gpu_pools: tuple[GpuPoolConfig, ...]
+    log_retention_days: int
+    tags: Mapping[str, str]
 
     @classmethod
     def from_config(

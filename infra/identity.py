@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
+
+from raygpu.config import StackConfig
 
 STS_AUDIENCE = "sts.amazonaws.com"
 DATA_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
@@ -32,13 +34,36 @@ KMS_ACTIONS = ("kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 
 @dataclass(frozen=True)
 class IdentityArgs:
+    """What identity takes from the stack config (defaults live there only), the
+    cluster and storage."""
+
     oidc_issuer_url: pulumi.Input[str]
     data_bucket_arn: pulumi.Input[str]
     artifacts_bucket_arn: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
-    namespace: str = "ray"
-    service_account: str = "ray-workload"
-    tags: Mapping[str, str] = field(default_factory=dict)
+    namespace: str
+    service_account: str
+    tags: Mapping[str, str]
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: StackConfig,
+        *,
+        oidc_issuer_url: pulumi.Input[str],
+        data_bucket_arn: pulumi.Input[str],
+        artifacts_bucket_arn: pulumi.Input[str],
+        kms_key_arn: pulumi.Input[str],
+    ) -> IdentityArgs:
+        return cls(
+            oidc_issuer_url=oidc_issuer_url,
+            data_bucket_arn=data_bucket_arn,
+            artifacts_bucket_arn=artifacts_bucket_arn,
+            kms_key_arn=kms_key_arn,
+            namespace=cfg.ray_namespace,
+            service_account=cfg.ray_service_account,
+            tags=cfg.iam_tags,
+        )
 
 
 def trust_policy(provider_arn: str, issuer_url: str, namespace: str, sa: str) -> str:

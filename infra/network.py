@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -20,14 +20,16 @@ from raygpu.names import REGION_TAG
 
 @dataclass(frozen=True)
 class NetworkArgs:
+    """What the network takes from the stack config (defaults live there only)."""
+
     cluster_name: str
     region: str
-    cidr: str = "10.0.0.0/16"
-    public_subnet_cidrs: tuple[str, ...] = ("10.0.224.0/22", "10.0.228.0/22")
-    private_subnet_cidrs: tuple[str, ...] = ("10.0.0.0/19", "10.0.32.0/19")
-    nat_gateway_mode: str = "single"  # or "per_az"
-    flow_log_retention_days: int = 30
-    tags: Mapping[str, str] = field(default_factory=dict)
+    cidr: str
+    public_subnet_cidrs: tuple[str, ...]
+    private_subnet_cidrs: tuple[str, ...]
+    nat_gateway_mode: str  # "single" or "per_az"
+    flow_log_retention_days: int
+    tags: Mapping[str, str]
 
     @property
     def az_count(self) -> int:

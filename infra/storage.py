@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
@@ -22,11 +22,13 @@ from raygpu.names import BUCKET_TAG
 
 @dataclass(frozen=True)
 class StorageArgs:
-    protect_data: bool = True
-    artifacts_force_destroy: bool = False
-    noncurrent_version_expiration_days: int = 30
-    abort_multipart_days: int = 7
-    tags: Mapping[str, str] = field(default_factory=dict)
+    """What storage takes from the stack config (defaults live there only)."""
+
+    protect_data: bool
+    artifacts_force_destroy: bool
+    noncurrent_version_expiration_days: int
+    tags: Mapping[str, str]
+    abort_multipart_days: int = 7  # not a config key: a fixed housekeeping rule
 
     @classmethod
     def from_config(cls, cfg: StackConfig) -> StorageArgs:
