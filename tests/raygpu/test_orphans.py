@@ -8,10 +8,14 @@ an order the API accepts, and that the rest is untouched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -19,6 +23,7 @@ import pytest
 
 from raygpu import cli
 from raygpu import orphans as orphans_mod
+from raygpu.errors import CommandError, UsageError
 from raygpu.orphans import (
     DELETE_ORDER,
     OrphanScanner,
@@ -640,7 +645,7 @@ def test_a_scan_iam_refuses_fails_in_one_line_naming_the_permission(aws):
         stub.add_client_error(
             "list_roles", service_error_code="AccessDenied", http_status_code=403
         )
-        with pytest.raises(orphans_mod.CommandError) as err:
+        with pytest.raises(CommandError) as err:
             scan.scan()
     message = str(err.value)
     assert "IAM refused iam:ListRoles (AccessDenied)" in message
@@ -759,8 +764,8 @@ def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: --outputs: cannot read")
-    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("raygpu orphans: error: --outputs: cannot read")
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
     bad = subprocess.run(
         [
             sys.executable,
@@ -783,11 +788,118 @@ def test_cli_bad_input_is_one_line_without_traceback(moto_server, tmp_path):
     assert "--cluster-name: 'a b' is not an EKS cluster name" in bad.stderr
 
 
-def test_the_region_and_bucket_tags_are_the_ones_infra_sets():
-    from raygpu.config import BUCKET_TAG, REGION_TAG
+# ------------------------------------- an AWS that cannot be used: one line
 
-    assert orphans_mod.REGION_TAG == REGION_TAG
-    assert orphans_mod.BUCKET_TAG == BUCKET_TAG
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that refuses connections: bound, never listening, so
+    nothing else can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def no_aws_env(tmp_path, **extra: str) -> dict[str, str]:
+    """An environment with no AWS configuration at all: no credentials, no
+    config files, no instance metadata, nothing in HOME."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    return {**env, **extra}
+
+
+def run_raygpu(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "raygpu", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+SCAN = ["--stack", "dev", "--region", REGION, "--cluster-name", "raygpu-dev"]
+
+
+def test_no_credentials_is_one_line_saying_how_to_log_in(tmp_path):
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"region": REGION}))
+    commands = {
+        "orphans": ["orphans", *SCAN],
+    }
+    with closed_port() as port:  # were a request made, it would stay on loopback
+        env = no_aws_env(tmp_path, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+        for command, args in commands.items():
+            proc = run_raygpu(env, *args)
+            assert proc.returncode == 2, proc.stderr
+            assert proc.stderr.splitlines() == [
+                f"raygpu {command}: error: no AWS credentials found: run `aws "
+                "configure` (or `aws sso login` and set AWS_PROFILE), or set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ]
+            assert proc.stdout == ""
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_it(tmp_path):
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        env = no_aws_env(
+            tmp_path,
+            AWS_ENDPOINT_URL=url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+        )
+        started = time.monotonic()
+        proc = run_raygpu(env, "orphans", *SCAN)
+    assert proc.returncode == 1, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"raygpu orphans: error: cannot reach AWS at {url}")
+    assert f"check AWS_ENDPOINT_URL={url}" in line
+    assert proc.stdout == ""
+    assert time.monotonic() - started < 60  # a few quick retries, not minutes
+
+
+def test_an_unknown_region_is_one_line_naming_where_it_came_from(moto_server, tmp_path):
+    env = no_aws_env(tmp_path, **moto_server.env)
+    scan = ["--stack", "dev", "--region", "us-nowhere-1", "--cluster-name", "c"]
+    proc = run_raygpu(env, "orphans", *scan)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(
+        "raygpu orphans: error: --region: 'us-nowhere-1' is not an AWS region; "
+    )
+    assert "newer boto3" in line
+    # From the stack's outputs: named as such, with the region it resembles.
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"region": "eu-wset-1", "cluster_name": "c"}))
+    proc = run_raygpu(env, "orphans", "--stack", "dev", "--outputs", str(outputs))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(
+        "raygpu orphans: error: stack output 'region': 'eu-wset-1' is not an AWS "
+        "region; did you mean eu-west-1? "
+    )
+    assert len(proc.stderr.splitlines()) == 1
+
+
+def test_the_target_takes_flags_then_outputs_and_names_the_regions_source():
+    outputs = {"region": "eu-west-1", "cluster_name": "c-out", "data_bucket": "b"}
+    target = orphans_mod.target_for("nofile", outputs, "us-west-2", "c-flag")
+    assert (target.region, target.region_source) == ("us-west-2", "--region")
+    assert (target.cluster_name, target.data_bucket) == ("c-flag", "b")
+    target = orphans_mod.target_for("nofile", outputs)
+    assert (target.region, target.region_source) == (
+        "eu-west-1",
+        "stack output 'region'",
+    )
+    assert target.cluster_name == "c-out"
+    with pytest.raises(UsageError, match="^--region: no region for stack 'nofile'"):
+        orphans_mod.target_for("nofile", {})
 
 
 def test_the_data_bucket_is_known_by_its_tag_then_by_its_name(aws):
