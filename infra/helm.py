@@ -1,4 +1,4 @@
-"""Helm: turn a `manifests.HelmRelease` into the arguments of a Pulumi Release.
+"""Helm: turn a `helm_values.HelmRelease` into the arguments of a Pulumi Release.
 
 `raygpu/manifests.py` and `raygpu/autoscaler_values.py` describe each chart as a plain
 `HelmRelease` (no pulumi); the components hand it to `k8s.helm.v3.Release` through
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pulumi_kubernetes as k8s
 
-from raygpu.manifests import HelmRelease
+from raygpu.helm_values import HelmRelease
 
 # Releases kept per chart, for `helm rollback`.
 MAX_HISTORY = 10

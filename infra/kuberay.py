@@ -19,7 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import helm
-from raygpu import manifests
+from raygpu import helm_values, manifests
 from raygpu.config import StackConfig
 
 TYPE_TOKEN = "raygpu:kuberay:RayOnKubernetes"
@@ -65,7 +65,7 @@ class RayOnKubernetes(pulumi.ComponentResource):
         ray_ns_obj = manifests.namespace_manifest(cfg)
         sa_obj = manifests.service_account_manifest(cfg, refs)
         raycluster_obj = manifests.raycluster_manifest(cfg, refs)
-        releases = {r.name: r for r in manifests.helm_releases(cfg)}
+        releases = {r.name: r for r in helm_values.helm_releases(cfg)}
 
         self.provider = k8s.Provider(
             f"{name}-k8s",
@@ -94,13 +94,13 @@ class RayOnKubernetes(pulumi.ComponentResource):
         )
         device_plugin = self._release(
             f"{name}-device-plugin",
-            releases[manifests.DEVICE_PLUGIN_RELEASE],
+            releases[helm_values.DEVICE_PLUGIN_RELEASE],
             k8s_opts(),
         )
         # The operator's namespaced RBAC lands in the Ray namespace: create it first.
         operator = self._release(
             f"{name}-kuberay-operator",
-            releases[manifests.KUBERAY_RELEASE],
+            releases[helm_values.KUBERAY_RELEASE],
             k8s_opts(kuberay_ns, ray_ns),
         )
         raycluster = k8s.apiextensions.CustomResource(
@@ -135,7 +135,7 @@ class RayOnKubernetes(pulumi.ComponentResource):
     def _release(
         self,
         resource_name: str,
-        release: manifests.HelmRelease,
+        release: helm_values.HelmRelease,
         opts: pulumi.ResourceOptions,
     ) -> k8s.helm.v3.Release:
         return k8s.helm.v3.Release(

@@ -28,7 +28,8 @@ from typing import Any
 
 from raygpu import versions
 from raygpu.config import StackConfig
-from raygpu.manifests import IRSA_ANNOTATION, HelmRelease, ManifestError
+from raygpu.helm_values import HelmRelease
+from raygpu.manifests import IRSA_ANNOTATION, ManifestError
 
 RELEASE = "cluster-autoscaler"
 CHART = "cluster-autoscaler"

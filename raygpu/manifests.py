@@ -1,15 +1,17 @@
 """Every Kubernetes object and Helm values dict the stack applies, as plain data.
 
 Plain functions of the validated `StackConfig` that return dicts; they import no
-Pulumi, so tests check them directly and `scripts/render.py` writes them as YAML.
-`infra/kuberay.py` only hands them to `CustomResource`/`Release`.
+Pulumi, so tests check them directly and `raygpu render` writes them as YAML.
+`infra/kuberay.py` only hands them to `CustomResource`/`Release`. The Ray
+workloads (RayJob, RayService, Serve config) are in `raygpu/workloads.py`, the
+Helm values in `raygpu/helm_values.py`.
 
 Values that exist only once AWS resources do (bucket names, the IRSA role ARN) come
 in through `ClusterRefs`. Under Pulumi they are Outputs, which Pulumi resolves
 anywhere inside a dict; in tests and renders they are plain strings.
 
 What the Ray cluster looks like (see docs/cluster.md):
-- one Ray version (`infra/versions.py`) drives `rayVersion` and every image tag;
+- one Ray version (`raygpu/versions.py`) drives `rayVersion` and every image tag;
 - the head runs on the system nodes with `num-cpus: 0` (no tasks land on it);
 - one worker group per GPU pool, 0..maxSize replicas, scaled by the in-tree
   autoscaler v2, with the pool's node selector, the GPU taint's toleration and
@@ -23,8 +25,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import yaml
 
 from raygpu import names, versions
 from raygpu.config import GpuPoolConfig, StackConfig
@@ -43,13 +43,6 @@ from raygpu.sizing import (
     memory_bytes,
 )
 
-KUBERAY_RELEASE = "kuberay-operator"
-KUBERAY_CHART = "kuberay-operator"
-KUBERAY_OPERATOR_IMAGE = "quay.io/kuberay/operator"
-DEVICE_PLUGIN_NAMESPACE = "kube-system"
-DEVICE_PLUGIN_RELEASE = "nvidia-device-plugin"
-DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
-
 # The rayproject/ray images run as user `ray` (uid 1000, gid 100).
 RAY_UID = 1000
 RAY_GID = 100
@@ -62,14 +55,6 @@ SHM_FRACTION = 0.3
 MIN_WORKER_CPU = 1
 MIN_WORKER_MEMORY_GIB = 4
 
-DEFAULT_JOB_TTL_SECONDS = 300
-DEFAULT_JOB_DEADLINE_SECONDS = 6 * 3600
-SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
-# ray_jobs/serve_app.py: a ready `app` (checkpoint from $RAYGPU_CHECKPOINT) and the
-# application builder `build_app` that takes `checkpoint` as an argument.
-SERVE_IMPORT_PATH = "serve_app:app"
-SERVE_BUILDER_IMPORT_PATH = "serve_app:build_app"
-SERVE_APP_NAME = "raygpu"
 
 # A Service that someone switches to LoadBalancer would still get only an internal
 # (VPC-private) load balancer from the AWS controllers: defence in depth.
@@ -243,11 +228,11 @@ def _pod_security_context() -> dict[str, Any]:
     }
 
 
-def _container_security_context() -> dict[str, Any]:
+def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     amounts: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus:
         amounts[GPU_RESOURCE] = gpus
@@ -274,11 +259,11 @@ def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
         "name": HEAD_CONTAINER,
         "image": versions.RAY_IMAGE_CPU,
         "imagePullPolicy": "IfNotPresent",
-        "resources": _resources(cfg.ray_head_cpu, cfg.ray_head_memory),
+        "resources": resources(cfg.ray_head_cpu, cfg.ray_head_memory),
         "env": ray_env(cfg, refs),
         "ports": [{"name": n, "containerPort": p} for n, p in HEAD_PORTS.items()],
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
     }
     return {
         # num-cpus 0: the head schedules no tasks or actors, only coordinates.
@@ -308,10 +293,10 @@ def worker_group_spec(
         "name": WORKER_CONTAINER,
         "image": versions.RAY_IMAGE_GPU,
         "imagePullPolicy": "IfNotPresent",
-        "resources": _resources(str(size.cpu), size.memory, size.gpus),
+        "resources": resources(str(size.cpu), size.memory, size.gpus),
         "env": ray_env(cfg, refs),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": _container_security_context(),
+        "securityContext": container_security_context(),
     }
     return {
         "groupName": pool.name,
@@ -340,8 +325,8 @@ def autoscaler_options(cfg: StackConfig) -> dict[str, Any]:
         "version": "v2",
         "idleTimeoutSeconds": cfg.ray_idle_timeout_seconds,
         "upscalingMode": "Default",
-        "resources": _resources("500m", "512Mi"),
-        "securityContext": _container_security_context(),
+        "resources": resources("500m", "512Mi"),
+        "securityContext": container_security_context(),
     }
 
 
@@ -369,244 +354,6 @@ def raycluster_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
         },
         "spec": raycluster_spec(cfg, refs),
     }
-
-
-# -------------------------------------------------------------------- templates
-
-
-def _positive_int(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ManifestError(f"{field}: must be a positive integer, got {value!r}")
-    return value
-
-
-def rayjob_manifest(
-    cfg: StackConfig,
-    refs: ClusterRefs,
-    *,
-    name: str,
-    entrypoint: str,
-    runtime_env: Mapping[str, Any] | None = None,
-    ttl_seconds_after_finished: int = DEFAULT_JOB_TTL_SECONDS,
-    active_deadline_seconds: int = DEFAULT_JOB_DEADLINE_SECONDS,
-    submission_mode: str = "K8sJobMode",
-) -> dict[str, Any]:
-    """A RayJob that brings up its own cluster (the stack's cluster spec), runs
-    `entrypoint`, and deletes the cluster when the job ends (after the TTL)."""
-    if not isinstance(entrypoint, str) or not entrypoint.strip():
-        raise ManifestError("entrypoint: must be a non-empty command")
-    if submission_mode not in SUBMISSION_MODES:
-        raise ManifestError(
-            f"submission_mode: must be one of {', '.join(SUBMISSION_MODES)}, "
-            f"got {submission_mode!r}"
-        )
-    if isinstance(ttl_seconds_after_finished, bool) or not (
-        isinstance(ttl_seconds_after_finished, int) and ttl_seconds_after_finished >= 0
-    ):
-        raise ManifestError(
-            "ttl_seconds_after_finished: must be an integer >= 0, "
-            f"got {ttl_seconds_after_finished!r}"
-        )
-    spec: dict[str, Any] = {
-        "entrypoint": entrypoint,
-        "submissionMode": submission_mode,
-        "shutdownAfterJobFinishes": True,
-        "ttlSecondsAfterFinished": ttl_seconds_after_finished,
-        "activeDeadlineSeconds": _positive_int(
-            active_deadline_seconds, "active_deadline_seconds"
-        ),
-        "backoffLimit": 0,
-        "rayClusterSpec": raycluster_spec(cfg, refs),
-    }
-    if runtime_env:
-        spec["runtimeEnvYAML"] = yaml.safe_dump(dict(runtime_env), sort_keys=True)
-    return {
-        "apiVersion": RAY_API_VERSION,
-        "kind": "RayJob",
-        "metadata": {
-            "name": name,
-            "namespace": cfg.ray_namespace,
-            "labels": common_labels(cfg),
-        },
-        "spec": spec,
-    }
-
-
-def serve_config(
-    *,
-    working_dir: str,
-    checkpoint: str | None = None,
-    import_path: str | None = None,
-    app_name: str = SERVE_APP_NAME,
-    route_prefix: str = "/",
-    extra_args: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A Serve config (the `serveConfigV2` schema) for one application.
-
-    With `checkpoint` (or other args) the app comes from the builder
-    `serve_app:build_app`, which receives them as `args`; without, from the ready
-    `serve_app:app`. Serve refuses args for an already-built application."""
-    if not working_dir:
-        raise ManifestError("working_dir: must be a URI of the packaged ray_jobs/")
-    args = dict(extra_args or {})
-    if checkpoint:
-        args["checkpoint"] = checkpoint
-    if import_path is None:
-        import_path = SERVE_BUILDER_IMPORT_PATH if args else SERVE_IMPORT_PATH
-    elif args and import_path == SERVE_IMPORT_PATH:
-        raise ManifestError(
-            f"import_path: {SERVE_IMPORT_PATH} is an already-built application and "
-            f"takes no args; use the builder {SERVE_BUILDER_IMPORT_PATH}"
-        )
-    app: dict[str, Any] = {
-        "name": app_name,
-        "route_prefix": route_prefix,
-        "import_path": import_path,
-        "runtime_env": {"working_dir": working_dir},
-    }
-    if args:
-        app["args"] = args
-    return {"applications": [app]}
-
-
-def rayservice_manifest(
-    cfg: StackConfig,
-    refs: ClusterRefs,
-    *,
-    name: str,
-    working_dir: str,
-    checkpoint: str | None = None,
-    import_path: str | None = None,
-    app_name: str = SERVE_APP_NAME,
-    extra_args: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A RayService running the serving app on the stack's cluster spec."""
-    config = serve_config(
-        working_dir=working_dir,
-        checkpoint=checkpoint,
-        import_path=import_path,
-        app_name=app_name,
-        extra_args=extra_args,
-    )
-    return {
-        "apiVersion": RAY_API_VERSION,
-        "kind": "RayService",
-        "metadata": {
-            "name": name,
-            "namespace": cfg.ray_namespace,
-            "labels": common_labels(cfg),
-        },
-        "spec": {
-            "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
-            "rayClusterConfig": raycluster_spec(cfg, refs),
-        },
-    }
-
-
-# ------------------------------------------------------------------ Helm values
-
-
-@dataclass(frozen=True)
-class HelmRelease:
-    """What `helm install` needs: one per chart the stack installs."""
-
-    name: str
-    namespace: str
-    chart: str
-    version: str
-    repo: str
-    values: dict[str, Any]
-    skip_crds: bool = False
-
-
-def kuberay_operator_values(cfg: StackConfig) -> dict[str, Any]:
-    return {
-        "image": {
-            "repository": KUBERAY_OPERATOR_IMAGE,
-            "tag": f"v{versions.KUBERAY_CHART_VERSION}",
-        },
-        "nodeSelector": dict(cfg.system_pool.node_labels),
-        # Namespaced RBAC: the operator may manage pods only in the Ray namespace.
-        "singleNamespaceInstall": True,
-        "crNamespacedRbacEnable": True,
-        "watchNamespace": [cfg.ray_namespace],
-        "resources": _resources("100m", "512Mi"),
-        "podSecurityContext": {
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "service": {"type": "ClusterIP"},
-    }
-
-
-def device_plugin_values(cfg: StackConfig) -> dict[str, Any]:
-    """The NVIDIA device plugin: only on the stack's GPU nodes, tolerating their
-    taint, unprivileged (the chart's default for migStrategy none)."""
-    return {
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {
-                                    "key": names.POOL_LABEL,
-                                    "operator": "In",
-                                    "values": [p.name for p in cfg.gpu_pools],
-                                }
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
-        "tolerations": [
-            {
-                "key": names.GPU_TAINT_KEY,
-                "operator": "Exists",
-                "effect": names.GPU_TAINT_EFFECT,
-            }
-        ],
-        "migStrategy": "none",
-        "failOnInitError": True,
-        "priorityClassName": "system-node-critical",
-        "securityContext": _container_security_context(),
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
-        },
-        "gfd": {"enabled": False},
-        "nfd": {"enabled": False},
-    }
-
-
-def helm_releases(cfg: StackConfig) -> list[HelmRelease]:
-    return [
-        HelmRelease(
-            name=DEVICE_PLUGIN_RELEASE,
-            namespace=DEVICE_PLUGIN_NAMESPACE,
-            chart=DEVICE_PLUGIN_CHART,
-            version=versions.NVIDIA_DEVICE_PLUGIN_CHART_VERSION,
-            repo=versions.NVIDIA_DEVICE_PLUGIN_HELM_REPO,
-            values=device_plugin_values(cfg),
-        ),
-        HelmRelease(
-            name=KUBERAY_RELEASE,
-            namespace=KUBERAY_NAMESPACE,
-            chart=KUBERAY_CHART,
-            version=versions.KUBERAY_CHART_VERSION,
-            repo=versions.KUBERAY_HELM_REPO,
-            values=kuberay_operator_values(cfg),
-            skip_crds=False,  # the chart's crds/ install RayCluster/RayJob/RayService
-        ),
-    ]
 
 
 # ------------------------------------------------------------------------ audit

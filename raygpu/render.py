@@ -34,7 +34,14 @@ from typing import Any
 
 import yaml
 
-from raygpu import autoscaler_values, crd_schema, manifests, options
+from raygpu import (
+    autoscaler_values,
+    crd_schema,
+    helm_values,
+    manifests,
+    options,
+    workloads,
+)
 from raygpu.config import load_stack_file
 from raygpu.errors import UsageError
 
@@ -52,14 +59,14 @@ def example_templates(cfg, refs: manifests.ClusterRefs) -> list[dict[str, Any]]:
     """The RayJob and RayService templates, filled in as scripts/ would."""
     package = f"s3://{refs.artifacts_bucket}/jobs/ray_jobs.zip"
     return [
-        manifests.rayjob_manifest(
+        workloads.rayjob_manifest(
             cfg,
             refs,
             name="train-example",
             entrypoint="python train.py --epochs 2",
             runtime_env={"working_dir": package},
         ),
-        manifests.rayservice_manifest(cfg, refs, name="serve", working_dir=package),
+        workloads.rayservice_manifest(cfg, refs, name="serve", working_dir=package),
     ]
 
 
@@ -154,7 +161,7 @@ def render(
         result.written.append(_dump(out / name, obj))
 
     releases = [
-        *manifests.helm_releases(cfg),
+        *helm_values.helm_releases(cfg),
         autoscaler_values.cluster_autoscaler_release(cfg, role_arn=autoscaler_role_arn),
     ]
     index = []

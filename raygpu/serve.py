@@ -7,7 +7,7 @@
    entries, fixed timestamps and modes), named by its SHA-256: `packages/<sha>.zip`
    in the stack's artifacts bucket (uploaded only when absent), or a local file for
    a local cluster (--address).
-2. Writes a Serve config (raygpu.manifests.serve_config, the same one the stack's
+2. Writes a Serve config (raygpu.workloads.serve_config, the same one the stack's
    RayService template uses) whose runtime_env.working_dir is that package.
 3. Applies it with `serve deploy` through a port-forward to the Ray head (the token
    from the cluster's Secret goes through the environment only).
@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from raygpu import manifests, options
+from raygpu import manifests, options, workloads
 from raygpu.errors import CommandError
 from raygpu.names import SERVE_PORT
 from raygpu.rayclient import check_address, dashboard_get, ray_cli, ray_client_env
@@ -163,7 +163,7 @@ def build_config(
 ) -> dict[str, Any]:
     """The Serve config: the builder with the checkpoint, the package as working dir."""
     try:
-        config = manifests.serve_config(
+        config = workloads.serve_config(
             working_dir=working_dir, checkpoint=checkpoint, extra_args=args
         )
     except manifests.ManifestError as exc:

@@ -5,11 +5,12 @@
 
 Runs the real `ray job submit --working-dir ray_jobs ... -- <entrypoint>`, streams
 the job's logs and exits 0 when the job succeeded and 1 when it failed, was
-stopped or could not be submitted. With --stack it reaches the cluster through a kubeconfig written to a
-private temporary file and `kubectl port-forward` on 127.0.0.1, sends Ray's token
-from the cluster's Secret through the environment only, installs the job's Python
-dependencies (ray_jobs/requirements.txt) in the runtime env, and gives train.py the
-stack's artifacts bucket as --storage-path. The port-forward is always closed.
+stopped or could not be submitted. With --stack it reaches the cluster through a
+kubeconfig written to a private temporary file and `kubectl port-forward` on
+127.0.0.1, sends Ray's token from the cluster's Secret through the environment
+only, installs the job's Python dependencies (ray_jobs/requirements.txt) in the
+runtime env, and gives train.py the stack's artifacts bucket as --storage-path.
+The port-forward is always closed.
 """
 
 from __future__ import annotations

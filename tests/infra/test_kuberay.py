@@ -15,7 +15,7 @@ import pytest
 from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 
-from raygpu import config, manifests, versions
+from raygpu import config, helm_values, manifests, versions
 from tests.raygpu.test_manifests import STACKS, stack_config
 
 
@@ -171,14 +171,14 @@ def test_helm_releases_are_pinned_and_placed(deployed):
     assert plugin["version"] == versions.NVIDIA_DEVICE_PLUGIN_CHART_VERSION
     assert plugin["repositoryOpts"]["repo"] == versions.NVIDIA_DEVICE_PLUGIN_HELM_REPO
     assert plugin["namespace"] == "kube-system"
-    assert plugin["values"] == manifests.device_plugin_values(deployed.cfg)
+    assert plugin["values"] == helm_values.device_plugin_values(deployed.cfg)
     operator = releases["kuberay-operator"]
     assert operator["chart"] == "kuberay-operator"
     assert operator["version"] == "1.7.0"
     assert operator["repositoryOpts"]["repo"] == versions.KUBERAY_HELM_REPO
     assert operator["namespace"] == manifests.KUBERAY_NAMESPACE
     assert operator.get("skipCrds", False) is False
-    assert operator["values"] == manifests.kuberay_operator_values(deployed.cfg)
+    assert operator["values"] == helm_values.kuberay_operator_values(deployed.cfg)
 
 
 def test_raycluster_waits_for_operator_device_plugin_and_service_account(deployed):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pulumi.runtime import rpc
 
-from raygpu import config, crd_schema, manifests, names
+from raygpu import config, crd_schema, helm_values, manifests, names
 from raygpu.offline import OfflineRun, run_offline
 from tests.raygpu.test_manifests import STACKS, stack_config
 
@@ -121,7 +121,7 @@ def test_head_and_operator_go_to_the_system_node_group(program):
     releases = {
         r["inputs"]["name"]: r for r in run.of_type("kubernetes:helm.sh/v3:Release")
     }
-    operator = releases[manifests.KUBERAY_RELEASE]["inputs"]["values"]
+    operator = releases[helm_values.KUBERAY_RELEASE]["inputs"]["values"]
     assert operator["nodeSelector"].items() <= system["inputs"]["labels"].items()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygpu import config, manifests, names, sizing, versions
+from raygpu import config, helm_values, manifests, names, sizing, versions, workloads
 from raygpu.manifests import ClusterRefs, ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_names_of_objects_scripts_rely_on(cfg):
 
 
 def test_rayjob_template(cfg):
-    job = manifests.rayjob_manifest(
+    job = workloads.rayjob_manifest(
         cfg,
         REFS,
         name="train-abc",
@@ -257,11 +257,11 @@ def test_rayjob_template(cfg):
 def test_rayjob_template_rejects_bad_arguments(kwargs, field):
     args = {"name": "job", "entrypoint": "python x.py", **kwargs}
     with pytest.raises(ManifestError, match=field):
-        manifests.rayjob_manifest(stack_config("dev"), REFS, **args)
+        workloads.rayjob_manifest(stack_config("dev"), REFS, **args)
 
 
 def test_rayservice_template(cfg):
-    svc = manifests.rayservice_manifest(
+    svc = workloads.rayservice_manifest(
         cfg,
         REFS,
         name="serve",
@@ -278,7 +278,7 @@ def test_rayservice_template(cfg):
 
 
 def test_rayservice_without_checkpoint_uses_the_ready_app():
-    svc = manifests.rayservice_manifest(
+    svc = workloads.rayservice_manifest(
         stack_config("dev"), REFS, name="serve", working_dir="s3://b/p.zip"
     )
     (app,) = yaml.safe_load(svc["spec"]["serveConfigV2"])["applications"]
@@ -288,7 +288,7 @@ def test_rayservice_without_checkpoint_uses_the_ready_app():
 
 def test_rayservice_refuses_args_for_the_ready_app():
     with pytest.raises(ManifestError, match="import_path"):
-        manifests.rayservice_manifest(
+        workloads.rayservice_manifest(
             stack_config("dev"),
             REFS,
             name="serve",
@@ -303,7 +303,7 @@ def test_rayservice_refuses_args_for_the_ready_app():
 
 def test_device_plugin_only_on_gpu_nodes_tolerating_the_taint(cfg):
     (plugin,) = [
-        r for r in manifests.helm_releases(cfg) if r.chart == "nvidia-device-plugin"
+        r for r in helm_values.helm_releases(cfg) if r.chart == "nvidia-device-plugin"
     ]
     assert plugin.version == versions.NVIDIA_DEVICE_PLUGIN_CHART_VERSION
     assert plugin.repo == versions.NVIDIA_DEVICE_PLUGIN_HELM_REPO
@@ -329,7 +329,7 @@ def test_device_plugin_only_on_gpu_nodes_tolerating_the_taint(cfg):
 
 
 def test_kuberay_operator_release(cfg):
-    (op,) = [r for r in manifests.helm_releases(cfg) if r.chart == "kuberay-operator"]
+    (op,) = [r for r in helm_values.helm_releases(cfg) if r.chart == "kuberay-operator"]
     assert op.version == versions.KUBERAY_CHART_VERSION == "1.7.0"
     assert op.repo == versions.KUBERAY_HELM_REPO
     assert op.skip_crds is False
@@ -343,10 +343,10 @@ def test_kuberay_operator_release(cfg):
 
 def test_nothing_is_exposed_outside_the_vpc(cfg):
     objects = manifests.cluster_objects(cfg, REFS) + [
-        manifests.rayjob_manifest(cfg, REFS, name="j", entrypoint="python x.py"),
-        manifests.rayservice_manifest(cfg, REFS, name="s", working_dir="s3://b/p.zip"),
+        workloads.rayjob_manifest(cfg, REFS, name="j", entrypoint="python x.py"),
+        workloads.rayservice_manifest(cfg, REFS, name="s", working_dir="s3://b/p.zip"),
     ]
-    values = [r.values for r in manifests.helm_releases(cfg)]
+    values = [r.values for r in helm_values.helm_releases(cfg)]
     assert manifests.public_exposure(objects + values) == []
 
 
@@ -404,7 +404,7 @@ def test_serve_ingress_haproxy_reaches_every_ray_node():
     values = config.stack_file_values(REPO / "Pulumi.dev.yaml")
     cfg = config.load_config("dev", {**values, "serveIngress": "haproxy"})
     assert cfg.serve_ingress == "haproxy"
-    svc = manifests.rayservice_manifest(
+    svc = workloads.rayservice_manifest(
         cfg, REFS, name="serve", working_dir="s3://b/p.zip"
     )
     for manifest in (manifests.raycluster_manifest(cfg, REFS), svc):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from raygpu import config, crd_schema, kuberay_rules, manifests
+from raygpu import config, crd_schema, kuberay_rules, manifests, workloads
 from raygpu.crd_schema import ManifestValidationError
 from tests.raygpu.test_manifests import REFS, REPO, STACKS, stack_config
 
@@ -23,14 +23,14 @@ def rendered(stack: str) -> list[dict]:
     cfg = stack_config(stack)
     return [
         manifests.raycluster_manifest(cfg, REFS),
-        manifests.rayjob_manifest(
+        workloads.rayjob_manifest(
             cfg,
             REFS,
             name="train-20260101-abcdef",
             entrypoint="python train.py --epochs 2",
             runtime_env={"working_dir": "s3://bucket/jobs/pkg.zip"},
         ),
-        manifests.rayservice_manifest(
+        workloads.rayservice_manifest(
             cfg,
             REFS,
             name="serve",
@@ -59,7 +59,7 @@ def test_haproxy_ingress_manifests_are_valid():
     cfg = config.load_config("prod", {**values, "serveIngress": "haproxy"})
     crd_schema.validate_manifest(manifests.raycluster_manifest(cfg, REFS))
     crd_schema.validate_manifest(
-        manifests.rayservice_manifest(
+        workloads.rayservice_manifest(
             cfg, REFS, name="serve", working_dir="s3://b/p.zip", checkpoint="s3://b/c"
         )
     )
@@ -181,9 +181,9 @@ def test_long_and_malformed_names_are_caught(cluster):
         f"{'r' * 54!r} has 54"
     ]
     cfg = stack_config("dev")
-    job = manifests.rayjob_manifest(cfg, REFS, name="j" * 48, entrypoint="python x.py")
+    job = workloads.rayjob_manifest(cfg, REFS, name="j" * 48, entrypoint="python x.py")
     assert any("at most 47" in p for p in problems(job))
-    svc = manifests.rayservice_manifest(
+    svc = workloads.rayservice_manifest(
         cfg, REFS, name="Serve_App", working_dir="s3://b/p.zip"
     )
     assert any("DNS-1035" in p for p in problems(svc))
@@ -202,7 +202,7 @@ def test_resources_in_two_places_and_duplicate_groups_are_caught(cluster):
 
 def test_rayjob_rules_are_caught():
     cfg = stack_config("dev")
-    job = manifests.rayjob_manifest(cfg, REFS, name="job", entrypoint="python x.py")
+    job = workloads.rayjob_manifest(cfg, REFS, name="job", entrypoint="python x.py")
     job["spec"]["shutdownAfterJobFinishes"] = False  # yet a TTL is set
     job["spec"]["activeDeadlineSeconds"] = 0
     job["spec"]["runtimeEnvYAML"] = "working_dir: [unclosed"
@@ -211,7 +211,7 @@ def test_rayjob_rules_are_caught():
     assert "spec.activeDeadlineSeconds: must be > 0, got 0" in found
     assert any(p.startswith("spec.runtimeEnvYAML: not valid YAML") for p in found)
     # A problem inside the embedded cluster spec names its full path.
-    job = manifests.rayjob_manifest(cfg, REFS, name="job", entrypoint="python x.py")
+    job = workloads.rayjob_manifest(cfg, REFS, name="job", entrypoint="python x.py")
     job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"] = 9
     assert any(
         p.startswith("spec.rayClusterSpec.workerGroupSpecs[0].minReplicas")
@@ -221,7 +221,7 @@ def test_rayjob_rules_are_caught():
 
 def test_rayservice_rules_are_caught():
     cfg = stack_config("dev")
-    svc = manifests.rayservice_manifest(cfg, REFS, name="s", working_dir="s3://b/p")
+    svc = workloads.rayservice_manifest(cfg, REFS, name="s", working_dir="s3://b/p")
     head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]
     head["headService"] = {"metadata": {"name": "custom"}}
     svc["spec"]["serveConfigV2"] = "applications: [oops"

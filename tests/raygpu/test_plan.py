@@ -195,7 +195,9 @@ def test_cli_runs_in_seconds_without_credentials_or_pulumi(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "scripts" / "plan.py"),
+            "-m",
+            "raygpu",
+            "plan",
             "--stack",
             "prod",
             "--json",
@@ -214,15 +216,23 @@ def test_cli_runs_in_seconds_without_credentials_or_pulumi(tmp_path):
 
 def test_cli_bad_config_has_no_traceback(tmp_path):
     path = write_bad_stack(tmp_path)
-    script = str(ROOT / "scripts" / "plan.py")
     proc = subprocess.run(
-        [sys.executable, script, "--stack", "bad", "--config", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "raygpu",
+            "plan",
+            "--stack",
+            "bad",
+            "--config",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         env=_clean_env(tmp_path),
         timeout=120,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("plan: invalid stack config: ")
+    assert proc.stderr.startswith("raygpu plan: error: ")
     assert "raygpu:gpuPools[0].instanceTypes[0]" in proc.stderr

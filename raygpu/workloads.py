@@ -1,0 +1,157 @@
+"""The Ray workloads a stack runs, as plain data: RayJob and RayService manifests and
+the Serve config (`serveConfigV2`) both `raygpu serve` and the RayService use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from raygpu.config import StackConfig
+from raygpu.manifests import (
+    ClusterRefs,
+    ManifestError,
+    common_labels,
+    raycluster_spec,
+)
+from raygpu.names import RAY_API_VERSION
+
+DEFAULT_JOB_TTL_SECONDS = 300
+DEFAULT_JOB_DEADLINE_SECONDS = 6 * 3600
+SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
+# ray_jobs/serve_app.py: a ready `app` (checkpoint from $RAYGPU_CHECKPOINT) and the
+# application builder `build_app` that takes `checkpoint` as an argument.
+SERVE_IMPORT_PATH = "serve_app:app"
+SERVE_BUILDER_IMPORT_PATH = "serve_app:build_app"
+SERVE_APP_NAME = "raygpu"
+
+
+def _positive_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ManifestError(f"{field}: must be a positive integer, got {value!r}")
+    return value
+
+
+def rayjob_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    entrypoint: str,
+    runtime_env: Mapping[str, Any] | None = None,
+    ttl_seconds_after_finished: int = DEFAULT_JOB_TTL_SECONDS,
+    active_deadline_seconds: int = DEFAULT_JOB_DEADLINE_SECONDS,
+    submission_mode: str = "K8sJobMode",
+) -> dict[str, Any]:
+    """A RayJob that brings up its own cluster (the stack's cluster spec), runs
+    `entrypoint`, and deletes the cluster when the job ends (after the TTL)."""
+    if not isinstance(entrypoint, str) or not entrypoint.strip():
+        raise ManifestError("entrypoint: must be a non-empty command")
+    if submission_mode not in SUBMISSION_MODES:
+        raise ManifestError(
+            f"submission_mode: must be one of {', '.join(SUBMISSION_MODES)}, "
+            f"got {submission_mode!r}"
+        )
+    if isinstance(ttl_seconds_after_finished, bool) or not (
+        isinstance(ttl_seconds_after_finished, int) and ttl_seconds_after_finished >= 0
+    ):
+        raise ManifestError(
+            "ttl_seconds_after_finished: must be an integer >= 0, "
+            f"got {ttl_seconds_after_finished!r}"
+        )
+    spec: dict[str, Any] = {
+        "entrypoint": entrypoint,
+        "submissionMode": submission_mode,
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": ttl_seconds_after_finished,
+        "activeDeadlineSeconds": _positive_int(
+            active_deadline_seconds, "active_deadline_seconds"
+        ),
+        "backoffLimit": 0,
+        "rayClusterSpec": raycluster_spec(cfg, refs),
+    }
+    if runtime_env:
+        spec["runtimeEnvYAML"] = yaml.safe_dump(dict(runtime_env), sort_keys=True)
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayJob",
+        "metadata": {
+            "name": name,
+            "namespace": cfg.ray_namespace,
+            "labels": common_labels(cfg),
+        },
+        "spec": spec,
+    }
+
+
+def serve_config(
+    *,
+    working_dir: str,
+    checkpoint: str | None = None,
+    import_path: str | None = None,
+    app_name: str = SERVE_APP_NAME,
+    route_prefix: str = "/",
+    extra_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Serve config (the `serveConfigV2` schema) for one application.
+
+    With `checkpoint` (or other args) the app comes from the builder
+    `serve_app:build_app`, which receives them as `args`; without, from the ready
+    `serve_app:app`. Serve refuses args for an already-built application."""
+    if not working_dir:
+        raise ManifestError("working_dir: must be a URI of the packaged ray_jobs/")
+    args = dict(extra_args or {})
+    if checkpoint:
+        args["checkpoint"] = checkpoint
+    if import_path is None:
+        import_path = SERVE_BUILDER_IMPORT_PATH if args else SERVE_IMPORT_PATH
+    elif args and import_path == SERVE_IMPORT_PATH:
+        raise ManifestError(
+            f"import_path: {SERVE_IMPORT_PATH} is an already-built application and "
+            f"takes no args; use the builder {SERVE_BUILDER_IMPORT_PATH}"
+        )
+    app: dict[str, Any] = {
+        "name": app_name,
+        "route_prefix": route_prefix,
+        "import_path": import_path,
+        "runtime_env": {"working_dir": working_dir},
+    }
+    if args:
+        app["args"] = args
+    return {"applications": [app]}
+
+
+def rayservice_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    working_dir: str,
+    checkpoint: str | None = None,
+    import_path: str | None = None,
+    app_name: str = SERVE_APP_NAME,
+    extra_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayService running the serving app on the stack's cluster spec."""
+    config = serve_config(
+        working_dir=working_dir,
+        checkpoint=checkpoint,
+        import_path=import_path,
+        app_name=app_name,
+        extra_args=extra_args,
+    )
+    return {
+        "apiVersion": RAY_API_VERSION,
+        "kind": "RayService",
+        "metadata": {
+            "name": name,
+            "namespace": cfg.ray_namespace,
+            "labels": common_labels(cfg),
+        },
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(config, sort_keys=False),
+            "rayClusterConfig": raycluster_spec(cfg, refs),
+        },
+    }
