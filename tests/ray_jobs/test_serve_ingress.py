@@ -34,8 +34,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 DEPLOY = """
-import sys
-sys.path.insert(0, {ray_jobs!r})
 import ray
 from ray import serve
 import serve_app
@@ -67,7 +65,12 @@ def haproxy_app(tmp_path):
     head = start_head(num_cpus=2, serve_ingress="haproxy")
     try:
         port = free_port()
-        env = {**os.environ, **client_auth_env(), "RAY_ADDRESS": head.address}
+        env = {
+            **os.environ,
+            **client_auth_env(),
+            "RAY_ADDRESS": head.address,
+            "PYTHONPATH": str(REPO / "ray_jobs"),
+        }
         code = DEPLOY.format(
             ray_jobs=str(REPO / "ray_jobs"),
             address=head.address,
