@@ -832,6 +832,7 @@ def test_no_credentials_is_one_line_saying_how_to_log_in(tmp_path):
     outputs.write_text(json.dumps({"region": REGION}))
     commands = {
         "orphans": ["orphans", *SCAN],
+        "destroy": ["destroy", *SCAN, "--outputs", str(outputs), "--yes"],
     }
     with closed_port() as port:  # were a request made, it would stay on loopback
         env = no_aws_env(tmp_path, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 
@@ -293,7 +295,7 @@ def test_leftovers_after_destroy_fail_the_teardown_and_are_listed(aws):
     assert lines[0] == "skipping the in-cluster cleanup (no access to the cluster)"
     assert f"error: 1 resource(s) of stack {stack!r} left:" in lines
     assert f"  security-group {made['sg']} (raygpu:stack={stack})" in lines
-    assert lines[-1].startswith(f"remove them with: scripts/orphans.py --stack {stack}")
+    assert lines[-1].startswith(f"remove them with: raygpu orphans --stack {stack}")
 
 
 def test_failed_destroy_is_non_zero_and_still_scans(aws):
@@ -452,7 +454,8 @@ def test_make_destroy_entry_point(aws, fake_kubectl, tmp_path, monkeypatch, caps
         )
     )
 
-    assert cli.main(["destroy", "--stack", stack, "--outputs", str(outputs)]) == 0
+    argv = ["destroy", "--stack", stack, "--outputs", str(outputs), "--yes"]
+    assert cli.main(argv) == 0
     kinds = [c["args"][1] for c in fake_kubectl.calls()]
     assert kinds == [
         "rayservices.ray.io",
@@ -469,3 +472,246 @@ def test_make_destroy_entry_point(aws, fake_kubectl, tmp_path, monkeypatch, caps
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"nothing of stack {stack!r} is left"
     )
+
+
+# ------------------------------------------------- asking, --dry-run, --json
+
+
+def test_the_plan_names_each_step_and_what_it_acts_on_and_changes_nothing(aws):
+    session, vpc, subnets = aws
+    stack = f"p{uuid.uuid4().hex[:6]}"
+    cluster_name = f"raygpu-{stack}"
+    events: list[tuple[str, str]] = []
+    kube = Cluster(events)
+    ray_cluster_objects(kube)
+    kube.add(KubeObject("services", "web", "public", "LoadBalancer"))
+    delete_lb = controller_load_balancer(session, vpc, subnets, cluster_name)
+    pulumi = RecordingPulumi(events)
+    teardown = make_teardown(
+        session, cluster_name, kube, pulumi, FakeClock(), stack=stack
+    )
+    try:
+        plan = teardown.plan()
+        assert [step.items for step in plan.steps[:2]] == [
+            [
+                "rayservices ray/serve",
+                "rayjobs ray/train-1",
+                "rayclusters ray/raygpu-dev",
+            ],
+            ["services web/public", "persistentvolumeclaims ray/logs"],
+        ]
+        lbs = plan.steps[2].items
+        assert [item.split()[0] for item in lbs] == ["load-balancer", "target-group"]
+        assert plan.steps[3].what == f"run `pulumi destroy --yes --stack {stack}`"
+        assert len(plan.steps) == 4
+        text = "\n".join(plan.lines())
+        assert "  5. scan for leftovers" in text
+        for item in lbs:
+            assert item in text
+        # Nothing asked of Kubernetes but lists, nothing of Pulumi, AWS as it was.
+        assert events == []
+        assert len(teardown.scanner.load_balancers_left()) == 2
+    finally:
+        delete_lb()
+
+
+class Unreachable:
+    def list(self, kind: str) -> list[KubeObject]:
+        raise CommandError(f"`kubectl get {kind}` failed: Unable to connect")
+
+    def delete(self, obj: KubeObject) -> None:
+        raise AssertionError("a plan deletes nothing")
+
+
+def test_the_plan_says_what_it_cannot_list(aws):
+    session, _, _ = aws
+    teardown = make_teardown(
+        session, "raygpu-u", Unreachable(), RecordingPulumi([]), FakeClock()
+    )
+    plan = teardown.plan()
+    assert plan.steps[0].error == (
+        "`kubectl get rayservices.ray.io` failed: Unable to connect"
+    )
+    assert plan.steps[2].items == []  # no load balancer of the cluster now
+    text = plan.lines()
+    assert (
+        "       (cannot list them: `kubectl get rayservices.ray.io` failed: "
+        "Unable to connect)" in text
+    )
+    assert text.count("       (none now)") == 1
+
+
+def destroy_setup(session, fake_kubectl, tmp_path, kubeconfig: bool = True):
+    """A stack with a data bucket holding an object, its outputs file, and a
+    `pulumi` on PATH that records its arguments and prints a line."""
+    stack = f"d{uuid.uuid4().hex[:6]}"
+    bucket = f"{stack}-data"
+    s3 = session.client("s3")
+    s3.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    s3.put_bucket_tagging(
+        Bucket=bucket, Tagging={"TagSet": [{"Key": "raygpu:stack", "Value": stack}]}
+    )
+    s3.put_object(Bucket=bucket, Key="datasets/x", Body=b"1")
+    record = tmp_path / "pulumi.args"
+    pulumi = fake_kubectl.bin_dir / "pulumi"
+    pulumi.write_text(f'#!/bin/sh\necho "$@" > "{record}"\necho "pulumi: done"\n')
+    pulumi.chmod(pulumi.stat().st_mode | stat.S_IXUSR)
+    values = {
+        "region": REGION,
+        "cluster_name": f"raygpu-{stack}",
+        "data_bucket": bucket,
+    }
+    if kubeconfig:
+        values["kubeconfig"] = "apiVersion: v1\n"
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(values))
+    return stack, bucket, outputs, record
+
+
+def bucket_objects(session, bucket: str) -> list[str] | None:
+    """The bucket's keys, or None when it is gone."""
+    s3 = session.client("s3")
+    if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        return None
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_dry_run_prints_the_steps_and_leftovers_and_changes_nothing(
+    aws, fake_kubectl, tmp_path, capsys
+):
+    session, vpc, subnets = aws
+    stack, bucket, outputs, record = destroy_setup(session, fake_kubectl, tmp_path)
+    delete_lb = controller_load_balancer(session, vpc, subnets, f"raygpu-{stack}")
+    ec2 = session.client("ec2")
+    group = ec2.create_security_group(
+        GroupName=f"sg-{stack}",
+        Description="stack's",
+        VpcId=vpc,
+        TagSpecifications=[
+            {
+                "ResourceType": "security-group",
+                "Tags": [{"Key": "raygpu:stack", "Value": stack}],
+            }
+        ],
+    )["GroupId"]
+    base = ["destroy", "--stack", stack, "--outputs", str(outputs)]
+    try:
+        assert cli.main([*base, "--dry-run", "--delete-data-bucket"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"raygpu destroy, for stack {stack!r} in {REGION}")
+        assert f"  4. run `pulumi destroy --yes --stack {stack}`" in out
+        assert "  5. delete the protected data bucket and its KMS key" in out
+        assert f"delete           s3-bucket {bucket} (raygpu:stack={stack})" in out
+        assert f"delete           security-group {group}" in out
+        assert "       load-balancer arn:aws:elasticloadbalancing" in out
+        assert out.rstrip().endswith("dry run: nothing was changed")
+
+        assert cli.main([*base, "--dry-run", "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        assert plan["dry_run"] is True and plan["stack"] == stack
+        actions = {(r["kind"], r["id"]): r["action"] for r in plan["resources"]}
+        assert actions[("s3-bucket", bucket)] == "keep"  # protected
+        assert actions[("security-group", group)] == "delete"
+        assert len(plan["steps"]) == 4
+
+        # Nothing was deleted: no pulumi, only `kubectl get`, AWS as it was.
+        assert not record.exists()
+        calls = fake_kubectl.calls()
+        assert calls and {c["args"][0] for c in calls} == {"get"}
+        assert bucket_objects(session, bucket) == ["datasets/x"]
+        assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+        scanner = OrphanScanner(session, stack, cluster_name=f"raygpu-{stack}")
+        assert len(scanner.load_balancers_left()) == 2
+    finally:
+        delete_lb()
+
+
+def run_on_terminal(argv: list[str], answer: str) -> subprocess.CompletedProcess:
+    """Run `argv` with a pseudo-terminal as stdin, typing `answer` into it."""
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(terminal)
+        os.write(controller, answer.encode())
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(controller)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def test_destroy_asks_for_the_stack_name_and_aborts_on_anything_else(
+    aws, fake_kubectl, tmp_path
+):
+    session, _, _ = aws
+    stack, bucket, outputs, record = destroy_setup(session, fake_kubectl, tmp_path)
+    argv = [sys.executable, "-m", "raygpu", "destroy", "--stack", stack]
+    argv += ["--outputs", str(outputs), "--delete-data-bucket"]
+
+    wrong = run_on_terminal(argv, f"{stack}x\n")
+    assert wrong.returncode == 1, wrong.stderr
+    assert wrong.stderr == (
+        f"raygpu destroy: error: aborted (got '{stack}x', not '{stack}'); "
+        "nothing was destroyed\n"
+    )
+    assert f"s3-bucket {bucket}" in wrong.stdout  # what it would destroy, first
+    assert wrong.stdout.endswith(f"Type the stack name ({stack}) to destroy it: ")
+    assert not record.exists()
+    assert {c["args"][0] for c in fake_kubectl.calls()} == {"get"}
+    assert bucket_objects(session, bucket) == ["datasets/x"]
+
+    right = run_on_terminal(argv, f"{stack}\n")
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert record.read_text().split() == ["destroy", "--yes", "--stack", stack]
+    assert bucket_objects(session, bucket) is None  # --delete-data-bucket
+    assert right.stdout.splitlines()[-1] == f"nothing of stack {stack!r} is left"
+
+
+def test_destroy_without_a_terminal_needs_yes(aws, fake_kubectl, tmp_path):
+    session, _, _ = aws
+    stack, bucket, outputs, record = destroy_setup(session, fake_kubectl, tmp_path)
+    argv = [sys.executable, "-m", "raygpu", "destroy", "--stack", stack]
+    argv += ["--outputs", str(outputs), "--delete-data-bucket"]
+    # The name on a pipe is no answer: a script must say --yes.
+    proc = subprocess.run(
+        argv,
+        cwd=REPO_ROOT,
+        input=f"{stack}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("raygpu destroy: error: destroy asks before it deletes")
+    assert f"pass --yes to destroy stack {stack!r} without asking" in line
+    assert proc.stdout == ""
+    assert not record.exists()
+    assert fake_kubectl.calls() == []
+    assert bucket_objects(session, bucket) == ["datasets/x"]
+
+
+def test_destroy_json_keeps_stdout_for_the_one_document(
+    aws, fake_kubectl, tmp_path, capfd
+):
+    session, _, _ = aws
+    stack, bucket, outputs, record = destroy_setup(
+        session, fake_kubectl, tmp_path, kubeconfig=False
+    )
+    argv = ["destroy", "--stack", stack, "--outputs", str(outputs), "--yes", "--json"]
+    assert cli.main(argv) == 0
+    out, err = capfd.readouterr()
+    result = json.loads(out)  # pulumi's own output went to stderr
+    assert "pulumi: done" in err
+    assert f"nothing of stack {stack!r} is left" in err
+    assert result["exit_code"] == 0 and result["left"] == []
+    assert [(o["kind"], o["id"]) for o in result["kept"]] == [("s3-bucket", bucket)]
+    assert record.read_text().split() == ["destroy", "--yes", "--stack", stack]
