@@ -16,7 +16,6 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
-    ConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
@@ -26,6 +25,7 @@ from botocore.exceptions import (
     TokenRetrievalError,
     WaiterError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from raygpu.errors import CommandError, UsageError
 from raygpu.stack import Clock, wait_until
@@ -126,7 +126,7 @@ def aws_errors() -> Iterator[None]:
             f"AWS profile {exc.kwargs.get('profile')!r} not found: set AWS_PROFILE "
             "to a profile in ~/.aws/config, or unset it"
         ) from None
-    except (ConnectionError, HTTPClientError) as exc:
+    except (BotoConnectionError, HTTPClientError) as exc:
         url = exc.kwargs.get("endpoint_url") or "its endpoint"
         override = os.environ.get("AWS_ENDPOINT_URL")
         fix = f"check AWS_ENDPOINT_URL={override}" if override else "check the network"

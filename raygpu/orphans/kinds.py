@@ -264,7 +264,7 @@ def _schedule_key_deletion(ctx: Ctx, o: Orphan) -> None:
 
 
 def _load_balancers_deleted(ctx: Ctx, lbs: Sequence[Orphan]) -> None:
-    # One ARN per call: the waiter succeeds once any ARN it asks about is gone.
+    # One ARN per call, as for volumes.
     for o in lbs:
         ctx.wait(
             "elbv2",
@@ -275,8 +275,10 @@ def _load_balancers_deleted(ctx: Ctx, lbs: Sequence[Orphan]) -> None:
 
 
 def _volumes_deleted(ctx: Ctx, volumes: Sequence[Orphan]) -> None:
-    ids = [o.id for o in volumes]
-    ctx.wait("ec2", "volume_deleted", f"volumes {', '.join(ids)} to go", VolumeIds=ids)
+    # One id per call: AWS answers NotFound (the waiter's success) for the whole
+    # call once any id it asks about is gone.
+    for o in volumes:
+        ctx.wait("ec2", "volume_deleted", f"volume {o.id} to go", VolumeIds=[o.id])
 
 
 def _buckets_deleted(ctx: Ctx, buckets: Sequence[Orphan]) -> None:

@@ -241,6 +241,11 @@ class OrphanScanner(AwsContext):
             outcomes.append(outcome)
             if kind.blocks_later and outcome.action == "deleted":
                 blocking.append(orphan)
+        # AWS may accept a delete before the resource is gone: return only once
+        # each has gone (a warning names any that has not).
+        deleted = [o.orphan for o in outcomes if o.action == "deleted"]
+        if deleted:
+            self._wait_gone(deleted, "deleted resources to go")
         return outcomes
 
     def _outcome(self, orphan: Orphan, action: str, message: str) -> Outcome:

@@ -484,6 +484,8 @@ def test_delete_removes_the_stacks_resources_in_order_and_nothing_else(two_stack
     assert kinds.index("target-group") > kinds.index("load-balancer")
     assert kinds.index("security-group") > kinds.index("network-interface")
     assert any(line.startswith("detached") for line in scan.lines)
+    # Every wait (detach, load balancers gone, each deletion done) ended in time.
+    assert not [line for line in scan.lines if line.startswith("warning")]
 
     for kind, rid in dev.all() - {data, key}:
         assert not exists(session, kind, rid), (kind, rid)
