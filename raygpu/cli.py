@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from raygpu.errors import EXIT_FAILURE, EXIT_USAGE, RaygpuError
+from raygpu.errors import EXIT_FAILURE, EXIT_USAGE, RaygpuError, UsageError
 
 # command -> (module, one-line help). Modules are imported only when their command
 # runs, so `raygpu --help` and the operator-only install stay light.
@@ -38,7 +38,20 @@ ENTRYPOINT_COMMANDS = {"submit"}
 DEBUG_ENV = "RAYGPU_DEBUG"
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def load_command(name: str):
+    """The module behind a command; a broken install is one line, not a traceback."""
+    module_name = COMMANDS[name][0]
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:  # a broken install or checkout: one line
+        raise UsageError(
+            f"cannot load {module_name} ({type(exc).__name__}: {exc}); is the "
+            "install complete? `make venv` installs everything"
+        ) from None
+
+
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (its options)."""
     parser = argparse.ArgumentParser(
         prog="raygpu",
         description="Secure Ray clusters with GPU pools: plan, deploy jobs, serve, "
@@ -46,14 +59,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         epilog="Exit codes: 0 done, 1 failed, 2 bad usage or config.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules: dict[str, object] = {}
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        modules[name] = module
+    for name, (_module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
+        if name == chosen:
+            load_command(name).add_arguments(command)
         command.set_defaults(_parser=command)
-    return parser, modules
+    return parser
 
 
 def split_entrypoint(argv: list[str]) -> tuple[list[str], list[str] | None]:
@@ -67,7 +78,12 @@ def split_entrypoint(argv: list[str]) -> tuple[list[str], list[str] | None]:
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     options, entrypoint = split_entrypoint(words)
-    parser, modules = build_parser()
+    chosen = next((w for w in options if not w.startswith("-")), None)
+    try:
+        parser = build_parser(chosen if chosen in COMMANDS else None)
+    except RaygpuError as exc:
+        print(f"raygpu {chosen}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         args, extra = parser.parse_known_args(options)
         command = args.command
@@ -82,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     args.entrypoint = entrypoint
-    module = modules[command]
+    module = load_command(command)
     try:
         check = getattr(module, "check_arguments", None)
         if check is not None:

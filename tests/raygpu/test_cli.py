@@ -87,3 +87,26 @@ def test_an_unexpected_error_is_one_line_unless_debugging(monkeypatch, capsys):
     monkeypatch.setenv("RAYGPU_DEBUG", "1")
     assert cli.main(["plan", "--stack", "dev"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_only_the_chosen_commands_module_is_imported():
+    code = (
+        "import sys, contextlib, io\n"
+        "from raygpu.cli import COMMANDS, main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        "    main(['plan', '--help'])\n"
+        "print(sorted(m for m, _ in COMMANDS.values() if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert proc.stdout.strip() == "['raygpu.plan']", proc.stderr
+
+
+def test_a_command_that_cannot_load_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "plan", ("raygpu.no_such_module", "x"))
+    assert cli.main(["plan", "--stack", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raygpu plan: error: cannot load raygpu.no_such_module")
+    assert err.count("\n") == 1
