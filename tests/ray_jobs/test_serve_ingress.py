@@ -27,7 +27,7 @@ from raygpu.localray import (
     stop_head,
 )
 from raygpu.rayclient import client_auth_env
-from scripts.bench import wait_http
+from scripts.bench.proc import wait_http
 from tests.ray_jobs.test_serve import call
 
 pytestmark = pytest.mark.slow
