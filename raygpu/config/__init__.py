@@ -31,6 +31,7 @@ from raygpu.config.model import (
     StackConfig,
     default_subnet_cidrs,
 )
+from raygpu.config.placeholders import placeholders, refuse_placeholders
 from raygpu.config.pools import (
     MAX_DISK_GIB,
     MAX_POOL_NODES,
@@ -56,6 +57,8 @@ __all__ = [
     "SystemPoolConfig",
     "config_table",
     "key_paths",
+    "placeholders",
+    "refuse_placeholders",
     "default_subnet_cidrs",
     "engine_values",
     "from_pulumi",

@@ -33,6 +33,7 @@ from raygpu.config.model import (
     REGION_KEY,
     StackConfig,
 )
+from raygpu.config.placeholders import refuse_placeholders
 
 
 def _rkey(key: str) -> str:
@@ -125,9 +126,19 @@ def from_pulumi() -> StackConfig:
     region = pulumi.Config("aws").get("region")
     if region is not None:
         engine[REGION_KEY] = region
-    return load_config(
-        pulumi.get_stack(), values_from_engine(engine), project=pulumi.get_project()
-    )
+    values = values_from_engine(engine)
+    cfg = load_config(pulumi.get_stack(), values, project=pulumi.get_project())
+    if not _under_mocks():
+        refuse_placeholders(values)
+    return cfg
+
+
+def _under_mocks() -> bool:
+    """Whether the program runs under Pulumi's mock runtime (raygpu plan, the
+    tests), where no resource is created and example values are harmless."""
+    from pulumi.runtime import mocks, settings
+
+    return isinstance(settings.SETTINGS.monitor, mocks.MockMonitor)
 
 
 # ------------------------------------------------------------------ stack files

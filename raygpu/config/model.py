@@ -62,7 +62,10 @@ MIN_CLUSTER_MINOR = 30
 BUDGET_ALERTS = (("ACTUAL", 80.0), ("FORECASTED", 100.0))
 MAX_AZ_COUNT = 6
 MAX_GPU_POOLS = 10
-_PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# RFC 1918. Anything else counts as public (documentation ranges included).
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# The widest public network that may reach the Kubernetes API endpoint.
+MIN_PUBLIC_ENDPOINT_PREFIX = 24
 
 
 def default_subnet_cidrs(
@@ -96,12 +99,33 @@ _DnsLabel = matching(
 )
 
 
+def is_private(text: str) -> bool:
+    net = network(text)
+    return any(net.subnet_of(network(r)) for r in PRIVATE_RANGES)
+
+
 def _endpoint_cidr(text: str) -> str:
-    if network(text).prefixlen < 8:
+    net = network(text)
+    if net.prefixlen < 8:
         raise bad(
             f"{text} opens the Kubernetes API to the internet; list only your own "
             "networks (prefix /8 or longer), never 0.0.0.0/0, or leave the list "
             "empty for a private-only endpoint"
+        )
+    if not is_private(text) and net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
+        raise bad(
+            f"{text} is a public network wider than a /{MIN_PUBLIC_ENDPOINT_PREFIX}; "
+            f"list your own egress addresses (/{MIN_PUBLIC_ENDPOINT_PREFIX} or "
+            "longer; a bare address counts as /32)"
+        )
+    return text
+
+
+def _private_cidr(text: str) -> str:
+    if not is_private(text):
+        raise bad(
+            f"{text} is not a private network (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16): Serve is reachable only from inside the VPC's networks"
         )
     return text
 
@@ -139,6 +163,8 @@ _MemoryQuantity = parsed_as(
 _GpuPools = Annotated[tuple[GpuPoolConfig, ...], Entries(1, MAX_GPU_POOLS)]
 _NatMode = one_of("single", "per_az")
 _EndpointCidrs = listing(Annotated[Ipv4Cidr, AfterValidator(_endpoint_cidr)])
+_PrivateCidrs = listing(Annotated[Ipv4Cidr, AfterValidator(_private_cidr)])
+_DnsLabels = listing(_DnsLabel)
 _PrincipalArns = listing(_PrincipalArn)
 _LogRetention = one_of(*LOG_RETENTION_DAYS)
 _BudgetScope = one_of("account", "stack")
@@ -215,8 +241,9 @@ class StackConfig(ConfigModel):
     )
     public_endpoint_cidrs: _EndpointCidrs = Field(
         (),
-        description="Networks that may reach the public API endpoint (prefix /8 or "
-        "longer); empty: private endpoint only",
+        description="Networks that may reach the public API endpoint: public ones "
+        "/24 or longer (a bare address is a /32), private ones /8 or longer; empty: "
+        "private endpoint only",
     )
     admin_principal_arns: _PrincipalArns = Field(
         (),
@@ -248,10 +275,21 @@ class StackConfig(ConfigModel):
     noncurrent_version_expiration_days: StrictInt = Field(
         30, ge=1, le=3650, description="Days before noncurrent artifact versions expire"
     )
+    data_bucket_access_logging: StrictBool = Field(
+        False,
+        description="Log every request to the data bucket (S3 server access logs) "
+        "into a private log bucket of the stack",
+    )
+    data_key_user_arns: _PrincipalArns = Field(
+        (),
+        description="IAM roles/users besides the Ray role that may use the storage "
+        "KMS key through S3 (upload datasets, `raygpu serve` packages); "
+        "adminPrincipalArns may too",
+    )
     flow_log_retention_days: _LogRetention = Field(
         30,
         description="Days to keep flow logs and control-plane logs (a CloudWatch "
-        "Logs retention)",
+        "Logs retention) and the data bucket's access logs",
     )
 
     # ---- cost guard
@@ -281,6 +319,11 @@ class StackConfig(ConfigModel):
         "ray-workload",
         description="Service account of Ray pods (trusted by the IRSA role)",
     )
+    ray_worker_service_account: _DnsLabel = Field(
+        "ray-worker",
+        description="Service account of Ray workers: no Kubernetes API token "
+        "mounted, trusted by the IRSA role (its web-identity token still mounted)",
+    )
     ray_idle_timeout_seconds: StrictInt = Field(
         600,
         ge=30,
@@ -303,11 +346,37 @@ class StackConfig(ConfigModel):
         "HAProxy ingress (see docs/performance.md)",
     )
 
+    serve_allowed_cidrs: _PrivateCidrs = Field(
+        (),
+        description="Private networks (e.g. an internal load balancer's subnets) "
+        "that may reach Serve's HTTP port; pods of the Ray namespace always may",
+    )
+    serve_allowed_namespaces: _DnsLabels = Field(
+        (),
+        description="Namespaces whose pods may reach Serve's HTTP port (e.g. an "
+        "ingress controller's)",
+    )
+    monitoring_namespace: _DnsLabel = Field(
+        "monitoring",
+        description="Namespace whose pods may scrape Ray's and the operator's "
+        "metrics ports",
+    )
+
+    @field_validator("ray_worker_service_account")
+    @classmethod
+    def _own_worker_account(cls, name: str, info: ValidationInfo) -> str:
+        if name == info.data.get("ray_service_account"):
+            raise bad(
+                f"{name!r} is rayServiceAccount too; workers need their own account "
+                "(it carries no Kubernetes API token)"
+            )
+        return name
+
     @field_validator("vpc_cidr")
     @classmethod
     def _private_and_sized(cls, text: str) -> str:
         net = network(text)
-        if not any(net.subnet_of(network(r)) for r in _PRIVATE_RANGES):
+        if not any(net.subnet_of(network(r)) for r in PRIVATE_RANGES):
             raise bad(
                 "must be a private IPv4 range inside 10.0.0.0/8, 172.16.0.0/12 or "
                 f"192.168.0.0/16, got {text!r}"
