@@ -46,6 +46,15 @@ CLUSTER_TAG_VALUE = "owned"
 DEFAULT_SCALE_DOWN_UNNEEDED_TIME = "5m"
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 _DURATION_RE = re.compile(r"^(\d+h)?(\d+m)?(\d+s)?$")
+# Read-only actions of the Cluster Autoscaler that AWS cannot scope to a resource
+# (Resource must be "*"); infra/autoscaler.py says why each is needed, and the
+# policy pack allows "*" for these only.
+UNSCOPED_READ_ACTIONS = (
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeScalingActivities",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
+)
 
 
 def cluster_tag(cluster_name: str) -> str:
@@ -95,7 +104,10 @@ def cluster_autoscaler_values(
         },
         "image": {
             "repository": versions.CLUSTER_AUTOSCALER_IMAGE_REPOSITORY,
-            "tag": versions.CLUSTER_AUTOSCALER_IMAGE_TAG,
+            "tag": versions.pinned_tag(
+                versions.CLUSTER_AUTOSCALER_IMAGE_REPOSITORY,
+                versions.CLUSTER_AUTOSCALER_IMAGE_TAG,
+            ),
         },
         "rbac": {
             "create": True,

@@ -14,7 +14,6 @@ from raygpu.names import KUBERAY_NAMESPACE
 
 KUBERAY_RELEASE = "kuberay-operator"
 KUBERAY_CHART = "kuberay-operator"
-KUBERAY_OPERATOR_IMAGE = "quay.io/kuberay/operator"
 DEVICE_PLUGIN_NAMESPACE = "kube-system"
 DEVICE_PLUGIN_RELEASE = "nvidia-device-plugin"
 DEVICE_PLUGIN_CHART = "nvidia-device-plugin"
@@ -36,8 +35,11 @@ class HelmRelease:
 def kuberay_operator_values(cfg: StackConfig) -> dict[str, Any]:
     return {
         "image": {
-            "repository": KUBERAY_OPERATOR_IMAGE,
-            "tag": f"v{versions.KUBERAY_CHART_VERSION}",
+            "repository": versions.KUBERAY_OPERATOR_IMAGE_REPOSITORY,
+            "tag": versions.pinned_tag(
+                versions.KUBERAY_OPERATOR_IMAGE_REPOSITORY,
+                versions.KUBERAY_OPERATOR_IMAGE_TAG,
+            ),
         },
         "nodeSelector": dict(cfg.system_pool.node_labels),
         # Namespaced RBAC: the operator may manage pods only in the Ray namespace.

@@ -17,7 +17,12 @@ What the Ray cluster looks like (see docs/cluster.md):
   autoscaler v2, with the pool's node selector, the GPU taint's toleration and
   CPU/memory sized to what the instance type leaves after kubelet and daemonsets;
 - Ray token authentication; the head Service is ClusterIP only (reach it with
-  `kubectl port-forward`); pods run as the image's non-root `ray` user.
+  `kubectl port-forward`); pods run as the image's non-root `ray` user with a
+  read-only root filesystem (sized emptyDirs for /tmp, Ray's session folder and
+  ~/.cache), in a namespace that enforces the `restricted` Pod Security level;
+- the head (and its autoscaler) use the service account KubeRay binds to its
+  Kubernetes API Role; workers and RayJob submitters use another one and mount
+  no API token (IRSA's web-identity token still reaches them).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raygpu import names, versions
+from raygpu import names, network_policies, versions
 from raygpu.config import GpuPoolConfig, StackConfig
 from raygpu.errors import UsageError
 from raygpu.names import (  # noqa: E402  (re-exported: manifests users name them)
@@ -50,6 +55,21 @@ HEAD_CONTAINER = "ray-head"
 WORKER_CONTAINER = "ray-worker"
 # Share of a pod's memory given to /dev/shm (Ray's object store defaults to 30 %).
 SHM_FRACTION = 0.3
+# Writable places under the read-only root filesystem. The session folder keeps
+# KubeRay's volume name, so the autoscaler container mounts the same volume.
+RAY_HOME = "/home/ray"
+SESSION_DIR = "/tmp/ray"
+TMP_VOLUME = ("tmp", "/tmp")
+SESSION_VOLUME = ("ray-logs", SESSION_DIR)
+CACHE_VOLUME = ("cache", f"{RAY_HOME}/.cache")
+TMP_SIZE = "1Gi"
+# Shares of the node's root volume: the session folder holds logs, spilled objects
+# and what jobs install at start (runtime_env pip packages, working_dir); the
+# cache holds pip's, Hugging Face's and torch's downloads. The rest is left to the
+# container images and the node itself.
+SESSION_DISK_FRACTION = 0.4
+CACHE_DISK_FRACTION = 0.2
+SUBMITTER_CONTAINER = "ray-job-submitter"
 
 # The smallest worker worth scheduling: Ray itself plus a PyTorch process.
 MIN_WORKER_CPU = 1
@@ -97,7 +117,7 @@ def common_labels(cfg: StackConfig) -> dict[str, str]:
     return {
         "app.kubernetes.io/part-of": cfg.project,
         "app.kubernetes.io/managed-by": "pulumi",
-        "raygpu.io/stack": cfg.stack,
+        names.STACK_LABEL: cfg.stack,
     }
 
 
@@ -162,10 +182,10 @@ def head_size(cfg: StackConfig) -> PodSize:
 
 
 def namespace_manifest(cfg: StackConfig) -> dict[str, Any]:
-    """The Ray namespace. Pod Security: enforce baseline, warn/audit restricted."""
+    """The Ray namespace; its pods meet the `restricted` Pod Security profile."""
     labels = {
         **common_labels(cfg),
-        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/warn": "restricted",
         "pod-security.kubernetes.io/audit": "restricted",
     }
@@ -192,8 +212,8 @@ def kuberay_namespace_manifest(cfg: StackConfig) -> dict[str, Any]:
 
 
 def service_account_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
-    """Ray pods' identity: IRSA gives them the stack's bucket role. The head's
-    autoscaler also uses it for the Kubernetes API (KubeRay binds its Role)."""
+    """The head's identity: IRSA gives it the stack's bucket role, and its
+    autoscaler uses it for the Kubernetes API (KubeRay binds its Role)."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -204,6 +224,16 @@ def service_account_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, A
             "annotations": {IRSA_ANNOTATION: refs.irsa_role_arn},
         },
     }
+
+
+def worker_service_account_manifest(
+    cfg: StackConfig, refs: ClusterRefs
+) -> dict[str, Any]:
+    """Workers' identity: the same bucket role through IRSA, no API token."""
+    sa = service_account_manifest(cfg, refs)
+    sa["metadata"]["name"] = cfg.ray_worker_service_account
+    sa["automountServiceAccountToken"] = False
+    return sa
 
 
 def ray_env(cfg: StackConfig, refs: ClusterRefs) -> list[dict[str, Any]]:
@@ -218,7 +248,7 @@ def ray_env(cfg: StackConfig, refs: ClusterRefs) -> list[dict[str, Any]]:
     ]
 
 
-def _pod_security_context() -> dict[str, Any]:
+def pod_security_context() -> dict[str, Any]:
     return {
         "runAsNonRoot": True,
         "runAsUser": RAY_UID,
@@ -230,6 +260,11 @@ def _pod_security_context() -> dict[str, Any]:
 
 def container_security_context() -> dict[str, Any]:
     return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def ray_container_security_context() -> dict[str, Any]:
+    """Ray's containers write only to their volumes (see scratch_volumes)."""
+    return {**container_security_context(), "readOnlyRootFilesystem": True}
 
 
 def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
@@ -244,6 +279,37 @@ def _shm_volume(size: PodSize) -> dict[str, Any]:
     return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size.shm}}
 
 
+def _gib(disk_gib: int, fraction: float) -> str:
+    return f"{max(1, int(disk_gib * fraction))}Gi"
+
+
+def scratch_volumes(disk_gib: int | None) -> list[tuple[str, str, str]]:
+    """(volume, mount path, size) of the writable places of a Ray pod on a node
+    whose root volume has `disk_gib` (None: a pod of no node pool, e.g. a
+    RayJob submitter, which gets /tmp only)."""
+    volumes = [(*TMP_VOLUME, TMP_SIZE)]
+    if disk_gib is not None:
+        volumes += [
+            (*SESSION_VOLUME, _gib(disk_gib, SESSION_DISK_FRACTION)),
+            (*CACHE_VOLUME, _gib(disk_gib, CACHE_DISK_FRACTION)),
+        ]
+    return volumes
+
+
+def pod_volumes(
+    size: PodSize | None, disk_gib: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pod volumes, container mounts): /dev/shm (when sized) and scratch."""
+    volumes, mounts = [], []
+    if size is not None:
+        volumes.append(_shm_volume(size))
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    for name, path, limit in scratch_volumes(disk_gib):
+        volumes.append({"name": name, "emptyDir": {"sizeLimit": limit}})
+        mounts.append({"name": name, "mountPath": path})
+    return volumes, mounts
+
+
 def gpu_toleration() -> dict[str, Any]:
     return {
         "key": names.GPU_TAINT_KEY,
@@ -255,15 +321,16 @@ def gpu_toleration() -> dict[str, Any]:
 
 def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
     size = head_size(cfg)
+    volumes, mounts = pod_volumes(size, cfg.system_pool.disk_size_gib)
     container = {
         "name": HEAD_CONTAINER,
-        "image": versions.RAY_IMAGE_CPU,
+        "image": versions.pinned(versions.RAY_IMAGE_CPU),
         "imagePullPolicy": "IfNotPresent",
         "resources": resources(cfg.ray_head_cpu, cfg.ray_head_memory),
         "env": ray_env(cfg, refs),
         "ports": [{"name": n, "containerPort": p} for n, p in HEAD_PORTS.items()],
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "securityContext": ray_container_security_context(),
     }
     return {
         # num-cpus 0: the head schedules no tasks or actors, only coordinates.
@@ -277,9 +344,9 @@ def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
             "spec": {
                 "serviceAccountName": cfg.ray_service_account,
                 "nodeSelector": dict(cfg.system_pool.node_labels),
-                "securityContext": _pod_security_context(),
+                "securityContext": pod_security_context(),
                 "containers": [container],
-                "volumes": [_shm_volume(size)],
+                "volumes": volumes,
             },
         },
     }
@@ -289,14 +356,15 @@ def worker_group_spec(
     cfg: StackConfig, pool: GpuPoolConfig, refs: ClusterRefs
 ) -> dict[str, Any]:
     size = worker_size(pool)
+    volumes, mounts = pod_volumes(size, pool.disk_size_gib)
     container = {
         "name": WORKER_CONTAINER,
-        "image": versions.RAY_IMAGE_GPU,
+        "image": versions.pinned(versions.RAY_IMAGE_GPU),
         "imagePullPolicy": "IfNotPresent",
         "resources": resources(str(size.cpu), size.memory, size.gpus),
         "env": ray_env(cfg, refs),
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
-        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+        "securityContext": ray_container_security_context(),
     }
     return {
         "groupName": pool.name,
@@ -309,12 +377,14 @@ def worker_group_spec(
         "template": {
             "metadata": {"labels": {**common_labels(cfg), names.POOL_LABEL: pool.name}},
             "spec": {
-                "serviceAccountName": cfg.ray_service_account,
+                # Workers never call the Kubernetes API: no token in the pod.
+                "serviceAccountName": cfg.ray_worker_service_account,
+                "automountServiceAccountToken": False,
                 "nodeSelector": {names.POOL_LABEL: pool.name},
                 "tolerations": [gpu_toleration()],
-                "securityContext": _pod_security_context(),
+                "securityContext": pod_security_context(),
                 "containers": [container],
-                "volumes": [_shm_volume(size)],
+                "volumes": volumes,
             },
         },
     }
@@ -326,7 +396,9 @@ def autoscaler_options(cfg: StackConfig) -> dict[str, Any]:
         "idleTimeoutSeconds": cfg.ray_idle_timeout_seconds,
         "upscalingMode": "Default",
         "resources": resources("500m", "512Mi"),
-        "securityContext": container_security_context(),
+        "securityContext": ray_container_security_context(),
+        # The head pod's /tmp; KubeRay adds the shared session folder itself.
+        "volumeMounts": [{"name": TMP_VOLUME[0], "mountPath": TMP_VOLUME[1]}],
     }
 
 
@@ -365,6 +437,8 @@ def cluster_objects(cfg: StackConfig, refs: ClusterRefs) -> list[dict[str, Any]]
         kuberay_namespace_manifest(cfg),
         namespace_manifest(cfg),
         service_account_manifest(cfg, refs),
+        worker_service_account_manifest(cfg, refs),
+        *network_policies.network_policies(cfg),
         raycluster_manifest(cfg, refs),
     ]
 

@@ -21,6 +21,7 @@ BUCKET_TAG = "raygpu:bucket"
 # Kubernetes labels and taints that the node groups carry; the Ray manifests
 # select and tolerate with these same names.
 NODE_ROLE_LABEL = "raygpu.io/node-role"
+STACK_LABEL = "raygpu.io/stack"  # on every Kubernetes object the stack applies
 POOL_LABEL = "raygpu.io/pool"
 GPU_MODEL_LABEL = "raygpu.io/gpu-model"
 # The Cluster Autoscaler's GPU label on AWS: a node that carries it but does not yet
@@ -42,6 +43,9 @@ KUBERAY_NAMESPACE = "kuberay-system"
 HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000}
 DASHBOARD_PORT = HEAD_PORTS["dashboard"]  # Ray's job API and dashboard
 SERVE_PORT = HEAD_PORTS["serve"]  # Ray Serve's HTTP ingress
+
+# The audience of the web-identity tokens IRSA exchanges with STS.
+STS_AUDIENCE = "sts.amazonaws.com"
 
 # Key of the token in the Secret that KubeRay creates for `authOptions.mode: token`.
 RAY_TOKEN_SECRET_KEY = "auth_token"

@@ -12,13 +12,14 @@ ARN) are written as `${data_bucket}`-style placeholders, or taken from a
 Then it checks what it wrote: every RayCluster/RayJob/RayService against KubeRay's
 CRD schema (when the CRD files are there) and the operator's own rules, and every
 object and values file for public exposure (LoadBalancer/NodePort Services,
-Ingress). Any problem: exit status 1, each problem on its own line.
+Ingress), and every NetworkPolicy for what the API server would refuse. Any problem: exit status 1, each problem on its own line.
 
 Files (numbered in apply order):
-  00-namespace-<name>.yaml, 01-..., 02-serviceaccount-<name>.yaml
+  00-namespace-<name>.yaml, 01-..., 02-serviceaccount-<name>.yaml, 03-...
   10-helm-<release>.values.yaml        values for `helm install -f`
   helm-releases.yaml                   chart, version, repo, namespace per release
   20-raycluster-<name>.yaml
+  30-networkpolicy-<namespace>-<name>.yaml, 31-...
   templates/rayjob.yaml, templates/rayservice.yaml   what scripts/ fill in
 """
 
@@ -39,6 +40,7 @@ from raygpu import (
     crd_schema,
     helm_values,
     manifests,
+    network_policies,
     options,
     workloads,
 )
@@ -156,6 +158,7 @@ def render(
     objects = manifests.cluster_objects(cfg, refs)
     core = [o for o in objects if o["kind"] in ("Namespace", "ServiceAccount")]
     ray = [o for o in objects if o["apiVersion"] == manifests.RAY_API_VERSION]
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     for i, obj in enumerate(core):
         name = f"{i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         result.written.append(_dump(out / name, obj))
@@ -190,6 +193,11 @@ def render(
         name = f"{20 + i:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
         result.written.append(_dump(out / name, obj))
 
+    for i, obj in enumerate(policies):
+        meta = obj["metadata"]
+        name = f"{30 + i:02d}-networkpolicy-{meta['namespace']}-{meta['name']}.yaml"
+        result.written.append(_dump(out / name, obj))
+
     templates = example_templates(cfg, refs)
     for obj in templates:
         path = out / "templates" / f"{obj['kind'].lower()}.yaml"
@@ -214,6 +222,11 @@ def check(
         found = crd_schema.schema_problems(obj, crd_dir)
         found += crd_schema.operator_problems(obj)
         problems += [f"{where}: {p}" for p in found]
+    for obj in all_objects:
+        if obj.get("kind") == "NetworkPolicy":
+            where = f"NetworkPolicy {obj['metadata'].get('name')}"
+            found = network_policies.network_policy_problems(obj)
+            problems += [f"{where}: {p}" for p in found]
     for p in manifests.public_exposure(list(all_objects) + list(helm_values)):
         problems.append(f"public exposure: {p}")
     return problems

@@ -3,7 +3,14 @@
 The Ray version here must equal the `ray[...]` pin in requirements.txt (the client
 that submits jobs) and is used for the container image tags and the RayCluster's
 `rayVersion`; tests/test_versions.py checks that all three agree.
+
+Images are pinned by tag, and by digest where a digest is recorded in
+IMAGE_DIGESTS with where it was read and when (digests cannot be looked up from
+the machines this project is built on; verify one with
+`docker buildx imagetools inspect <image>` before relying on it).
 """
+
+from dataclasses import dataclass
 
 RAY_VERSION = "2.60.0"
 RAY_PYTHON_TAG = "py311"
@@ -15,6 +22,8 @@ RAY_IMAGE_GPU = f"{RAY_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_PYTHON_TAG}-gpu"
 
 KUBERAY_CHART_VERSION = "1.7.0"
 KUBERAY_HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
+KUBERAY_OPERATOR_IMAGE_REPOSITORY = "quay.io/kuberay/operator"
+KUBERAY_OPERATOR_IMAGE_TAG = f"v{KUBERAY_CHART_VERSION}"
 
 NVIDIA_DEVICE_PLUGIN_CHART_VERSION = "0.17.1"
 NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
@@ -32,3 +41,44 @@ CLUSTER_AUTOSCALER_HELM_REPO = "https://kubernetes.github.io/autoscaler"
 CLUSTER_AUTOSCALER_IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autoscaler"
 CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.33.5"
 CLUSTER_AUTOSCALER_KUBERNETES_MINOR = "1.33"
+
+
+@dataclass(frozen=True)
+class ImageDigest:
+    digest: str  # sha256:<64 hex digits>
+    source: str  # where it was read
+    recorded: str  # when (YYYY-MM-DD)
+
+
+# repository:tag -> its digest. Ray's images (RAY_IMAGE_CPU, RAY_IMAGE_GPU) and the
+# Cluster Autoscaler's have no entry: no record of a digest for these tags could be
+# found (searched 2026-12-01), so they stay pinned by tag only.
+IMAGE_DIGESTS = {
+    f"{KUBERAY_OPERATOR_IMAGE_REPOSITORY}:{KUBERAY_OPERATOR_IMAGE_TAG}": ImageDigest(
+        digest="sha256:4a779237ef1c5262a63840ccf42d0d67f0b74e911158fbcaee4478fb1560bce6",
+        source="third-party pin in github.com/skyhook-io/radar "
+        "scripts/kuberay-demo/README.md at 7f65f74a9b4c82855292c8466f7017c0a21ccd78 "
+        "(not read from quay.io)",
+        recorded="2026-12-01",
+    ),
+}
+# Where the cluster's images may come from (the policy's image rule).
+APPROVED_IMAGE_REPOSITORIES = frozenset(
+    {
+        RAY_IMAGE_REPOSITORY,
+        KUBERAY_OPERATOR_IMAGE_REPOSITORY,
+        CLUSTER_AUTOSCALER_IMAGE_REPOSITORY,
+    }
+)
+
+
+def pinned(image: str) -> str:
+    """`image` (repository:tag) with its recorded digest appended, if any."""
+    recorded = IMAGE_DIGESTS.get(image)
+    return f"{image}@{recorded.digest}" if recorded else image
+
+
+def pinned_tag(repository: str, tag: str) -> str:
+    """The tag to give a Helm chart whose image is `repository:tag`: the chart
+    writes `repository:tag`, so a digest rides along after the tag."""
+    return pinned(f"{repository}:{tag}").removeprefix(f"{repository}:")

@@ -9,12 +9,18 @@ from typing import Any
 
 import yaml
 
+from raygpu import versions
 from raygpu.config import StackConfig
 from raygpu.manifests import (
+    SUBMITTER_CONTAINER,
     ClusterRefs,
     ManifestError,
     common_labels,
+    pod_security_context,
+    pod_volumes,
+    ray_container_security_context,
     raycluster_spec,
+    resources,
 )
 from raygpu.names import RAY_API_VERSION
 
@@ -32,6 +38,34 @@ def _positive_int(value: Any, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ManifestError(f"{field}: must be a positive integer, got {value!r}")
     return value
+
+
+def submitter_pod_template(cfg: StackConfig) -> dict[str, Any]:
+    """The pod KubeRay runs `ray job submit` in (K8sJobMode): restricted like the
+    Ray pods, without an API token (it only talks to the head's job API)."""
+    volumes, mounts = pod_volumes(None, None)
+    return {
+        "metadata": {"labels": common_labels(cfg)},
+        "spec": {
+            "serviceAccountName": cfg.ray_worker_service_account,
+            "automountServiceAccountToken": False,
+            "restartPolicy": "Never",
+            "nodeSelector": dict(cfg.system_pool.node_labels),
+            "securityContext": pod_security_context(),
+            "containers": [
+                {
+                    # KubeRay fills in the `ray job submit` command and the env.
+                    "name": SUBMITTER_CONTAINER,
+                    "image": versions.pinned(versions.RAY_IMAGE_CPU),
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": resources("500m", "1Gi"),
+                    "volumeMounts": mounts,
+                    "securityContext": ray_container_security_context(),
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
 
 
 def rayjob_manifest(
@@ -72,6 +106,8 @@ def rayjob_manifest(
         "backoffLimit": 0,
         "rayClusterSpec": raycluster_spec(cfg, refs),
     }
+    if submission_mode == "K8sJobMode":
+        spec["submitterPodTemplate"] = submitter_pod_template(cfg)
     if runtime_env:
         spec["runtimeEnvYAML"] = yaml.safe_dump(dict(runtime_env), sort_keys=True)
     return {

@@ -155,14 +155,16 @@ def test_token_auth_clusterip_only_and_no_ingress(cfg):
     assert ann["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"
 
 
-def test_pods_use_the_irsa_service_account_and_see_buckets_and_region(cfg):
+def test_pods_use_the_irsa_service_accounts_and_see_buckets_and_region(cfg):
     spec = manifests.raycluster_manifest(cfg, REFS)["spec"]
-    templates = [spec["headGroupSpec"]["template"]] + [
-        g["template"] for g in spec["workerGroupSpecs"]
-    ]
-    for template in templates:
-        pod = template["spec"]
-        assert pod["serviceAccountName"] == cfg.ray_service_account
+    head = spec["headGroupSpec"]["template"]["spec"]
+    assert head["serviceAccountName"] == cfg.ray_service_account
+    assert "automountServiceAccountToken" not in head  # the autoscaler needs it
+    workers = [g["template"]["spec"] for g in spec["workerGroupSpecs"]]
+    for pod in workers:
+        assert pod["serviceAccountName"] == cfg.ray_worker_service_account
+        assert pod["automountServiceAccountToken"] is False
+    for pod in [head, *workers]:
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
         assert env["AWS_REGION"] == cfg.region
         assert env["RAYGPU_DATA_BUCKET"] == REFS.data_bucket
@@ -192,19 +194,24 @@ def test_pods_run_unprivileged_as_the_ray_user(cfg):
         assert sizing.memory_bytes(shm["emptyDir"]["sizeLimit"]) < limit
 
 
-def test_service_account_carries_the_irsa_role(cfg):
+def test_service_accounts_carry_the_irsa_role(cfg):
     sa = manifests.service_account_manifest(cfg, REFS)
+    worker = manifests.worker_service_account_manifest(cfg, REFS)
     assert sa["metadata"]["name"] == cfg.ray_service_account
-    assert sa["metadata"]["namespace"] == cfg.ray_namespace
-    assert sa["metadata"]["annotations"] == {
-        "eks.amazonaws.com/role-arn": REFS.irsa_role_arn
-    }
+    assert worker["metadata"]["name"] == cfg.ray_worker_service_account
+    for account in (sa, worker):
+        assert account["metadata"]["namespace"] == cfg.ray_namespace
+        assert account["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": REFS.irsa_role_arn
+        }
+    assert worker["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in sa
 
 
 def test_namespaces_enforce_pod_security(cfg):
     ray_ns = manifests.namespace_manifest(cfg)["metadata"]
     assert ray_ns["name"] == cfg.ray_namespace
-    assert ray_ns["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert ray_ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     op_ns = manifests.kuberay_namespace_manifest(cfg)["metadata"]
     assert op_ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -335,7 +342,7 @@ def test_kuberay_operator_release(cfg):
     assert op.skip_crds is False
     assert op.namespace == manifests.KUBERAY_NAMESPACE
     values = op.values
-    assert values["image"]["tag"] == "v1.7.0"
+    assert values["image"]["tag"].split("@")[0] == "v1.7.0"
     assert values["nodeSelector"] == {names.NODE_ROLE_LABEL: names.SYSTEM_NODE_ROLE}
     assert values["watchNamespace"] == [cfg.ray_namespace]
     assert values["service"]["type"] == "ClusterIP"

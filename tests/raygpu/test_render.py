@@ -29,16 +29,24 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "00-namespace-kuberay-system.yaml",
         "01-namespace-ray.yaml",
         "02-serviceaccount-ray-workload.yaml",
+        "03-serviceaccount-ray-worker.yaml",
         "10-helm-nvidia-device-plugin.values.yaml",
         "11-helm-kuberay-operator.values.yaml",
         "12-helm-cluster-autoscaler.values.yaml",
         f"20-raycluster-{name}.yaml",
+        "30-networkpolicy-ray-default-deny-ingress.yaml",
+        "31-networkpolicy-ray-ray-internal.yaml",
+        "32-networkpolicy-ray-ray-head-api.yaml",
+        "33-networkpolicy-ray-ray-serve.yaml",
+        "34-networkpolicy-ray-ray-metrics.yaml",
+        "35-networkpolicy-kuberay-system-default-deny-ingress.yaml",
+        "36-networkpolicy-kuberay-system-operator-metrics.yaml",
         "helm-releases.yaml",
         "templates/rayjob.yaml",
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 10 files to {out}")
+    assert printed.startswith(f"wrote 18 files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
