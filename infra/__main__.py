@@ -59,6 +59,7 @@ def main() -> dict[str, object]:
             data_bucket_arn=storage.data_bucket_arn,
             artifacts_bucket_arn=storage.artifacts_bucket_arn,
             kms_key_arn=storage.kms_key_arn,
+            kms_key_id=storage.kms_key_id,
         ),
         opts,
     )

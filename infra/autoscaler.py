@@ -47,12 +47,7 @@ from raygpu.config import StackConfig
 TYPE_TOKEN = "raygpu:autoscaler:ClusterAutoscaler"
 HELM_TIMEOUT_SECONDS = 600
 # Read-only actions without resource-level permissions (Resource must be "*").
-UNSCOPED_READ_ACTIONS = (
-    "autoscaling:DescribeAutoScalingGroups",
-    "autoscaling:DescribeScalingActivities",
-    "ec2:DescribeInstanceTypes",
-    "ec2:DescribeLaunchTemplateVersions",
-)
+UNSCOPED_READ_ACTIONS = values_mod.UNSCOPED_READ_ACTIONS
 NODEGROUP_READ_ACTIONS = ("eks:DescribeNodegroup",)
 SCALING_ACTIONS = (
     "autoscaling:SetDesiredCapacity",

@@ -2,7 +2,8 @@
 node group and one managed GPU node group per pool.
 
 Security defaults: private API endpoint always on, public endpoint off or limited to
-listed CIDRs; Kubernetes secrets envelope-encrypted with a KMS key; all five
+listed CIDRs; Kubernetes secrets envelope-encrypted with a KMS key that only the
+cluster role may use (infra/kms.py); the VPC CNI enforcing NetworkPolicies; all five
 control-plane log types on; API-mode authentication (access entries, no aws-auth
 ConfigMap); nodes in private subnets with IMDSv2 required (hop limit 1, so pods
 cannot reach the node's credentials), encrypted gp3 root volumes and no SSH.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from infra import kms
 from raygpu.config import GpuPoolConfig, StackConfig, SystemPoolConfig
 from raygpu.names import REGION_TAG
 
@@ -46,6 +48,8 @@ ADMIN_ACCESS_POLICY = (
     "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
 )
 AUTOSCALER_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+# The VPC CNI enforces NetworkPolicies (raygpu/network_policies.py) only when told.
+ADDON_CONFIGURATION = {"vpc-cni": json.dumps({"enableNetworkPolicy": "true"})}
 # Taint effects: the EKS API spelling for each Kubernetes spelling.
 _EKS_EFFECT = {
     "NoSchedule": "NO_SCHEDULE",
@@ -197,18 +201,25 @@ class EksCluster(pulumi.ComponentResource):
             return f"arn:{partition}:iam::aws:policy/{policy}"
 
         # ---- control plane
+        cluster_role = aws.iam.Role(
+            f"{name}-cluster",
+            assume_role_policy=_assume_role_policy("eks.amazonaws.com"),
+            tags=tags(f"{name}-cluster", **{REGION_TAG: args.region}),
+            opts=child,
+        )
+        account = aws.get_caller_identity(
+            opts=pulumi.InvokeOptions(parent=self)
+        ).account_id
+        # Only the cluster role uses the key; the account may manage it.
         secrets_key = aws.kms.Key(
             f"{name}-secrets",
             description=f"{args.cluster_name}: encryption of Kubernetes secrets",
             enable_key_rotation=True,
             deletion_window_in_days=30,
+            policy=cluster_role.arn.apply(
+                lambda arn: kms.secrets_key_policy(partition, account, arn)
+            ),
             tags=tags(f"{name}-secrets"),
-            opts=child,
-        )
-        cluster_role = aws.iam.Role(
-            f"{name}-cluster",
-            assume_role_policy=_assume_role_policy("eks.amazonaws.com"),
-            tags=tags(f"{name}-cluster", **{REGION_TAG: args.region}),
             opts=child,
         )
         attachments = [
@@ -303,6 +314,7 @@ class EksCluster(pulumi.ComponentResource):
                 f"{name}-{addon}",
                 cluster_name=cluster.name,
                 addon_name=addon,
+                configuration_values=ADDON_CONFIGURATION.get(addon),
                 resolve_conflicts_on_create="OVERWRITE",
                 resolve_conflicts_on_update="OVERWRITE",
                 tags=tags(f"{name}-{addon}"),

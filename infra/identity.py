@@ -1,24 +1,28 @@
-"""Identity: the cluster's OIDC provider and the IAM role that Ray's Kubernetes
-service account assumes (IRSA).
+"""Identity: the cluster's OIDC provider, the IAM role that Ray's Kubernetes
+service accounts assume (IRSA), and the storage key's policy.
 
-The role trusts exactly one service account (`system:serviceaccount:<ns>:<sa>`,
-audience `sts.amazonaws.com`). Its policy names the two bucket ARNs and the KMS
-key; no action and no resource is `*` (object ARNs end in `/*`, which is the
-bucket's own object space).
+The role trusts exactly the Ray head's and the Ray workers' service accounts
+(`system:serviceaccount:<ns>:<sa>`, audience `sts.amazonaws.com`). Its policy
+names the two bucket ARNs and the KMS key; no action and no resource is `*`
+(object ARNs end in `/*`, which is the bucket's own object space). The storage
+key may be used, through S3 only, by this role, the admin principals and the
+listed data key users (infra/kms.py); it is set here because the role exists only
+now.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
+from infra import kms
 from raygpu.config import StackConfig
+from raygpu.names import STS_AUDIENCE
 
-STS_AUDIENCE = "sts.amazonaws.com"
 DATA_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 ARTIFACTS_OBJECT_ACTIONS = (
     "s3:GetObject",
@@ -41,8 +45,12 @@ class IdentityArgs:
     data_bucket_arn: pulumi.Input[str]
     artifacts_bucket_arn: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str]
+    kms_key_id: pulumi.Input[str]
     namespace: str
-    service_account: str
+    service_accounts: tuple[str, ...]
+    key_users: tuple[str, ...]  # besides the Ray role
+    keep_key_policy: bool  # with the retained data key
+    region: str
     tags: Mapping[str, str]
 
     @classmethod
@@ -54,20 +62,33 @@ class IdentityArgs:
         data_bucket_arn: pulumi.Input[str],
         artifacts_bucket_arn: pulumi.Input[str],
         kms_key_arn: pulumi.Input[str],
+        kms_key_id: pulumi.Input[str],
     ) -> IdentityArgs:
         return cls(
             oidc_issuer_url=oidc_issuer_url,
             data_bucket_arn=data_bucket_arn,
             artifacts_bucket_arn=artifacts_bucket_arn,
             kms_key_arn=kms_key_arn,
+            kms_key_id=kms_key_id,
             namespace=cfg.ray_namespace,
-            service_account=cfg.ray_service_account,
+            service_accounts=(cfg.ray_service_account, cfg.ray_worker_service_account),
+            key_users=cfg.admin_principal_arns + cfg.data_key_user_arns,
+            keep_key_policy=cfg.protect_data_bucket,
+            region=cfg.region,
             tags=cfg.iam_tags,
         )
 
 
-def trust_policy(provider_arn: str, issuer_url: str, namespace: str, sa: str) -> str:
+def as_tuple(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def trust_policy(
+    provider_arn: str, issuer_url: str, namespace: str, sa: str | Sequence[str]
+) -> str:
+    """Web-identity trust of exactly the service accounts `sa` of `namespace`."""
     issuer = issuer_url.removeprefix("https://")
+    subs = [f"system:serviceaccount:{namespace}:{a}" for a in as_tuple(sa)]
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -78,7 +99,7 @@ def trust_policy(provider_arn: str, issuer_url: str, namespace: str, sa: str) ->
                     "Action": "sts:AssumeRoleWithWebIdentity",
                     "Condition": {
                         "StringEquals": {
-                            f"{issuer}:sub": f"system:serviceaccount:{namespace}:{sa}",
+                            f"{issuer}:sub": subs[0] if len(subs) == 1 else subs,
                             f"{issuer}:aud": STS_AUDIENCE,
                         }
                     },
@@ -147,16 +168,16 @@ class Identity(pulumi.ComponentResource):
             tags=tags(f"{name}-oidc"),
             opts=child,
         )
+        accounts = ", ".join(f"{args.namespace}/{a}" for a in args.service_accounts)
         role = aws.iam.Role(
             f"{name}-ray",
-            description=(
-                f"IRSA role of {args.namespace}/{args.service_account}: read data, "
-                "read/write artifacts"
-            ),
+            description=f"IRSA role of {accounts}: read data, read/write artifacts",
             assume_role_policy=pulumi.Output.all(
                 provider.arn, pulumi.Output.from_input(args.oidc_issuer_url)
             ).apply(
-                lambda v: trust_policy(v[0], v[1], args.namespace, args.service_account)
+                lambda v: trust_policy(
+                    v[0], v[1], args.namespace, args.service_accounts
+                )
             ),
             max_session_duration=3600,
             tags=tags(f"{name}-ray"),
@@ -169,6 +190,22 @@ class Identity(pulumi.ComponentResource):
                 args.data_bucket_arn, args.artifacts_bucket_arn, args.kms_key_arn
             ).apply(lambda v: bucket_access_policy(v[0], v[1], v[2])),
             opts=child,
+        )
+
+        invoke = pulumi.InvokeOptions(parent=self)
+        partition = aws.get_partition(opts=invoke).partition
+        account = aws.get_caller_identity(opts=invoke).account_id
+        aws.kms.KeyPolicy(
+            f"{name}-storage-key-policy",
+            key_id=args.kms_key_id,
+            policy=role.arn.apply(
+                lambda arn: kms.storage_key_policy(
+                    partition, account, args.region, [arn, *args.key_users]
+                )
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self, retain_on_delete=args.keep_key_policy
+            ),
         )
 
         self.oidc_provider_arn = provider.arn

@@ -2,7 +2,9 @@
 
 Installs, through a Kubernetes provider built from the EKS cluster's kubeconfig:
 the NVIDIA device plugin (GPU nodes only), the KubeRay operator with its CRDs
-(system nodes), the Ray namespace and its IRSA service account, and the RayCluster.
+(system nodes), the Ray namespace, its two IRSA service accounts (the head's, and
+the workers' without an API token), the NetworkPolicies of both namespaces
+(raygpu/network_policies.py), and the RayCluster.
 Every object comes from `raygpu/manifests.py`; this file only wires resources.
 
 The provider depends on the node groups, so `pulumi destroy` removes every
@@ -19,8 +21,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import helm
-from raygpu import helm_values, manifests
+from raygpu import helm_values, manifests, network_policies
 from raygpu.config import StackConfig
+from raygpu.names import KUBERAY_NAMESPACE
 
 TYPE_TOKEN = "raygpu:kuberay:RayOnKubernetes"
 HELM_TIMEOUT_SECONDS = 900
@@ -64,6 +67,8 @@ class RayOnKubernetes(pulumi.ComponentResource):
         kuberay_ns_obj = manifests.kuberay_namespace_manifest(cfg)
         ray_ns_obj = manifests.namespace_manifest(cfg)
         sa_obj = manifests.service_account_manifest(cfg, refs)
+        worker_sa_obj = manifests.worker_service_account_manifest(cfg, refs)
+        policy_objs = network_policies.network_policies(cfg)
         raycluster_obj = manifests.raycluster_manifest(cfg, refs)
         releases = {r.name: r for r in helm_values.helm_releases(cfg)}
 
@@ -92,6 +97,21 @@ class RayOnKubernetes(pulumi.ComponentResource):
         service_account = k8s.core.v1.ServiceAccount(
             f"{name}-ray-sa", metadata=sa_obj["metadata"], opts=k8s_opts(ray_ns)
         )
+        worker_service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-ray-worker-sa",
+            metadata=worker_sa_obj["metadata"],
+            automount_service_account_token=False,
+            opts=k8s_opts(ray_ns),
+        )
+        namespaces = {KUBERAY_NAMESPACE: kuberay_ns, cfg.ray_namespace: ray_ns}
+        for obj in policy_objs:
+            meta = obj["metadata"]
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{meta['namespace']}-{meta['name']}",
+                metadata=meta,
+                spec=obj["spec"],
+                opts=k8s_opts(namespaces[meta["namespace"]]),
+            )
         device_plugin = self._release(
             f"{name}-device-plugin",
             releases[helm_values.DEVICE_PLUGIN_RELEASE],
@@ -111,7 +131,9 @@ class RayOnKubernetes(pulumi.ComponentResource):
             spec=raycluster_obj["spec"],
             # The CRDs and the operator come with the chart; GPU workers need the
             # device plugin to advertise nvidia.com/gpu.
-            opts=k8s_opts(operator, device_plugin, service_account),
+            opts=k8s_opts(
+                operator, device_plugin, service_account, worker_service_account
+            ),
         )
 
         cluster_name = manifests.ray_cluster_name(cfg)

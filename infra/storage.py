@@ -1,5 +1,9 @@
 """Storage: the data bucket (datasets) and the artifacts bucket (checkpoints,
-results, job packages), both private, KMS-encrypted and versioned.
+results, job packages), both private, KMS-encrypted and versioned; optionally
+(`dataBucketAccessLogging`) a private bucket holding the data bucket's S3 server
+access logs. S3 delivers access logs only into buckets encrypted with S3-managed
+keys, so that one bucket uses SSE-S3; its policy lets only S3's log delivery
+write, and only for the data bucket of this account.
 
 `protect_data` keeps the data bucket, its settings and the KMS key that encrypts
 it when the stack is destroyed (`retain_on_delete`): `pulumi destroy` still
@@ -27,6 +31,8 @@ class StorageArgs:
     protect_data: bool
     artifacts_force_destroy: bool
     noncurrent_version_expiration_days: int
+    access_logging: bool
+    log_retention_days: int
     tags: Mapping[str, str]
     abort_multipart_days: int = 7  # not a config key: a fixed housekeeping rule
 
@@ -36,6 +42,8 @@ class StorageArgs:
             protect_data=cfg.protect_data_bucket,
             artifacts_force_destroy=cfg.artifacts_force_destroy,
             noncurrent_version_expiration_days=cfg.noncurrent_version_expiration_days,
+            access_logging=cfg.data_bucket_access_logging,
+            log_retention_days=cfg.flow_log_retention_days,
             tags=cfg.tags,
         )
 
@@ -68,12 +76,36 @@ def deny_insecure_transport_policy(bucket_arn: str) -> str:
     )
 
 
+def log_delivery_policy(logs_arn: str, data_arn: str, account: str) -> str:
+    """TLS only, and S3's log delivery may write the data bucket's logs, nothing
+    else (AWS's documented policy for server access logging)."""
+    doc = json.loads(deny_insecure_transport_policy(logs_arn))
+    doc["Statement"].append(
+        {
+            "Sid": "S3ServerAccessLogsOfTheDataBucket",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": f"{logs_arn}/{ACCESS_LOG_PREFIX}*",
+            "Condition": {
+                "ArnLike": {"aws:SourceArn": data_arn},
+                "StringEquals": {"aws:SourceAccount": account},
+            },
+        }
+    )
+    return json.dumps(doc)
+
+
+ACCESS_LOG_PREFIX = "data-bucket/"
+
+
 class Storage(pulumi.ComponentResource):
     data_bucket: pulumi.Output[str]
     data_bucket_arn: pulumi.Output[str]
     artifacts_bucket: pulumi.Output[str]
     artifacts_bucket_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
+    kms_key_id: pulumi.Output[str]
 
     def __init__(
         self,
@@ -126,6 +158,9 @@ class Storage(pulumi.ComponentResource):
             opts=keep,
         )
 
+        if args.access_logging:
+            self._access_logs(name, data, args, tags, keep)
+
         artifacts = self._bucket(
             f"{name}-artifacts",
             key,
@@ -165,6 +200,7 @@ class Storage(pulumi.ComponentResource):
         self.artifacts_bucket = artifacts.bucket
         self.artifacts_bucket_arn = artifacts.arn
         self.kms_key_arn = key.arn
+        self.kms_key_id = key.key_id
         self.register_outputs(
             {
                 "data_bucket": self.data_bucket,
@@ -175,15 +211,59 @@ class Storage(pulumi.ComponentResource):
             }
         )
 
+    def _access_logs(self, name, data, args, tags, keep) -> None:
+        account = aws.get_caller_identity(
+            opts=pulumi.InvokeOptions(parent=self)
+        ).account_id
+        logs = self._bucket(
+            f"{name}-access-logs",
+            None,
+            force_destroy=not args.protect_data,
+            tags=tags(f"{name}-access-logs", **{BUCKET_TAG: "access-logs"}),
+            opts=keep,
+            log_source_arn=data.arn,
+            account=account,
+        )
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-access-logs-lifecycle",
+            bucket=logs.id,
+            rules=[
+                aws.s3.BucketLifecycleConfigurationRuleArgs(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=""),
+                    expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(
+                        days=args.log_retention_days
+                    ),
+                    noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(  # noqa: E501
+                        noncurrent_days=1
+                    ),
+                )
+            ],
+            opts=keep,
+        )
+        aws.s3.BucketLogging(
+            f"{name}-data-logging",
+            bucket=data.id,
+            target_bucket=logs.id,
+            target_prefix=ACCESS_LOG_PREFIX,
+            opts=keep,
+        )
+
     def _bucket(
         self,
         name: str,
-        key: aws.kms.Key,
+        key: aws.kms.Key | None,
         *,
         force_destroy: bool,
         tags: dict[str, str],
         opts: pulumi.ResourceOptions,
+        log_source_arn: pulumi.Output[str] | None = None,
+        account: str = "",
     ) -> aws.s3.Bucket:
+        """A private, versioned bucket; KMS-encrypted with `key`, or with S3's own
+        keys when `key` is None (an access log bucket receiving the logs of the
+        bucket `log_source_arn` of `account`)."""
         bucket = aws.s3.Bucket(name, force_destroy=force_destroy, tags=tags, opts=opts)
         bpa = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",
@@ -208,9 +288,10 @@ class Storage(pulumi.ComponentResource):
             rules=[
                 aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
                     apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(  # noqa: E501
-                        sse_algorithm="aws:kms", kms_master_key_id=key.arn
+                        sse_algorithm="aws:kms" if key else "AES256",
+                        kms_master_key_id=key.arn if key else None,
                     ),
-                    bucket_key_enabled=True,
+                    bucket_key_enabled=bool(key),
                 )
             ],
             opts=opts,
@@ -227,7 +308,11 @@ class Storage(pulumi.ComponentResource):
         aws.s3.BucketPolicy(
             f"{name}-policy",
             bucket=bucket.id,
-            policy=bucket.arn.apply(deny_insecure_transport_policy),
+            policy=bucket.arn.apply(deny_insecure_transport_policy)
+            if log_source_arn is None
+            else pulumi.Output.all(bucket.arn, log_source_arn).apply(
+                lambda v: log_delivery_policy(v[0], v[1], account)
+            ),
             opts=pulumi.ResourceOptions.merge(
                 opts, pulumi.ResourceOptions(depends_on=[bpa])
             ),

@@ -41,7 +41,10 @@ def test_values_come_from_the_stack_config():
         flowLogRetentionDays=7,
         rayNamespace="ml",
         rayServiceAccount="trainer",
+        rayWorkerServiceAccount="worker",
         protectDataBucket=False,
+        dataBucketAccessLogging=True,
+        dataKeyUserArns=["arn:aws:iam::210987654321:role/uploader"],
         budgetScope="stack",
     )
     net = NetworkArgs.from_config(cfg)
@@ -52,7 +55,9 @@ def test_values_come_from_the_stack_config():
     )
     assert net.private_subnet_cidrs == cfg.private_subnet_cidrs
     assert EksClusterArgs.from_config(cfg, ["s1"]).log_retention_days == 7
-    assert StorageArgs.from_config(cfg).protect_data is False
+    storage = StorageArgs.from_config(cfg)
+    assert (storage.protect_data, storage.access_logging) == (False, True)
+    assert storage.log_retention_days == 7
     assert CostGuardArgs.from_config(cfg).scope == "stack"
     identity = IdentityArgs.from_config(
         cfg,
@@ -60,6 +65,10 @@ def test_values_come_from_the_stack_config():
         data_bucket_arn="d",
         artifacts_bucket_arn="a",
         kms_key_arn="k",
+        kms_key_id="k-id",
     )
-    assert (identity.namespace, identity.service_account) == ("ml", "trainer")
+    assert identity.namespace == "ml"
+    assert identity.service_accounts == ("trainer", "worker")
+    assert identity.key_users == ("arn:aws:iam::210987654321:role/uploader",)
+    assert (identity.keep_key_policy, identity.kms_key_id) == (False, "k-id")
     assert identity.tags == cfg.iam_tags

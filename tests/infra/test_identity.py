@@ -1,4 +1,5 @@
-"""Identity component (OIDC provider + IRSA role) under the mock runtime."""
+"""Identity component (OIDC provider, IRSA role, storage key policy) under the mock
+runtime."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ ISSUER = "https://oidc.eks.us-east-1.amazonaws.com/id/ABC123"
 DATA = "arn:aws:s3:::raygpu-dev-data-1"
 ARTIFACTS = "arn:aws:s3:::raygpu-dev-artifacts-1"
 KEY = "arn:aws:kms:us-east-1:123456789012:key/k1"
+ADMIN = "arn:aws:iam::210987654321:role/platform-admin"
 
 
 def identity_args(**kw):
@@ -23,8 +25,12 @@ def identity_args(**kw):
         data_bucket_arn=DATA,
         artifacts_bucket_arn=ARTIFACTS,
         kms_key_arn=KEY,
+        kms_key_id="k1",
         namespace=kw.get("namespace", "ray"),
-        service_account=kw.get("service_account", "ray-workload"),
+        service_accounts=kw.get("service_accounts", ("ray-workload", "ray-worker")),
+        key_users=kw.get("key_users", (ADMIN,)),
+        keep_key_policy=kw.get("keep_key_policy", False),
+        region="us-east-1",
         tags={"raygpu:stack": "dev", "raygpu:project": "raygpu"},
     )
 
@@ -42,7 +48,7 @@ def test_oidc_provider_for_the_cluster_issuer(run):
     assert provider["inputs"]["tags"]["raygpu:stack"] == "dev"
 
 
-def test_trust_is_limited_to_one_service_account_and_sts_audience(run):
+def test_trust_is_limited_to_the_two_service_accounts_and_sts_audience(run):
     role = run.one("aws:iam/role:Role")
     (stmt,) = statements(role["inputs"]["assumeRolePolicy"])
     assert stmt["Effect"] == "Allow"
@@ -53,7 +59,10 @@ def test_trust_is_limited_to_one_service_account_and_sts_audience(run):
     host = "oidc.eks.us-east-1.amazonaws.com/id/ABC123"
     assert stmt["Condition"] == {
         "StringEquals": {
-            f"{host}:sub": "system:serviceaccount:ray:ray-workload",
+            f"{host}:sub": [
+                "system:serviceaccount:ray:ray-workload",
+                "system:serviceaccount:ray:ray-worker",
+            ],
             f"{host}:aud": "sts.amazonaws.com",
         }
     }
@@ -108,14 +117,45 @@ def test_role_and_provider_arn_outputs():
     return pulumi.Output.all(ident.irsa_role_arn, ident.oidc_provider_arn).apply(check)
 
 
-def test_trust_follows_the_configured_service_account():
+def test_trust_follows_the_configured_service_accounts():
     run = run_component(
         lambda: Identity(
-            "id", identity_args(namespace="ml", service_account="trainer")
+            "id", identity_args(namespace="ml", service_accounts=("trainer", "w"))
         ),
         stack_config(),
     )
     doc = json.loads(run.one("aws:iam/role:Role")["inputs"]["assumeRolePolicy"])
     cond = doc["Statement"][0]["Condition"]["StringEquals"]
-    assert "system:serviceaccount:ml:trainer" in cond.values()
-    assert "system:serviceaccount:ray:ray-workload" not in cond.values()
+    subs = next(v for k, v in cond.items() if k.endswith(":sub"))
+    assert subs == ["system:serviceaccount:ml:trainer", "system:serviceaccount:ml:w"]
+
+
+def test_only_the_ray_role_and_listed_users_may_use_the_storage_key(run):
+    key_policy = run.one("aws:kms/keyPolicy:KeyPolicy")
+    assert key_policy["inputs"]["keyId"] == "k1"
+    admin, use = statements(key_policy["inputs"]["policy"])
+    role = run.one("aws:iam/role:Role")
+    assert sorted(use["Principal"]["AWS"]) == sorted(
+        [ADMIN, f"arn:aws:iam::123456789012:role/{role['id']}"]
+    )
+    # Through S3 only, in this account.
+    assert use["Condition"]["StringEquals"] == {
+        "kms:ViaService": "s3.us-east-1.amazonaws.com",
+        "kms:CallerAccount": "123456789012",
+    }
+    # The account may manage the key but never use it on data or hand out grants.
+    assert admin["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    assert not {
+        a
+        for a in admin["Action"]
+        if a.startswith(("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"))
+        or a in ("kms:CreateGrant", "kms:ReEncryptFrom", "kms:*")
+    }
+    assert not key_policy["options"]["retain_on_delete"]
+
+
+def test_a_retained_data_key_keeps_its_policy():
+    run = run_component(
+        lambda: Identity("id", identity_args(keep_key_policy=True)), stack_config()
+    )
+    assert run.one("aws:kms/keyPolicy:KeyPolicy")["options"]["retain_on_delete"]

@@ -142,7 +142,8 @@ def test_every_kubernetes_resource_uses_the_clusters_provider(deployed):
     (provider,) = deployed.of_type("pulumi:providers:kubernetes")
     component = deployed.one("raygpu:kuberay:RayOnKubernetes", "raygpu")
     k8s = deployed.of_type("kubernetes:")
-    assert len(k8s) == 6  # 2 namespaces, service account, 2 releases, RayCluster
+    # 2 namespaces, 2 service accounts, 7 NetworkPolicies, 2 releases, RayCluster
+    assert len(k8s) == 14
     for reg in k8s:
         assert reg.provider.startswith(provider.urn + "::"), reg.name
         assert reg.parent == component.urn, reg.name

@@ -31,9 +31,11 @@ def test_program_installs_the_kubernetes_layer(program):
         "kubernetes:core/v1:Namespace",
         "kubernetes:core/v1:Namespace",
         "kubernetes:core/v1:ServiceAccount",
+        "kubernetes:core/v1:ServiceAccount",
         "kubernetes:helm.sh/v3:Release",
         "kubernetes:helm.sh/v3:Release",
         "kubernetes:helm.sh/v3:Release",  # cluster-autoscaler (infra/autoscaler.py)
+        *["kubernetes:networking.k8s.io/v1:NetworkPolicy"] * 7,
         RAYCLUSTER,
     ]
 
@@ -131,12 +133,16 @@ def test_no_load_balancer_anywhere(program):
         assert manifests.public_exposure(res["inputs"]) == [], res["name"]
 
 
-def test_service_account_uses_the_irsa_role_the_program_made(program):
+def test_service_accounts_use_the_irsa_role_the_program_made(program):
     cfg, run = program
-    (sa,) = run.of_type("kubernetes:core/v1:ServiceAccount")
-    arn = sa["inputs"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
-    assert arn == run.outputs["irsa_role_arn"]
-    assert sa["inputs"]["metadata"]["name"] == cfg.ray_service_account
+    head, worker = run.of_type("kubernetes:core/v1:ServiceAccount")
+    for sa in (head, worker):
+        arn = sa["inputs"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        assert arn == run.outputs["irsa_role_arn"]
+    assert head["inputs"]["metadata"]["name"] == cfg.ray_service_account
+    assert worker["inputs"]["metadata"]["name"] == cfg.ray_worker_service_account
+    assert worker["inputs"]["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in head["inputs"]
 
 
 def test_program_outputs_name_the_ray_cluster_and_head_service(program):

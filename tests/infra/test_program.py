@@ -61,7 +61,11 @@ def test_outputs_follow_the_contract(stack):
     assert out["irsa_role_arn"].startswith("arn:aws:iam::")
     assert out["data_bucket"] != out["artifacts_bucket"]
     buckets = {r["id"] for r in run.of_type("aws:s3/bucket:Bucket")}
-    assert {out["data_bucket"], out["artifacts_bucket"]} == buckets
+    logs = {
+        r["id"] for r in run.of_type("aws:s3/bucket:Bucket") if "access-logs" in r["id"]
+    }
+    assert {out["data_bucket"], out["artifacts_bucket"]} == buckets - logs
+    assert bool(logs) is cfg.data_bucket_access_logging
     # kubeconfig is a secret and never shown by public_outputs().
     assert run.secret_outputs == {"kubeconfig"}
     assert run.public_outputs()["kubeconfig"] == "[secret]"
@@ -196,8 +200,11 @@ def test_irsa_role_is_wired_to_the_stack_buckets_and_cluster(stack):
     _, cfg, run, _ = stack
     role = run.one("aws:iam/role:Role", f"{cfg.name_prefix}-identity-ray")
     trust = json.loads(role["inputs"]["assumeRolePolicy"])
-    sub = f"system:serviceaccount:{cfg.ray_namespace}:{cfg.ray_service_account}"
-    assert sub in trust["Statement"][0]["Condition"]["StringEquals"].values()
+    subs = [
+        f"system:serviceaccount:{cfg.ray_namespace}:{account}"
+        for account in (cfg.ray_service_account, cfg.ray_worker_service_account)
+    ]
+    assert subs in trust["Statement"][0]["Condition"]["StringEquals"].values()
     policy = run.one(
         "aws:iam/rolePolicy:RolePolicy", f"{cfg.name_prefix}-identity-ray-buckets"
     )
