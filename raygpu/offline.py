@@ -190,6 +190,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     "parent_urn": request.parent,
                     "custom": bool(request.custom),
                     "inputs": _plain(inputs),
+                    # Which resources each input came from (the policy rules
+                    # link a bucket's settings to the bucket through these).
+                    "property_dependencies": {
+                        k: list(v.urns) for k, v in request.propertyDependencies.items()
+                    },
                     "options": {
                         "protect": bool(request.protect),
                         "retain_on_delete": bool(request.retainOnDelete),

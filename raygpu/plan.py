@@ -2,6 +2,7 @@
 
     raygpu plan --stack dev           # tree, cost table, outputs
     raygpu plan --stack prod --json   # one JSON object: resources, outputs, cost
+    raygpu plan --stack dev --policy  # and the policy rules (exit 1 on a violation)
 
 Runs the real Pulumi program under Pulumi's mock runtime with `Pulumi.<stack>.yaml`
 (see raygpu/offline.py): no credentials, no Pulumi CLI, a few seconds. Costs come
@@ -10,23 +11,30 @@ cluster, KMS keys, root volumes) priced with raygpu/instance_types.py. "idle" pu
 every node group at its minimum size, "full" at its maximum. Usage-based charges
 (NAT data processing, S3 storage and requests, CloudWatch Logs, data transfer) are
 listed as excluded, not guessed.
+
+`--policy` runs the security rules of raygpu/policy (the ones the CrossGuard pack
+in infra/policy runs under `pulumi preview`) over the same resources and prints
+one line per violation, naming the rule ID and the resource. Placeholders left in
+the stack file (documentation addresses, example account IDs, example.com) are
+warned about on stderr; `pulumi up` refuses them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from raygpu import instance_types as it
-from raygpu import options
-from raygpu.config import BUDGET_ALERTS, ConfigError
+from raygpu import options, policy
+from raygpu.config import BUDGET_ALERTS, ConfigError, placeholders, stack_file_values
 from raygpu.errors import UsageError
 from raygpu.manifests import ManifestError
-from raygpu.offline import OfflineRun, mask_secrets, run_offline
+from raygpu.offline import OfflineRun, mask_secrets, run_offline, stack_path
 
 EXCLUDED = (
     "NAT gateway data processing ($0.045/GB in us-east-1)",
@@ -160,9 +168,21 @@ def budget_note(run: OfflineRun, idle_usd_month: float) -> str | None:
     return None
 
 
-def plan(stack: str, config_path: str | None = None) -> dict[str, Any]:
+def plan(
+    stack: str, config_path: str | None = None, *, check_policy: bool = False
+) -> dict[str, Any]:
     run = run_offline(stack, config_path)
     region = str(run.outputs.get("region", ""))
+    values = stack_file_values(config_path or stack_path(stack))
+    extra: dict[str, Any] = {
+        "warnings": [
+            f"{key}: {problem} (a placeholder; `pulumi up` refuses it)"
+            for key, problem in placeholders(values)
+        ]
+    }
+    if check_policy:
+        report = policy.check(policy.resources_from_run(run))
+        extra["policy"] = {**report.as_dict(), "lines": policy.report_lines(report)}
     return {
         "stack": stack,
         "resources": [
@@ -176,6 +196,7 @@ def plan(stack: str, config_path: str | None = None) -> dict[str, Any]:
         ],
         "outputs": run.public_outputs(),
         "cost": estimate_cost(run, region),
+        **extra,
     }
 
 
@@ -222,6 +243,8 @@ def render_text(result: dict[str, Any]) -> str:
     lines += ["", "Outputs:"]
     for k, v in result["outputs"].items():
         lines.append(f"  {k} = {json.dumps(v)}")
+    if "policy" in result:
+        lines += ["", *result["policy"]["lines"]]
     return "\n".join(lines)
 
 
@@ -233,16 +256,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="stack file to use instead of Pulumi.<stack>.yaml",
     )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="also check the planned resources against the security rules "
+        "(docs/security.md); exit 1 naming each violation's rule and resource",
+    )
     options.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = plan(args.stack, args.config)
+        result = plan(args.stack, args.config, check_policy=args.policy)
     except (ManifestError, pulumi.RunError) as exc:
         raise UsageError(f"the program rejected the stack: {exc}") from None
+    for warning in result["warnings"]:
+        print(f"raygpu plan: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=False))
     else:
         print(render_text(result))
+    if args.policy and not result["policy"]["passed"]:
+        return 1
     return 0

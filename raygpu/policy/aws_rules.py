@@ -1,0 +1,519 @@
+"""The AWS rules: S3, EKS, launch templates, the VPC, IAM and KMS.
+
+Each check takes one subject resource and the whole stack and yields one message
+per problem. Controls cite AWS Foundational Security Best Practices (FSBP), the
+CIS AWS Foundations Benchmark and the CIS Amazon EKS Benchmark v1.0.1.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from raygpu import autoscaler_values
+from raygpu.config.model import MIN_CLUSTER_MINOR, PRIVATE_RANGES
+from raygpu.names import BUCKET_TAG, STS_AUDIENCE
+from raygpu.policy.model import (
+    ADVISORY,
+    Resource,
+    Rule,
+    Stack,
+    as_list,
+    number,
+    policy_document,
+    statements,
+    truthy,
+)
+
+BUCKET = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+PUBLIC_ACCESS_BLOCK = ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",)
+ENCRYPTION = (
+    "aws:s3/bucketServerSideEncryptionConfiguration:"
+    "BucketServerSideEncryptionConfiguration",
+    "aws:s3/bucketServerSideEncryptionConfigurationV2:"
+    "BucketServerSideEncryptionConfigurationV2",
+)
+BUCKET_POLICY = ("aws:s3/bucketPolicy:BucketPolicy",)
+VERSIONING = (
+    "aws:s3/bucketVersioning:BucketVersioning",
+    "aws:s3/bucketVersioningV2:BucketVersioningV2",
+)
+OWNERSHIP = ("aws:s3/bucketOwnershipControls:BucketOwnershipControls",)
+LOGGING = (
+    "aws:s3/bucketLogging:BucketLogging",
+    "aws:s3/bucketLoggingV2:BucketLoggingV2",
+)
+EKS_CLUSTER = ("aws:eks/cluster:Cluster",)
+EKS_ADDON = ("aws:eks/addon:Addon",)
+LAUNCH_TEMPLATE = ("aws:ec2/launchTemplate:LaunchTemplate",)
+VPC = ("aws:ec2/vpc:Vpc",)
+FLOW_LOG = ("aws:ec2/flowLog:FlowLog",)
+SUBNET = ("aws:ec2/subnet:Subnet",)
+DEFAULT_SG = ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",)
+SECURITY_GROUP = ("aws:ec2/securityGroup:SecurityGroup",)
+SG_RULE = ("aws:ec2/securityGroupRule:SecurityGroupRule",)
+SG_INGRESS_RULE = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",)
+NETWORK_ACL = ("aws:ec2/networkAcl:NetworkAcl", "aws:ec2/networkAclRule:NetworkAclRule")
+IAM_ROLE = ("aws:iam/role:Role",)
+IAM_POLICIES = (
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:iam/policy:Policy",
+    "aws:iam/userPolicy:UserPolicy",
+    "aws:iam/groupPolicy:GroupPolicy",
+)
+KMS_KEY = ("aws:kms/key:Key",)
+KMS_KEY_POLICY = ("aws:kms/keyPolicy:KeyPolicy",)
+# S3 delivers server access logs only into buckets encrypted with S3's own keys.
+ACCESS_LOG_BUCKET = "access-logs"
+
+EKS_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+# Public networks that may reach the EKS API endpoint: no wider than a /24.
+MIN_PUBLIC_ENDPOINT_PREFIX = 24
+WORLD = ("0.0.0.0/0", "::/0")
+# Read-only actions AWS cannot scope to a resource: "Resource": "*" is their only
+# form (the Cluster Autoscaler's discovery calls, see infra/autoscaler.py).
+UNSCOPED_READ_ACTIONS = frozenset(autoscaler_values.UNSCOPED_READ_ACTIONS)
+# What a KMS key policy may give anyone but named roles: managing the key (so that
+# IAM administrators can repair its policy) but never using it on data.
+KMS_DATA_ACTIONS = (
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:ReEncrypt",
+)
+
+
+# ------------------------------------------------------------------------- S3
+
+
+def s3_public_access(bucket: Resource, stack: Stack) -> Iterator[str]:
+    if bucket.get("acl") in ("public-read", "public-read-write"):
+        yield f"has the public ACL {bucket.get('acl')!r}"
+    blocks = stack.referring(bucket, PUBLIC_ACCESS_BLOCK, "bucket")
+    if not blocks:
+        yield "has no BucketPublicAccessBlock"
+    for block in blocks:
+        for flag in (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        ):
+            if not truthy(block.get(flag)):
+                yield f"{block.name}: {flag} is not true"
+
+
+def s3_encryption(bucket: Resource, stack: Stack) -> Iterator[str]:
+    allowed = ("aws:kms", "aws:kms:dsse")
+    if (bucket.get("tags") or {}).get(BUCKET_TAG) == ACCESS_LOG_BUCKET:
+        allowed += ("AES256",)
+    configs = stack.referring(bucket, ENCRYPTION, "bucket")
+    if not configs:
+        yield "has no default encryption configuration"
+    for config in configs:
+        rules = as_list(config.get("rules"))
+        algorithms = [
+            r.get("applyServerSideEncryptionByDefault", {}).get("sseAlgorithm")
+            for r in rules
+            if isinstance(r, Mapping)
+        ]
+        keys = [
+            r.get("applyServerSideEncryptionByDefault", {}).get("kmsMasterKeyId")
+            for r in rules
+            if isinstance(r, Mapping)
+        ]
+        if not any(a in allowed for a in algorithms):
+            shown = algorithms or "unset"
+            yield f"{config.name}: default encryption is {shown}, not KMS"
+        elif "AES256" not in algorithms and not any(keys):
+            yield f"{config.name}: KMS encryption names no customer managed key"
+
+
+def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
+    condition = statement.get("Condition") or {}
+    insecure = (condition.get("Bool") or {}).get("aws:SecureTransport")
+    principal = statement.get("Principal")
+    everyone = principal == "*" or (
+        isinstance(principal, Mapping) and "*" in as_list(principal.get("AWS"))
+    )
+    actions = set(as_list(statement.get("Action")))
+    return (
+        statement.get("Effect") == "Deny"
+        and everyone
+        and str(insecure).lower() == "false"
+        and bool(actions & {"s3:*", "*"})
+    )
+
+
+def s3_tls_only(bucket: Resource, stack: Stack) -> Iterator[str]:
+    policies = stack.referring(bucket, BUCKET_POLICY, "bucket")
+    if not policies:
+        yield "has no bucket policy denying requests without TLS"
+    for policy in policies:
+        doc = policy_document(policy.get("policy"))
+        denies = [s for s in statements(doc) if _denies_plain_http(s)]
+        resources = {str(r) for s in denies for r in as_list(s.get("Resource"))}
+        if not denies:
+            yield f"{policy.name}: no statement denies aws:SecureTransport=false"
+        elif not (any(r.endswith("/*") for r in resources)) or not any(
+            not r.endswith("/*") for r in resources
+        ):
+            yield f"{policy.name}: the TLS deny must cover the bucket and its objects"
+
+
+def s3_versioning(bucket: Resource, stack: Stack) -> Iterator[str]:
+    found = stack.referring(bucket, VERSIONING, "bucket")
+    if not found:
+        yield "has no versioning configuration"
+    for v in found:
+        status = v.get("versioningConfiguration", "status")
+        if status != "Enabled":
+            yield f"{v.name}: versioning is {status!r}, not 'Enabled'"
+
+
+def s3_acls_disabled(bucket: Resource, stack: Stack) -> Iterator[str]:
+    found = stack.referring(bucket, OWNERSHIP, "bucket")
+    if not found:
+        yield "has no ownership controls (ACLs stay enabled)"
+    for o in found:
+        if o.get("rule", "objectOwnership") != "BucketOwnerEnforced":
+            yield f"{o.name}: objectOwnership is not BucketOwnerEnforced"
+
+
+def s3_data_access_logging(bucket: Resource, stack: Stack) -> Iterator[str]:
+    if (bucket.get("tags") or {}).get(BUCKET_TAG) != "data":
+        return
+    if not stack.referring(bucket, LOGGING, "bucket"):
+        yield "the data bucket has no server access logging (dataBucketAccessLogging)"
+
+
+# ------------------------------------------------------------------------ EKS
+
+
+def _is_private(cidr: str) -> bool:
+    net = ipaddress.ip_network(cidr, strict=False)
+    return any(net.subnet_of(ipaddress.ip_network(r)) for r in PRIVATE_RANGES)
+
+
+def eks_endpoint(cluster: Resource, _stack: Stack) -> Iterator[str]:
+    vpc = cluster.get("vpcConfig") or {}
+    if not truthy(vpc.get("endpointPrivateAccess")):
+        yield "vpcConfig.endpointPrivateAccess is not true"
+    # EKS opens the public endpoint unless told not to.
+    if not truthy(vpc.get("endpointPublicAccess", True)):
+        return
+    cidrs = [str(c) for c in as_list(vpc.get("publicAccessCidrs"))]
+    if not cidrs:
+        yield "the public endpoint is open to every address (no publicAccessCidrs)"
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            yield f"publicAccessCidrs: {cidr!r} is not a CIDR"
+            continue
+        if cidr in WORLD or net.prefixlen == 0:
+            yield f"publicAccessCidrs: {cidr} opens the API to the internet"
+        elif not _is_private(cidr) and net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
+            yield (
+                f"publicAccessCidrs: {cidr} is wider than a "
+                f"/{MIN_PUBLIC_ENDPOINT_PREFIX}"
+            )
+
+
+def eks_secrets_encryption(cluster: Resource, _stack: Stack) -> Iterator[str]:
+    configs = as_list(cluster.get("encryptionConfig"))
+    covered = [
+        c
+        for c in configs
+        if isinstance(c, Mapping) and "secrets" in as_list(c.get("resources"))
+    ]
+    if not covered:
+        yield "Kubernetes secrets are not envelope-encrypted (encryptionConfig)"
+    elif not all((c.get("provider") or {}).get("keyArn") for c in covered):
+        yield "encryptionConfig names no KMS key"
+
+
+def eks_logging(cluster: Resource, _stack: Stack) -> Iterator[str]:
+    enabled = set(as_list(cluster.get("enabledClusterLogTypes")))
+    missing = [t for t in EKS_LOG_TYPES if t not in enabled]
+    if missing:
+        yield f"control-plane log types off: {', '.join(missing)}"
+
+
+def eks_supported_version(cluster: Resource, _stack: Stack) -> Iterator[str]:
+    version = str(cluster.get("version") or "")
+    parts = version.split(".")
+    if len(parts) != 2 or not parts[1].isdigit():
+        yield f"version {version!r} is not pinned to a Kubernetes minor"
+    elif int(parts[1]) < MIN_CLUSTER_MINOR:
+        yield f"version {version} is older than 1.{MIN_CLUSTER_MINOR}"
+
+
+def eks_access_entries(cluster: Resource, _stack: Stack) -> Iterator[str]:
+    mode = (cluster.get("accessConfig") or {}).get("authenticationMode")
+    if mode != "API":
+        yield f"authenticationMode is {mode!r}: use API (access entries, no aws-auth)"
+
+
+def eks_network_policy(cluster: Resource, stack: Stack) -> Iterator[str]:
+    addons = [
+        a
+        for a in stack.referring(cluster, EKS_ADDON, "clusterName")
+        if a.get("addonName") == "vpc-cni"
+    ]
+    if not addons:
+        yield "no vpc-cni add-on enforcing network policies"
+    for addon in addons:
+        values = policy_document(addon.get("configurationValues")) or {}
+        if str(values.get("enableNetworkPolicy")).lower() != "true":
+            yield f"{addon.name}: configurationValues.enableNetworkPolicy is not 'true'"
+
+
+# ------------------------------------------------------------ EC2 and the VPC
+
+
+def lt_imdsv2(template: Resource, _stack: Stack) -> Iterator[str]:
+    options = template.get("metadataOptions") or {}
+    if options.get("httpTokens") != "required":
+        yield "metadataOptions.httpTokens is not 'required' (IMDSv1 allowed)"
+    hops = number(options.get("httpPutResponseHopLimit"))
+    if hops != 1:
+        yield (
+            f"metadataOptions.httpPutResponseHopLimit is {hops}, not 1 (pods could "
+            "reach the node's credentials)"
+        )
+
+
+def lt_encrypted_volumes(template: Resource, _stack: Stack) -> Iterator[str]:
+    mappings = as_list(template.get("blockDeviceMappings"))
+    if not mappings:
+        yield "no block device mapping: the root volume is not set to encrypted"
+    for i, mapping in enumerate(mappings):
+        ebs = mapping.get("ebs") if isinstance(mapping, Mapping) else None
+        if isinstance(ebs, Mapping) and not truthy(ebs.get("encrypted")):
+            yield f"blockDeviceMappings[{i}].ebs.encrypted is not true"
+
+
+def _world_ingress(entries: Any) -> list[str]:
+    found = []
+    for entry in as_list(entries):
+        if not isinstance(entry, Mapping):
+            continue
+        blocks = as_list(entry.get("cidrBlocks")) + as_list(entry.get("ipv6CidrBlocks"))
+        found += [b for b in blocks if b in WORLD]
+    return found
+
+
+def no_world_ingress(resource: Resource, _stack: Stack) -> Iterator[str]:
+    if resource.type in SECURITY_GROUP + DEFAULT_SG:
+        for cidr in _world_ingress(resource.get("ingress")):
+            yield f"an ingress rule allows {cidr}"
+    elif resource.type in SG_RULE:
+        if resource.get("type") == "ingress":
+            for cidr in _world_ingress([resource.props]):
+                yield f"the ingress rule allows {cidr}"
+    elif resource.type in SG_INGRESS_RULE:
+        for key in ("cidrIpv4", "cidrIpv6"):
+            if resource.get(key) in WORLD:
+                yield f"the ingress rule allows {resource.get(key)}"
+
+
+def default_sg_closed(group: Resource, _stack: Stack) -> Iterator[str]:
+    for direction in ("ingress", "egress"):
+        if as_list(group.get(direction)):
+            yield f"the default security group keeps {direction} rules"
+
+
+def vpc_flow_logs(vpc: Resource, stack: Stack) -> Iterator[str]:
+    logs = stack.referring(vpc, FLOW_LOG, "vpcId")
+    if not logs:
+        yield "has no flow log"
+    for log in logs:
+        if log.get("trafficType") != "ALL":
+            yield f"{log.name}: trafficType is {log.get('trafficType')!r}, not ALL"
+
+
+def subnet_no_public_ip(subnet: Resource, _stack: Stack) -> Iterator[str]:
+    if truthy(subnet.get("mapPublicIpOnLaunch")):
+        yield "mapPublicIpOnLaunch is true"
+
+
+# ------------------------------------------------------------------ IAM, KMS
+
+
+def _wildcard_problems(statement: Mapping[str, Any]) -> list[str]:
+    if statement.get("Effect") != "Allow":
+        return []
+    if "NotAction" in statement or "NotResource" in statement:
+        return ["an Allow with NotAction/NotResource grants everything it omits"]
+    actions = [str(a) for a in as_list(statement.get("Action"))]
+    resources = [str(r) for r in as_list(statement.get("Resource"))]
+    problems = [f"action {a!r} is a wildcard" for a in actions if a.endswith("*")]
+    if "*" in resources:
+        extra = sorted(set(actions) - UNSCOPED_READ_ACTIONS)
+        if extra:
+            problems.append(
+                "Resource '*' with actions that can be scoped: " + ", ".join(extra)
+            )
+    return problems
+
+
+def iam_no_wildcards(policy: Resource, _stack: Stack) -> Iterator[str]:
+    doc = policy_document(policy.get("policy"))
+    if doc is None:
+        yield "the policy document is not JSON"
+        return
+    for i, statement in enumerate(statements(doc)):
+        for problem in _wildcard_problems(statement):
+            yield f"Statement[{i}] ({statement.get('Sid', 'no Sid')}): {problem}"
+
+
+def irsa_trust(role: Resource, _stack: Stack) -> Iterator[str]:
+    doc = policy_document(role.get("assumeRolePolicy"))
+    for i, statement in enumerate(statements(doc)):
+        actions = as_list(statement.get("Action"))
+        if "sts:AssumeRoleWithWebIdentity" not in actions:
+            continue
+        equals = (statement.get("Condition") or {}).get("StringEquals") or {}
+        subs = [v for k, v in equals.items() if k.endswith(":sub")]
+        auds = [v for k, v in equals.items() if k.endswith(":aud")]
+        where = f"Statement[{i}]"
+        if not subs:
+            yield f"{where}: no StringEquals on the token's sub (any service account)"
+        for sub in (s for v in subs for s in as_list(v)):
+            if not str(sub).startswith("system:serviceaccount:") or "*" in str(sub):
+                yield f"{where}: sub {sub!r} is not one exact service account"
+        if not auds or any(a != STS_AUDIENCE for v in auds for a in as_list(v)):
+            yield f"{where}: aud must be exactly {STS_AUDIENCE}"
+        if "StringLike" in (statement.get("Condition") or {}):
+            yield f"{where}: StringLike conditions allow wildcards"
+
+
+def kms_rotation(key: Resource, _stack: Stack) -> Iterator[str]:
+    if not truthy(key.get("enableKeyRotation")):
+        yield "enableKeyRotation is not true"
+
+
+def _uses_data(statement: Mapping[str, Any]) -> bool:
+    actions = [str(a) for a in as_list(statement.get("Action"))]
+    return any(a in ("*", "kms:*") or a.startswith(KMS_DATA_ACTIONS) for a in actions)
+
+
+def _grant_problem(statement: Mapping[str, Any]) -> str | None:
+    actions = [str(a) for a in as_list(statement.get("Action"))]
+    if not any(a in ("kms:CreateGrant", "kms:*", "*") for a in actions):
+        return None
+    condition = (statement.get("Condition") or {}).get("Bool") or {}
+    if str(condition.get("kms:GrantIsForAWSResource")).lower() == "true":
+        return None
+    return "may create grants (handing out use) outside AWS services"
+
+
+def kms_key_policy(key: Resource, stack: Stack) -> Iterator[str]:
+    docs = [policy_document(key.get("policy"))] if key.get("policy") else []
+    docs += [
+        policy_document(p.get("policy"))
+        for p in stack.referring(key, KMS_KEY_POLICY, "keyId")
+    ]
+    if not docs:
+        yield (
+            "has no key policy: the default one lets every IAM principal of the "
+            "account that IAM allows use the key"
+        )
+        return
+    for doc in docs:
+        for i, statement in enumerate(statements(doc)):
+            if statement.get("Effect") != "Allow":
+                continue
+            principal = statement.get("Principal")
+            named = (
+                as_list(principal.get("AWS")) if isinstance(principal, Mapping) else []
+            )
+            where = f"Statement[{i}] ({statement.get('Sid', 'no Sid')})"
+            anyone = principal == "*" or "*" in named
+            roots = [a for a in named if str(a).endswith(":root")]
+            if _uses_data(statement):
+                if anyone:
+                    yield f"{where}: any principal may use the key on data"
+                for arn in roots:
+                    yield f"{where}: the account root ({arn}) may use the key on data"
+            problem = _grant_problem(statement)
+            if problem and (anyone or roots):
+                yield f"{where}: the account {problem}"
+
+
+RULES = (
+    Rule("RG-S3-01", "S3 public access blocked",
+         "every bucket has a public access block with all four settings on and no "
+         "public ACL", "AWS FSBP S3.8; CIS AWS Foundations 2.1.4", BUCKET,
+         s3_public_access),
+    Rule("RG-S3-02", "S3 encrypted with KMS",
+         "every bucket's default encryption is SSE-KMS with a customer managed key",
+         "AWS FSBP S3.17", BUCKET, s3_encryption),
+    Rule("RG-S3-03", "S3 TLS only",
+         "every bucket policy denies requests without TLS, on the bucket and its "
+         "objects", "AWS FSBP S3.5; CIS AWS Foundations 2.1.1", BUCKET, s3_tls_only),
+    Rule("RG-S3-04", "S3 versioning", "every bucket has versioning enabled",
+         "AWS FSBP S3.14", BUCKET, s3_versioning),
+    Rule("RG-S3-05", "S3 ACLs disabled",
+         "every bucket enforces bucket-owner object ownership (ACLs disabled)",
+         "AWS FSBP S3.12", BUCKET, s3_acls_disabled),
+    Rule("RG-S3-06", "Data bucket access logging",
+         "the data bucket logs server access (raygpu:dataBucketAccessLogging)",
+         "AWS FSBP S3.9", BUCKET, s3_data_access_logging, ADVISORY),
+    Rule("RG-EKS-01", "EKS endpoint private",
+         "the API endpoint is private, or public only to listed networks no wider "
+         "than a /24 (never 0.0.0.0/0)",
+         "AWS FSBP EKS.1; CIS Amazon EKS 5.4.1, 5.4.2", EKS_CLUSTER, eks_endpoint),
+    Rule("RG-EKS-02", "EKS secrets encrypted",
+         "Kubernetes secrets are envelope-encrypted with a KMS key",
+         "AWS FSBP EKS.3; CIS Amazon EKS 5.3.1", EKS_CLUSTER, eks_secrets_encryption),
+    Rule("RG-EKS-03", "EKS control-plane logging",
+         "all five control-plane log types go to CloudWatch Logs",
+         "AWS FSBP EKS.8; CIS Amazon EKS 2.1.1", EKS_CLUSTER, eks_logging),
+    Rule("RG-EKS-04", "EKS supported version",
+         f"the cluster pins a Kubernetes minor of 1.{MIN_CLUSTER_MINOR} or newer",
+         "AWS FSBP EKS.2", EKS_CLUSTER, eks_supported_version),
+    Rule("RG-EKS-05", "EKS access entries",
+         "authentication by EKS access entries (IAM), not the aws-auth ConfigMap",
+         "CIS Amazon EKS 5.5.1", EKS_CLUSTER, eks_access_entries),
+    Rule("RG-EKS-06", "Network policies enforced",
+         "the VPC CNI add-on enforces Kubernetes NetworkPolicies",
+         "CIS Amazon EKS 5.4.4", EKS_CLUSTER, eks_network_policy),
+    Rule("RG-EC2-01", "IMDSv2, hop limit 1",
+         "launch templates require IMDSv2 tokens with a hop limit of 1",
+         "AWS FSBP EC2.170 (Config ec2-launch-template-imdsv2-check); AWS Control "
+         "Tower CT.EC2.PR.1, CT.EC2.PR.2", LAUNCH_TEMPLATE, lt_imdsv2),
+    Rule("RG-EC2-02", "Encrypted node volumes",
+         "launch templates encrypt every EBS volume they map",
+         "AWS FSBP EC2.3; CIS AWS Foundations 2.2.1", LAUNCH_TEMPLATE,
+         lt_encrypted_volumes),
+    Rule("RG-NET-01", "No ingress from anywhere",
+         "no security group or rule admits 0.0.0.0/0 or ::/0",
+         "AWS FSBP EC2.18, EC2.19, EC2.53; CIS AWS Foundations 5.2, 5.3",
+         SECURITY_GROUP + DEFAULT_SG + SG_RULE + SG_INGRESS_RULE, no_world_ingress),
+    Rule("RG-NET-02", "Default security group closed",
+         "the VPC's default security group has no rules",
+         "AWS FSBP EC2.2; CIS AWS Foundations 5.4", DEFAULT_SG, default_sg_closed),
+    Rule("RG-NET-03", "VPC flow logs", "every VPC logs all traffic",
+         "AWS FSBP EC2.6; CIS AWS Foundations 3.7", VPC, vpc_flow_logs),
+    Rule("RG-NET-04", "No public IPs on launch",
+         "no subnet gives instances public addresses",
+         "AWS FSBP EC2.15; CIS Amazon EKS 5.4.3", SUBNET, subnet_no_public_ip),
+    Rule("RG-IAM-01", "IAM without wildcards",
+         "no Allow grants a wildcard action, and Resource '*' only for read-only "
+         f"actions AWS cannot scope ({', '.join(sorted(UNSCOPED_READ_ACTIONS))})",
+         "AWS FSBP IAM.1, IAM.21; CIS AWS Foundations 1.16", IAM_POLICIES,
+         iam_no_wildcards),
+    Rule("RG-IAM-02", "IRSA trust scoped",
+         "web-identity trust names exact service accounts (sub) and the STS "
+         "audience (aud)", "CIS Amazon EKS 5.2.1; EKS Best Practices (IRSA)",
+         IAM_ROLE, irsa_trust),
+    Rule("RG-KMS-01", "KMS rotation", "customer managed keys rotate yearly",
+         "AWS FSBP KMS.4; CIS AWS Foundations 3.6", KMS_KEY, kms_rotation),
+    Rule("RG-KMS-02", "KMS key policy least privilege",
+         "every key has its own policy; only named roles may use it on data (not "
+         "'*', not the account root)", "AWS FSBP KMS.1, KMS.2", KMS_KEY,
+         kms_key_policy),
+)  # fmt: skip
