@@ -1,9 +1,11 @@
 """`raygpu`: the operator's one command.
 
     raygpu plan --stack dev            offline plan and hourly cost
+    raygpu preflight --stack dev       checks to pass before `pulumi up`
     raygpu render --stack dev          every Kubernetes object as YAML, validated
     raygpu submit --stack dev -- python train.py
     raygpu serve --stack dev --checkpoint s3://...
+    raygpu data push ./images --stack dev   raw data into the stack's bucket
     raygpu destroy --stack dev         ordered teardown, then a leftover scan
     raygpu orphans --stack dev         what a stack left behind
     raygpu demo                        train, serve and check on a local Ray cluster
@@ -26,9 +28,14 @@ from raygpu.errors import EXIT_FAILURE, EXIT_USAGE, RaygpuError, UsageError
 # runs, so `raygpu --help` and the operator-only install stay light.
 COMMANDS = {
     "plan": ("raygpu.plan", "offline plan of a stack: resources and hourly cost"),
+    "preflight": (
+        "raygpu.preflight",
+        "before `pulumi up`: identity, GPU quotas, cost, budget, placeholders",
+    ),
     "render": ("raygpu.render", "write a stack's Kubernetes objects as YAML, checked"),
     "submit": ("raygpu.submit", "submit a job to a stack's Ray cluster and follow it"),
     "serve": ("raygpu.serve", "deploy the serving app for a checkpoint"),
+    "data": ("raygpu.data", "push raw data to a stack's bucket or any storage path"),
     "destroy": ("raygpu.teardown", "ordered teardown of a stack, then a leftover scan"),
     "orphans": ("raygpu.orphans", "list (or --delete) what a stack left in AWS"),
     "demo": ("raygpu.demo", "train, serve and check on a local Ray cluster"),

@@ -26,6 +26,7 @@ def test_help_lists_every_command():
         assert f"    {command} " in proc.stdout
     assert set(cli.COMMANDS) == {
         "plan",
+        "preflight",
         "render",
         "submit",
         "serve",
@@ -35,7 +36,9 @@ def test_help_lists_every_command():
     }
 
 
-@pytest.mark.parametrize("command", ["plan", "render", "destroy", "orphans"])
+@pytest.mark.parametrize(
+    "command", ["plan", "preflight", "render", "destroy", "orphans"]
+)
 def test_stack_commands_share_one_stack_option(command, capsys):
     assert cli.main([command, "--help"]) == 0
     out = capsys.readouterr().out
