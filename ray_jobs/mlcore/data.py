@@ -46,8 +46,9 @@ class Dataset:
         return c * h * w
 
 
-def _split(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:
-    """Stratified split with a fixed seed: the same on every worker and run."""
+def split_indices(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified (train, val, test) row indices with a fixed seed: the same on
+    every worker and run (prepare.py gives the digits the same split)."""
     rng = np.random.default_rng(SPLIT_SEED)
     train_idx, val_idx, test_idx = [], [], []
     for label in np.unique(y):
@@ -62,8 +63,13 @@ def _split(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:
     for chunks in (train_idx, val_idx, test_idx):
         idx = np.concatenate(chunks)
         rng.shuffle(idx)
-        parts.append(Split(x=x[idx], y=y[idx]))
+        parts.append(idx)
     return parts[0], parts[1], parts[2]
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[Split, Split, Split]:
+    train, val, test = (Split(x=x[i], y=y[i]) for i in split_indices(y))
+    return train, val, test
 
 
 def _digits_file() -> str | None:

@@ -19,3 +19,20 @@ class StorageError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete or corrupt."""
+
+
+class DataError(ValueError):
+    """Raw or prepared data is unusable; the message names the file, column or
+    shard. Raised inside Ray Data tasks too, where only its text reaches the
+    driver: `data_error_in` finds it there."""
+
+
+def data_error_in(exc: BaseException) -> DataError | None:
+    """The DataError behind `exc`, when a Ray Data task raised one (Ray passes on
+    the task's traceback as text, not the exception object)."""
+    import re
+
+    if isinstance(exc, DataError):
+        return exc
+    found = re.findall(r"^(?:mlcore\.errors\.)?DataError: (.+)$", str(exc), re.M)
+    return DataError(found[-1]) if found else None
