@@ -57,10 +57,23 @@ def load_command(name: str):
         ) from None
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse measures subcommand names at their parent's indent, two columns
+    short, so the longest one (preflight) would wrap onto a line of its own."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if action.help is not argparse.SUPPRESS:
+            for sub in self._iter_indented_subactions(action):
+                width = len(self._format_action_invocation(sub)) + self._current_indent
+                self._action_max_length = max(self._action_max_length, width)
+
+
 def build_parser(chosen: str | None) -> argparse.ArgumentParser:
     """The parser; only the chosen command's module is imported (its options)."""
     parser = argparse.ArgumentParser(
         prog="raygpu",
+        formatter_class=_HelpFormatter,
         description="Secure Ray clusters with GPU pools: plan, deploy jobs, serve, "
         "tear down.",
         epilog="Exit codes: 0 done, 1 failed, 2 bad usage or config.",

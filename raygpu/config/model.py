@@ -317,7 +317,8 @@ class StackConfig(ConfigModel):
     )
     ray_service_account: _DnsLabel = Field(
         "ray-workload",
-        description="Service account of Ray pods (trusted by the IRSA role)",
+        description="Service account of the Ray head and its autoscaler (trusted by "
+        "the IRSA role; KubeRay binds its Kubernetes API Role to it)",
     )
     ray_worker_service_account: _DnsLabel = Field(
         "ray-worker",

@@ -509,3 +509,13 @@ def test_crossguard_skips_a_check_whose_input_is_unknown_in_a_preview():
         unknown=(Unknown,),
     )  # fmt: skip
     assert [s.rule for s in report.skipped] == ["RG-IAM-02"]
+
+
+def test_docs_security_holds_the_generated_rules_table():
+    from raygpu.policy.__main__ import DOC, END, START, with_table
+
+    doc = DOC.read_text()
+    assert START in doc and END in doc
+    assert with_table(doc) == doc, "run `python -m raygpu.policy --write`"
+    for rule in policy.RULES:
+        assert f"| `{rule.id}` |" in doc
