@@ -193,6 +193,48 @@ def network(text: str) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(text)
 
 
+# RFC 1918. Anything else counts as public (documentation ranges included).
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# The widest public network that may reach the Kubernetes API endpoint.
+MIN_PUBLIC_ENDPOINT_PREFIX = 24
+
+
+def is_private(text: str) -> bool:
+    net = network(text)
+    return any(net.subnet_of(network(r)) for r in PRIVATE_RANGES)
+
+
+def _endpoint_cidr(text: str) -> str:
+    net = network(text)
+    if net.prefixlen < 8:
+        raise bad(
+            f"{text} opens the Kubernetes API to the internet; list only your own "
+            "networks (prefix /8 or longer), never 0.0.0.0/0, or leave the list "
+            "empty for a private-only endpoint"
+        )
+    if not is_private(text) and net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
+        raise bad(
+            f"{text} is a public network wider than a /{MIN_PUBLIC_ENDPOINT_PREFIX}; "
+            f"list your own egress addresses (/{MIN_PUBLIC_ENDPOINT_PREFIX} or "
+            "longer; a bare address counts as /32)"
+        )
+    return text
+
+
+def _private_cidr(text: str) -> str:
+    if not is_private(text):
+        raise bad(
+            f"{text} is not a private network (10.0.0.0/8, 172.16.0.0/12, "
+            "192.168.0.0/16): Serve is reachable only from inside the VPC's networks"
+        )
+    return text
+
+
+# A network that may reach the public Kubernetes API endpoint; a private one.
+EndpointCidr = Annotated[Ipv4Cidr, AfterValidator(_endpoint_cidr)]
+PrivateCidr = Annotated[Ipv4Cidr, AfterValidator(_private_cidr)]
+
+
 def subnet_problems(
     key: str,
     items: Sequence[str],

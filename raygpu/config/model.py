@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BeforeValidator,
     Field,
     StrictBool,
@@ -30,9 +29,12 @@ from pydantic.alias_generators import to_camel
 
 from raygpu import serve_ingress, sizing, versions
 from raygpu.config.fields import (
+    PRIVATE_RANGES,
     ConfigModel,
+    EndpointCidr,
     Entries,
     Ipv4Cidr,
+    PrivateCidr,
     adding,
     bad,
     listing,
@@ -62,10 +64,6 @@ MIN_CLUSTER_MINOR = 30
 BUDGET_ALERTS = (("ACTUAL", 80.0), ("FORECASTED", 100.0))
 MAX_AZ_COUNT = 6
 MAX_GPU_POOLS = 10
-# RFC 1918. Anything else counts as public (documentation ranges included).
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
-# The widest public network that may reach the Kubernetes API endpoint.
-MIN_PUBLIC_ENDPOINT_PREFIX = 24
 
 
 def default_subnet_cidrs(
@@ -97,37 +95,6 @@ _DnsLabel = matching(
     r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
     "a Kubernetes name (lowercase letters, digits, '-', at most 63)",
 )
-
-
-def is_private(text: str) -> bool:
-    net = network(text)
-    return any(net.subnet_of(network(r)) for r in PRIVATE_RANGES)
-
-
-def _endpoint_cidr(text: str) -> str:
-    net = network(text)
-    if net.prefixlen < 8:
-        raise bad(
-            f"{text} opens the Kubernetes API to the internet; list only your own "
-            "networks (prefix /8 or longer), never 0.0.0.0/0, or leave the list "
-            "empty for a private-only endpoint"
-        )
-    if not is_private(text) and net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
-        raise bad(
-            f"{text} is a public network wider than a /{MIN_PUBLIC_ENDPOINT_PREFIX}; "
-            f"list your own egress addresses (/{MIN_PUBLIC_ENDPOINT_PREFIX} or "
-            "longer; a bare address counts as /32)"
-        )
-    return text
-
-
-def _private_cidr(text: str) -> str:
-    if not is_private(text):
-        raise bad(
-            f"{text} is not a private network (10.0.0.0/8, 172.16.0.0/12, "
-            "192.168.0.0/16): Serve is reachable only from inside the VPC's networks"
-        )
-    return text
 
 
 _ARN_EXAMPLE = "an IAM role or user ARN like arn:aws:iam::123456789012:role/admin"
@@ -162,8 +129,8 @@ _MemoryQuantity = parsed_as(
 
 _GpuPools = Annotated[tuple[GpuPoolConfig, ...], Entries(1, MAX_GPU_POOLS)]
 _NatMode = one_of("single", "per_az")
-_EndpointCidrs = listing(Annotated[Ipv4Cidr, AfterValidator(_endpoint_cidr)])
-_PrivateCidrs = listing(Annotated[Ipv4Cidr, AfterValidator(_private_cidr)])
+_EndpointCidrs = listing(EndpointCidr)
+_PrivateCidrs = listing(PrivateCidr)
 _DnsLabels = listing(_DnsLabel)
 _PrincipalArns = listing(_PrincipalArn)
 _LogRetention = one_of(*LOG_RETENTION_DAYS)

@@ -1,4 +1,5 @@
-"""The AWS rules: S3, EKS, launch templates, the VPC, IAM and KMS.
+"""The AWS infrastructure rules: S3, EKS, launch templates and the VPC (IAM and
+KMS are in iam_rules).
 
 Each check takes one subject resource and the whole stack and yields one message
 per problem. Controls cite AWS Foundational Security Best Practices (FSBP), the
@@ -11,9 +12,9 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from raygpu import autoscaler_values
-from raygpu.config.model import MIN_CLUSTER_MINOR, PRIVATE_RANGES
-from raygpu.names import BUCKET_TAG, STS_AUDIENCE
+from raygpu.config.fields import MIN_PUBLIC_ENDPOINT_PREFIX, is_private
+from raygpu.config.model import MIN_CLUSTER_MINOR
+from raygpu.names import BUCKET_TAG
 from raygpu.policy.model import (
     ADVISORY,
     Resource,
@@ -54,36 +55,11 @@ DEFAULT_SG = ("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup",)
 SECURITY_GROUP = ("aws:ec2/securityGroup:SecurityGroup",)
 SG_RULE = ("aws:ec2/securityGroupRule:SecurityGroupRule",)
 SG_INGRESS_RULE = ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",)
-NETWORK_ACL = ("aws:ec2/networkAcl:NetworkAcl", "aws:ec2/networkAclRule:NetworkAclRule")
-IAM_ROLE = ("aws:iam/role:Role",)
-IAM_POLICIES = (
-    "aws:iam/rolePolicy:RolePolicy",
-    "aws:iam/policy:Policy",
-    "aws:iam/userPolicy:UserPolicy",
-    "aws:iam/groupPolicy:GroupPolicy",
-)
-KMS_KEY = ("aws:kms/key:Key",)
-KMS_KEY_POLICY = ("aws:kms/keyPolicy:KeyPolicy",)
 # S3 delivers server access logs only into buckets encrypted with S3's own keys.
 ACCESS_LOG_BUCKET = "access-logs"
 
 EKS_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
-# Public networks that may reach the EKS API endpoint: no wider than a /24.
-MIN_PUBLIC_ENDPOINT_PREFIX = 24
 WORLD = ("0.0.0.0/0", "::/0")
-# Read-only actions AWS cannot scope to a resource: "Resource": "*" is their only
-# form (the Cluster Autoscaler's discovery calls, see infra/autoscaler.py).
-UNSCOPED_READ_ACTIONS = frozenset(autoscaler_values.UNSCOPED_READ_ACTIONS)
-# What a KMS key policy may give anyone but named roles: managing the key (so that
-# IAM administrators can repair its policy) but never using it on data.
-KMS_DATA_ACTIONS = (
-    "kms:Decrypt",
-    "kms:Encrypt",
-    "kms:GenerateDataKey",
-    "kms:ReEncrypt",
-)
-
-
 # ------------------------------------------------------------------------- S3
 
 
@@ -191,11 +167,6 @@ def s3_data_access_logging(bucket: Resource, stack: Stack) -> Iterator[str]:
 # ------------------------------------------------------------------------ EKS
 
 
-def _is_private(cidr: str) -> bool:
-    net = ipaddress.ip_network(cidr, strict=False)
-    return any(net.subnet_of(ipaddress.ip_network(r)) for r in PRIVATE_RANGES)
-
-
 def eks_endpoint(cluster: Resource, _stack: Stack) -> Iterator[str]:
     vpc = cluster.get("vpcConfig") or {}
     if not truthy(vpc.get("endpointPrivateAccess")):
@@ -214,7 +185,9 @@ def eks_endpoint(cluster: Resource, _stack: Stack) -> Iterator[str]:
             continue
         if cidr in WORLD or net.prefixlen == 0:
             yield f"publicAccessCidrs: {cidr} opens the API to the internet"
-        elif not _is_private(cidr) and net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
+        elif net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX and not (
+            net.version == 4 and is_private(str(net))
+        ):
             yield (
                 f"publicAccessCidrs: {cidr} is wider than a "
                 f"/{MIN_PUBLIC_ENDPOINT_PREFIX}"
@@ -339,110 +312,6 @@ def subnet_no_public_ip(subnet: Resource, _stack: Stack) -> Iterator[str]:
         yield "mapPublicIpOnLaunch is true"
 
 
-# ------------------------------------------------------------------ IAM, KMS
-
-
-def _wildcard_problems(statement: Mapping[str, Any]) -> list[str]:
-    if statement.get("Effect") != "Allow":
-        return []
-    if "NotAction" in statement or "NotResource" in statement:
-        return ["an Allow with NotAction/NotResource grants everything it omits"]
-    actions = [str(a) for a in as_list(statement.get("Action"))]
-    resources = [str(r) for r in as_list(statement.get("Resource"))]
-    problems = [f"action {a!r} is a wildcard" for a in actions if a.endswith("*")]
-    if "*" in resources:
-        extra = sorted(set(actions) - UNSCOPED_READ_ACTIONS)
-        if extra:
-            problems.append(
-                "Resource '*' with actions that can be scoped: " + ", ".join(extra)
-            )
-    return problems
-
-
-def iam_no_wildcards(policy: Resource, _stack: Stack) -> Iterator[str]:
-    doc = policy_document(policy.get("policy"))
-    if doc is None:
-        yield "the policy document is not JSON"
-        return
-    for i, statement in enumerate(statements(doc)):
-        for problem in _wildcard_problems(statement):
-            yield f"Statement[{i}] ({statement.get('Sid', 'no Sid')}): {problem}"
-
-
-def irsa_trust(role: Resource, _stack: Stack) -> Iterator[str]:
-    doc = policy_document(role.get("assumeRolePolicy"))
-    for i, statement in enumerate(statements(doc)):
-        actions = as_list(statement.get("Action"))
-        if "sts:AssumeRoleWithWebIdentity" not in actions:
-            continue
-        equals = (statement.get("Condition") or {}).get("StringEquals") or {}
-        subs = [v for k, v in equals.items() if k.endswith(":sub")]
-        auds = [v for k, v in equals.items() if k.endswith(":aud")]
-        where = f"Statement[{i}]"
-        if not subs:
-            yield f"{where}: no StringEquals on the token's sub (any service account)"
-        for sub in (s for v in subs for s in as_list(v)):
-            if not str(sub).startswith("system:serviceaccount:") or "*" in str(sub):
-                yield f"{where}: sub {sub!r} is not one exact service account"
-        if not auds or any(a != STS_AUDIENCE for v in auds for a in as_list(v)):
-            yield f"{where}: aud must be exactly {STS_AUDIENCE}"
-        if "StringLike" in (statement.get("Condition") or {}):
-            yield f"{where}: StringLike conditions allow wildcards"
-
-
-def kms_rotation(key: Resource, _stack: Stack) -> Iterator[str]:
-    if not truthy(key.get("enableKeyRotation")):
-        yield "enableKeyRotation is not true"
-
-
-def _uses_data(statement: Mapping[str, Any]) -> bool:
-    actions = [str(a) for a in as_list(statement.get("Action"))]
-    return any(a in ("*", "kms:*") or a.startswith(KMS_DATA_ACTIONS) for a in actions)
-
-
-def _grant_problem(statement: Mapping[str, Any]) -> str | None:
-    actions = [str(a) for a in as_list(statement.get("Action"))]
-    if not any(a in ("kms:CreateGrant", "kms:*", "*") for a in actions):
-        return None
-    condition = (statement.get("Condition") or {}).get("Bool") or {}
-    if str(condition.get("kms:GrantIsForAWSResource")).lower() == "true":
-        return None
-    return "may create grants (handing out use) outside AWS services"
-
-
-def kms_key_policy(key: Resource, stack: Stack) -> Iterator[str]:
-    docs = [policy_document(key.get("policy"))] if key.get("policy") else []
-    docs += [
-        policy_document(p.get("policy"))
-        for p in stack.referring(key, KMS_KEY_POLICY, "keyId")
-    ]
-    if not docs:
-        yield (
-            "has no key policy: the default one lets every IAM principal of the "
-            "account that IAM allows use the key"
-        )
-        return
-    for doc in docs:
-        for i, statement in enumerate(statements(doc)):
-            if statement.get("Effect") != "Allow":
-                continue
-            principal = statement.get("Principal")
-            named = (
-                as_list(principal.get("AWS")) if isinstance(principal, Mapping) else []
-            )
-            where = f"Statement[{i}] ({statement.get('Sid', 'no Sid')})"
-            anyone = principal == "*" or "*" in named
-            roots = [a for a in named if str(a).endswith(":root")]
-            if _uses_data(statement):
-                if anyone:
-                    yield f"{where}: any principal may use the key on data"
-                for arn in roots:
-                    yield f"{where}: the account root ({arn}) may use the key on data"
-            problem = _grant_problem(statement)
-            if problem and (anyone or roots):
-                yield f"{where}: the account {problem}"
-
-
 RULES = (
     Rule("RG-S3-01", "S3 public access blocked",
          "every bucket has a public access block with all four settings on and no "
@@ -501,19 +370,4 @@ RULES = (
     Rule("RG-NET-04", "No public IPs on launch",
          "no subnet gives instances public addresses",
          "AWS FSBP EC2.15; CIS Amazon EKS 5.4.3", SUBNET, subnet_no_public_ip),
-    Rule("RG-IAM-01", "IAM without wildcards",
-         "no Allow grants a wildcard action, and Resource '*' only for read-only "
-         f"actions AWS cannot scope ({', '.join(sorted(UNSCOPED_READ_ACTIONS))})",
-         "AWS FSBP IAM.1, IAM.21; CIS AWS Foundations 1.16", IAM_POLICIES,
-         iam_no_wildcards),
-    Rule("RG-IAM-02", "IRSA trust scoped",
-         "web-identity trust names exact service accounts (sub) and the STS "
-         "audience (aud)", "CIS Amazon EKS 5.2.1; EKS Best Practices (IRSA)",
-         IAM_ROLE, irsa_trust),
-    Rule("RG-KMS-01", "KMS rotation", "customer managed keys rotate yearly",
-         "AWS FSBP KMS.4; CIS AWS Foundations 3.6", KMS_KEY, kms_rotation),
-    Rule("RG-KMS-02", "KMS key policy least privilege",
-         "every key has its own policy; only named roles may use it on data (not "
-         "'*', not the account root)", "AWS FSBP KMS.1, KMS.2", KMS_KEY,
-         kms_key_policy),
 )  # fmt: skip

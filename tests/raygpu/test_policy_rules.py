@@ -422,6 +422,7 @@ def test_access_log_buckets_may_use_s3_managed_keys():
         (["10.0.0.0/8"], True),  # private: not reachable from the internet anyway
         (["8.8.0.0/16"], False),
         (["::/0"], False),
+        (["2001:db8::/32"], False),
         ([], False),  # public endpoint with no list: open to all
     ],
 )
