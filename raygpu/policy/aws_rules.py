@@ -60,6 +60,8 @@ ACCESS_LOG_BUCKET = "access-logs"
 
 EKS_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
 WORLD = ("0.0.0.0/0", "::/0")
+# An IPv6 endpoint network no wider than one site's /64.
+IPV6_ENDPOINT_PREFIX = 64
 # ------------------------------------------------------------------------- S3
 
 
@@ -185,13 +187,14 @@ def eks_endpoint(cluster: Resource, _stack: Stack) -> Iterator[str]:
             continue
         if cidr in WORLD or net.prefixlen == 0:
             yield f"publicAccessCidrs: {cidr} opens the API to the internet"
-        elif net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX and not (
-            net.version == 4 and is_private(str(net))
-        ):
-            yield (
-                f"publicAccessCidrs: {cidr} is wider than a "
-                f"/{MIN_PUBLIC_ENDPOINT_PREFIX}"
-            )
+        elif net.version == 6 and net.prefixlen < IPV6_ENDPOINT_PREFIX:
+            yield f"publicAccessCidrs: {cidr} is wider than a /{IPV6_ENDPOINT_PREFIX}"
+        elif net.version == 4 and not is_private(str(net)):
+            if net.prefixlen < MIN_PUBLIC_ENDPOINT_PREFIX:
+                yield (
+                    f"publicAccessCidrs: {cidr} is wider than a "
+                    f"/{MIN_PUBLIC_ENDPOINT_PREFIX}"
+                )
 
 
 def eks_secrets_encryption(cluster: Resource, _stack: Stack) -> Iterator[str]:
