@@ -1,7 +1,8 @@
-"""Sharded checkpoints without Ray: a 2-rank gloo run of the real loop (lm.local,
-what torchrun runs), then what a resume, a conversion and the export make of it.
+"""Sharded checkpoints without Ray: 2-rank gloo runs of the real loop (lm.local,
+what torchrun runs), FSDP and DDP, then what a resume, a conversion and the
+export make of them, and the per-rank memory each strategy reports.
 
-The run: preset "nano" (context 64), 6 steps, a checkpoint every 3.
+The runs: preset "nano" (context 64), 6 steps, a checkpoint every 3.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 from lm import checkpoint as ckpt
 from lm import train as lm_train
-from lm.model import PRESETS, GPTConfig, build_model
+from lm.model import PRESETS, GPTConfig, build_model, num_parameters
 
 from mlcore.errors import CheckpointError
 from mlcore.storage import download_dir, parse_storage
@@ -95,6 +96,38 @@ def test_every_rank_writes_its_shard_and_the_manifest_lists_them(trained):
     assert manifest["strategy"] == "fsdp" and manifest["world_size"] == 2
     assert manifest["position"] == {"global_step": 6, "epoch": 0, "step_in_epoch": 6}
     assert [s for s, _ in manifest["loss_curve"]] == [3, 6]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(trained):
+    storage = trained[0]
+    run_local(
+        storage, "ddp", 2, "--strategy=ddp", "--max-steps=6", "--checkpoint-every=3"
+    )
+    return ckpt.verify_local(str(storage / "ddp" / ckpt.checkpoint_name(6, 1)))
+
+
+def test_fsdp_per_rank_memory_is_at_most_055_of_ddp_for_the_same_model(
+    trained, ddp_run
+):
+    _, run, _ = trained
+    fsdp = ckpt.verify_local(str(run / ckpt.checkpoint_name(6, 1)))
+    fsdp_mem = fsdp["metrics"]["memory_per_rank"]
+    ddp_mem = ddp_run["metrics"]["memory_per_rank"]
+    full_params = 4 * num_parameters(PRESETS["nano"])
+    ratios = []
+    for f, d in zip(fsdp_mem, ddp_mem, strict=True):
+        assert d["param_bytes"] == full_params  # each DDP rank: a whole replica
+        assert abs(f["param_bytes"] - full_params / 2) < 1024  # FSDP: half
+        assert d["grad_bytes"] == full_params  # as views of DDP's buckets, once
+        ratios.append(f["total_bytes"] / d["total_bytes"])
+    assert max(ratios) <= 0.55, (fsdp_mem, ddp_mem)
+    # the same initial weights and global batches: the same losses either way
+    for (fs, fl), (ds, dl) in zip(
+        fsdp["loss_curve"], ddp_run["loss_curve"], strict=True
+    ):
+        assert fs == ds and abs(fl - dl) < 1e-4 * fl
+    print(f"\nper-rank FSDP/DDP state bytes at 2 ranks: {max(ratios):.3f}")
 
 
 def test_the_export_loads_into_a_plain_model_with_the_sharded_models_logits(
