@@ -174,15 +174,17 @@ def verify_remote(folder: StoragePath) -> dict[str, Any]:
     return manifest
 
 
+# What a run must keep to carry on from a checkpoint: the batches it has not
+# seen follow from the seed, the global batch and the block length.
+DATA_FLAGS = {"seed": "--seed", "batch_size": "--batch-size", "seq_len": "--context"}
+
+
 def check_compatible(
-    manifest: dict[str, Any],
-    where: str,
-    config: GPTConfig,
-    strategy: str,
-    convert: bool = False,
+    manifest: dict[str, Any], where: str, config: GPTConfig, run: dict[str, Any]
 ) -> None:
     """Raise CheckpointMismatch, naming the checkpoint and the flag, when the run
-    cannot carry on from it: another model shape, or another strategy unless
+    (`run`: strategy, convert, seed, batch_size, seq_len) cannot carry on from
+    it: another model shape, another data order, or another strategy unless
     `convert` (DCP reshards either way; converting is a choice, not a default)."""
     saved = GPTConfig.from_dict(manifest["model"])
     if saved != config:
@@ -191,11 +193,19 @@ def check_compatible(
             f"({saved.describe()}); this run builds {config.describe()}: use the "
             "same --preset/--n-layer/--n-head/--d-model, or another --run-name"
         )
-    if manifest["strategy"] != strategy and not convert:
+    for key, flag in DATA_FLAGS.items():
+        if manifest[key] != run[key]:
+            raise CheckpointMismatch(
+                f"checkpoint {where} was written with {flag} {manifest[key]}; this "
+                f"run has {flag} {run[key]}, which would change the batches it "
+                f"has not seen: use {flag} {manifest[key]}, or another --run-name"
+            )
+    if manifest["strategy"] != run["strategy"] and not run["convert"]:
         raise CheckpointMismatch(
             f"checkpoint {where} was written with --strategy {manifest['strategy']}; "
-            f"this run uses --strategy {strategy}: add --convert-checkpoint to "
-            f"reshard it for {strategy}, or use --strategy {manifest['strategy']}"
+            f"this run uses --strategy {run['strategy']}: add --convert-checkpoint "
+            f"to reshard it for {run['strategy']}, or use --strategy "
+            f"{manifest['strategy']}"
         )
 
 

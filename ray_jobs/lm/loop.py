@@ -93,9 +93,7 @@ def restore(session: Session, model, optimizer, config: GPTConfig, cfg: dict):
                     why = why or "another rank could not verify it"
                     print(f"[raygpu] skipping checkpoint {uri}: {why}")
                 continue
-            ckpt.check_compatible(
-                manifest, uri, config, cfg["strategy"], cfg["convert"]
-            )
+            ckpt.check_compatible(manifest, uri, config, cfg)
             same = manifest["world_size"] == session.world
             ckpt.load_shards(directory, model, optimizer, session.rank, same)
         if session.rank == 0:
@@ -138,6 +136,27 @@ def _gather(values: list[float], world: int) -> list[float]:
     if world > 1:
         dist.all_reduce(t)
     return t.tolist()
+
+
+MEMORY_KEYS = (
+    "param_bytes",
+    "grad_bytes",
+    "optim_bytes",
+    "total_bytes",
+    "peak_rss_bytes",
+)
+
+
+def _memory_per_rank(memory: dict[str, int], rank: int, world: int) -> list[dict]:
+    """Every rank's memory report, on every rank (one all-reduce of a table)."""
+    table = [[0.0] * len(MEMORY_KEYS) for _ in range(world)]
+    table[rank] = [float(memory[k]) for k in MEMORY_KEYS]
+    flat = _gather([v for row in table for v in row], world)
+    n = len(MEMORY_KEYS)
+    return [
+        dict(zip(MEMORY_KEYS, (int(v) for v in flat[r * n : (r + 1) * n]), strict=True))
+        for r in range(world)
+    ]
 
 
 def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
@@ -221,16 +240,7 @@ def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
         )
         summed = _gather([loss_sum, steps_done], world)
         train_loss = summed[0] / (summed[1] or 1)
-        keys = (
-            "param_bytes",
-            "grad_bytes",
-            "optim_bytes",
-            "total_bytes",
-            "peak_rss_bytes",
-        )
-        per_rank_mem = [[0.0] * len(keys) for _ in range(world)]
-        per_rank_mem[rank] = [float(memory[k]) for k in keys]
-        flat = _gather([v for row in per_rank_mem for v in row], world)
+        memory_per_rank = _memory_per_rank(memory, rank, world)
         tokens = cfg["batch_size"] * seq_len * steps_done
         curve.append([step, train_loss])
         metrics = {
@@ -246,16 +256,7 @@ def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
             "strategy": cfg["strategy"],
             "start_step": starts[-1],
             "attempt": attempt,
-            "memory_per_rank": [
-                dict(
-                    zip(
-                        keys,
-                        (int(v) for v in flat[r * len(keys) : (r + 1) * len(keys)]),
-                        strict=True,
-                    )
-                )
-                for r in range(world)
-            ],
+            "memory_per_rank": memory_per_rank,
         }
         save_checkpoint(
             session,

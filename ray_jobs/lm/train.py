@@ -207,7 +207,7 @@ def check_resumable(storage: StoragePath, args: argparse.Namespace) -> str | Non
             problems.append(str(exc))
             continue
         ckpt.check_compatible(
-            manifest, folder.uri, args.config, args.strategy, args.convert_checkpoint
+            manifest, folder.uri, args.config, train_config(args, storage)
         )
         return folder.uri
     if problems:

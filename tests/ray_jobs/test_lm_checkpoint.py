@@ -210,6 +210,10 @@ def test_the_driver_resumes_from_the_newest_good_checkpoint_and_names_bad_ones(
             ["another model shape", "d_model=128", "d_model=64", "--preset"],
         ),
         (
+            ["--batch-size=2"],
+            ["--batch-size 4", "this run has --batch-size 2", "has not seen"],
+        ),
+        (
             ["--strategy=ddp"],
             ["--strategy fsdp", "this run uses --strategy ddp", "--convert-checkpoint"],
         ),
