@@ -12,7 +12,8 @@ ARN) are written as `${data_bucket}`-style placeholders, or taken from a
 Then it checks what it wrote: every RayCluster/RayJob/RayService against KubeRay's
 CRD schema (when the CRD files are there) and the operator's own rules, and every
 object and values file for public exposure (LoadBalancer/NodePort Services,
-Ingress), and every NetworkPolicy for what the API server would refuse. Any problem: exit status 1, each problem on its own line.
+Ingress), and every NetworkPolicy for what the API server would refuse. Any
+problem: exit status 1, each problem on its own line.
 
 Files (numbered in apply order):
   00-namespace-<name>.yaml, 01-..., 02-serviceaccount-<name>.yaml, 03-...
