@@ -92,7 +92,9 @@ def save_shard(directory: str, model, optimizer, rank: int) -> dict[str, dict]:
     returns the digests of the files it wrote (rank 0's include DCP's metadata).
     A collective: every rank calls it."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=directory)
+    # No fsync: the folder is a staging copy that the report uploads next.
+    writer = dcp.FileSystemWriter(directory, sync_files=False)
+    dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
     torch.save({"rng": rng_state()}, os.path.join(directory, rank_state_file(rank)))
     return _digests(directory)
 
