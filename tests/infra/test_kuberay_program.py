@@ -135,7 +135,12 @@ def test_no_load_balancer_anywhere(program):
 
 def test_service_accounts_use_the_irsa_role_the_program_made(program):
     cfg, run = program
-    head, worker = run.of_type("kubernetes:core/v1:ServiceAccount")
+    accounts = {
+        sa["inputs"]["metadata"]["name"]: sa
+        for sa in run.of_type("kubernetes:core/v1:ServiceAccount")
+    }
+    head = accounts[cfg.ray_service_account]
+    worker = accounts[cfg.ray_worker_service_account]
     for sa in (head, worker):
         arn = sa["inputs"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
         assert arn == run.outputs["irsa_role_arn"]
