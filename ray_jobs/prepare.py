@@ -263,7 +263,7 @@ def _ray_data():
 def run(args: argparse.Namespace) -> dict:
     started = time.time()
     out = parse_storage(args.output, "--output")
-    check_storage(out)
+    check_storage(out, needs="the prepared dataset needs")
     root = parse_storage(args.source, "--source") if args.source else None
     opts = Options(
         label_column=args.label_column,

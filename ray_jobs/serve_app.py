@@ -7,6 +7,12 @@
                 -> the same JSON answer (no JSON parsing of the input)
     GET  /healthz  200 while the model is loaded
 
+A checkpoint trained on a prepared dataset (train.py --data) carries the
+normalisation statistics of its train split: instances arrive raw, in the
+units of the source data, and the app normalises them with those statistics
+(mlcore.prepared.Normalisation, the transform training applied) before the
+forward pass.
+
 Requests are batched dynamically (`@serve.batch`; `batching=false` runs each
 request's forward pass on its own). Bad input gets 400 with a message
 that names the problem, an oversized body 413, a request that outlasts
@@ -232,6 +238,11 @@ class ModelServer:
         )
         self.model = model.to(self.device)
         self.meta = meta
+        self.normalisation = None
+        if "normalisation" in meta:  # trained on a prepared dataset
+            from mlcore.prepared import Normalisation
+
+            self.normalisation = Normalisation.from_dict(meta["normalisation"])
         shape = meta["model"]["image_shape"]
         self.image_shape = tuple(int(v) for v in shape)
         self.num_features = math.prod(self.image_shape)
@@ -248,6 +259,8 @@ class ModelServer:
     def forward(self, x: np.ndarray) -> np.ndarray:
         import torch
 
+        if self.normalisation is not None:
+            x = self.normalisation.apply(x)
         with torch.inference_mode():
             t = torch.from_numpy(x).view(len(x), *self.image_shape).to(self.device)
             return torch.softmax(self.model(t).float(), dim=1).cpu().numpy()
@@ -324,6 +337,7 @@ class ModelServer:
                 "model": self.meta["model"],
                 "epoch": self.meta["epoch"],
                 "device": self.device,
+                "data": self.meta.get("data"),
             }
         )
 

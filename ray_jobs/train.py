@@ -7,7 +7,14 @@ its train loss and validation accuracy. A rerun with the same storage path and r
 name resumes from the latest good checkpoint. At the end the driver evaluates the
 final checkpoint on the test split and writes `result.json` beside the checkpoints.
 
+With --data (a dataset prepare.py wrote) the driver first verifies its manifest
+(schema, every shard's checksum), then Ray Train streams the train and val splits
+through Ray Data (mlcore.ingest); checkpoints carry the normalisation statistics
+and the manifest's digest. Ray Data needs CPUs beside the workers': on a small
+machine give the workers fractions (--cpus-per-worker 0.5).
+
     python train.py --num-workers 2 --dataset digits --storage-path /tmp/runs
+    python train.py --num-workers 2 --cpus-per-worker 0.5 --data /tmp/prepared/d
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlcore import checkpointing
+from mlcore import prepared as prep
 from mlcore.allocator import keep_freed_memory
-from mlcore.checkpointing import checkpoint_name, list_checkpoints
+from mlcore.checkpointing import checkpoint_name
 from mlcore.data import DATASETS, load_dataset
 from mlcore.errors import (
     CheckpointError,
+    DataError,
     DatasetUnavailable,
     JobInputError,
     StorageError,
@@ -41,7 +50,10 @@ from mlcore.errors import (
 from mlcore.loop import evaluate, split_tensors, train_epochs
 from mlcore.marks import loop_hook, mark
 from mlcore.models import MODELS, ModelSpec, build_model
+from mlcore.resume import check_resumable, prune_stray_checkpoints, restore
 from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
+
+__all__ = ["check_resumable", "prune_stray_checkpoints", "restore", "main"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # Ray Train's controller polls the workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
@@ -51,111 +63,6 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # on to its controller; a value in the environment wins.
 POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 POLL_INTERVAL_DEFAULT_S = 0.5
-
-
-# ------------------------------------------------------------------- checkpoints
-
-
-def _run_checkpoints(run_uri: str | None, given=None) -> list:
-    """The run's checkpoints in storage, newest first, `given` included.
-
-    They include checkpoints that a worker wrote but Ray Train never registered
-    (a worker or the driver died between the upload and the registration): when
-    they verify, they hold complete epochs.
-    """
-    from ray.train import Checkpoint
-
-    if run_uri:
-        run = parse_storage(run_uri)
-        fs, parent = run.filesystem, run.path
-    elif given is not None:
-        fs, parent = given.filesystem, given.path.rstrip("/").rsplit("/", 1)[0]
-    else:
-        return []
-    newest_first = [
-        Checkpoint(path=c.path, filesystem=fs)
-        for c in reversed(list_checkpoints(fs, parent))
-    ]
-    if given is not None and all(
-        c.path != given.path.rstrip("/") for c in newest_first
-    ):
-        newest_first.insert(0, given)
-    return newest_first
-
-
-def restore(checkpoint, run_uri: str | None = None) -> tuple | None:
-    """State from the newest good checkpoint of the run, or None for a fresh one.
-
-    `checkpoint` is the one Ray Train registered last (None when it has none);
-    `run_uri` the run folder, whose other checkpoints are candidates too.
-    """
-    candidates = _run_checkpoints(run_uri, checkpoint)
-    problems = []
-    for candidate in candidates:
-        with candidate.as_directory() as directory:
-            try:
-                state = checkpointing.load_state(directory)
-            except CheckpointError as exc:
-                problems.append(str(exc).replace(directory, candidate.path))
-                print(f"[raygpu] skipping checkpoint {candidate.path}: {exc}")
-                continue
-        print(f"[raygpu] restoring from {candidate.path}")
-        return state
-    if not candidates:
-        return None
-    raise CheckpointError("no usable checkpoint to resume from: " + "; ".join(problems))
-
-
-def prune_stray_checkpoints(storage: StoragePath, run_name: str, kept) -> list[str]:
-    """Delete the run's checkpoint folders that Ray Train does not keep.
-
-    Train's retention (`--keep-checkpoints`) deletes only checkpoints it
-    registered; one uploaded when a worker or the driver died is left behind.
-    Called after a successful run with the paths Train kept.
-    """
-    run = storage.join(run_name)
-    keep = {p.rstrip("/") for p in kept}
-    removed = []
-    for found in list_checkpoints(run.filesystem, run.path):
-        if found.path not in keep:
-            run.filesystem.delete_dir(found.path)
-            removed.append(found.name)
-    return removed
-
-
-def check_resumable(storage: StoragePath, run_name: str) -> str | None:
-    """Before training: the checkpoint a rerun will resume from, or None if fresh.
-
-    Verifies the run's checkpoints newest first (as `restore` will on the
-    workers) and stops at the first good one. When the run has checkpoints and
-    none is usable, raises CheckpointError naming each and why, instead of
-    letting every worker restart fail the same way.
-    """
-    from mlcore.storage import download_dir
-
-    run = storage.join(run_name)
-    try:
-        found = list_checkpoints(run.filesystem, run.path)
-    except OSError as exc:
-        raise StorageError(f"run folder {run.uri} cannot be listed: {exc}") from None
-    problems = []
-    for listed in reversed(found):
-        candidate = run.join(listed.name)
-        with tempfile.TemporaryDirectory(prefix="rg-verify-") as tmp:
-            try:
-                checkpointing.verify(download_dir(candidate, tmp))
-                return candidate.uri
-            except CheckpointError as exc:
-                problems.append(str(exc).replace(tmp, candidate.uri))
-            except OSError as exc:
-                problems.append(f"{candidate.uri} cannot be read: {exc}")
-    if problems:
-        raise CheckpointError(
-            f"run {run.uri} has {len(problems)} checkpoint(s) and none is usable: "
-            + "; ".join(problems)
-            + ". Delete the run folder to start over, or choose another --run-name."
-        )
-    return None
 
 
 # ------------------------------------------------------------------ train_func
@@ -180,8 +87,12 @@ def train_func(config: dict[str, Any]) -> None:
         and torch.cuda.is_bf16_supported()
     )
 
-    ds = load_dataset(config["dataset"], config.get("data_dir"), config["download"])
-    spec = ModelSpec(config["model"], ds.image_shape, ds.num_classes)
+    data = config.get("data")
+    if data:  # a prepared dataset, streamed (mlcore.ingest)
+        spec = ModelSpec(config["model"], tuple(data["shape"]), data["num_classes"])
+    else:
+        ds = load_dataset(config["dataset"], config.get("data_dir"), config["download"])
+        spec = ModelSpec(config["model"], ds.image_shape, ds.num_classes)
     model = build_model(spec)
 
     start_epoch, starts, optim_state = 0, [], None
@@ -203,17 +114,39 @@ def train_func(config: dict[str, Any]) -> None:
         optimizer.load_state_dict(optim_state)
 
     per_worker_batch = config["batch_size"] // world
-    train_loader = ray.train.torch.prepare_data_loader(
-        DataLoader(
-            split_tensors(ds.train),
-            batch_size=per_worker_batch,
+    val_x = val_y = val_batches = None
+    extra = {"starts": starts, "config": config}
+    if data:
+        from mlcore.ingest import VAL_BATCH, EpochBatches
+
+        norm = data["normalisation"]
+        train_loader = EpochBatches(
+            ray.train.get_dataset_shard("train"),
+            per_worker_batch,
+            norm,
             shuffle=True,
-            drop_last=False,
+            seed=config["seed"] * 1000 + rank,
+            first_epoch=start_epoch,
         )
-    )
-    # Each worker validates its own shard; counts are summed across workers.
-    val_x = torch.from_numpy(ds.val.x[rank::world]).to(device)
-    val_y = torch.from_numpy(ds.val.y[rank::world]).to(device)
+        val_batches = EpochBatches(
+            ray.train.get_dataset_shard("val"), VAL_BATCH, norm, shuffle=False
+        )
+        extra |= {
+            "normalisation": norm,
+            "data": {"uri": data["uri"], "manifest_sha256": data["digest"]},
+        }
+    else:
+        train_loader = ray.train.torch.prepare_data_loader(
+            DataLoader(
+                split_tensors(ds.train),
+                batch_size=per_worker_batch,
+                shuffle=True,
+                drop_last=False,
+            )
+        )
+        # Each worker validates its own shard; counts are summed across workers.
+        val_x = torch.from_numpy(ds.val.x[rank::world]).to(device)
+        val_y = torch.from_numpy(ds.val.y[rank::world]).to(device)
     unwrapped = model.module if hasattr(model, "module") else model
 
     def report(epoch: int, loop_metrics: dict[str, float]) -> None:
@@ -228,7 +161,7 @@ def train_func(config: dict[str, Any]) -> None:
                     epoch,
                     spec,
                     metrics,
-                    extra={"starts": starts, "config": config},
+                    extra=extra,
                 )
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(
@@ -250,13 +183,16 @@ def train_func(config: dict[str, Any]) -> None:
         use_bf16=use_bf16,
         report=report,
         hook=hook,
+        val_batches=val_batches,
     )
 
 
 # ------------------------------------------------------------------- the trainer
 
 
-def build_trainer(args: argparse.Namespace, storage: StoragePath):
+def build_trainer(
+    args: argparse.Namespace, storage: StoragePath, data: prep.Prepared | None = None
+):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -270,14 +206,27 @@ def build_trainer(args: argparse.Namespace, storage: StoragePath):
         "lr": args.lr,
         "seed": args.seed,
         "precision": args.precision,
-        "threads_per_worker": args.cpus_per_worker,
+        "threads_per_worker": max(1, int(args.cpus_per_worker)),
         # where to look for checkpoints Train has not registered (see restore)
         "run_uri": storage.join(args.run_name).uri,
     }
+    datasets = None
+    if data is not None:
+        from mlcore.ingest import read_split
+
+        config["data"] = {
+            "uri": data.root.uri,
+            "digest": data.digest,
+            "shape": list(data.image_shape),
+            "num_classes": data.num_classes,
+            "normalisation": data.manifest["normalisation"],
+        }
+        datasets = {s: read_split(data, s) for s in ("train", "val")}
     resources = {"CPU": args.cpus_per_worker}
     return TorchTrainer(
         train_func,
         train_loop_config=config,
+        datasets=datasets,
         scaling_config=ScalingConfig(
             num_workers=args.num_workers,
             use_gpu=args.use_gpu,
@@ -293,18 +242,32 @@ def build_trainer(args: argparse.Namespace, storage: StoragePath):
     )
 
 
-def evaluate_checkpoint(checkpoint, dataset: str, data_dir, download: bool) -> dict:
-    """Accuracy and loss of a checkpoint on the test split, in this process."""
+def evaluate_checkpoint(
+    checkpoint, dataset: str, data_dir, download: bool, data=None
+) -> dict:
+    """Accuracy and loss of a checkpoint on the test split, in this process.
+
+    With `data` (a verified prepared dataset) the test split's raw rows are
+    normalised with the checkpoint's own statistics, as the serving app does."""
     with checkpoint.as_directory() as directory:
         model, meta = checkpointing.load_model(directory)
-    ds = load_dataset(dataset, data_dir, download)
-    x, y = torch.from_numpy(ds.test.x), torch.from_numpy(ds.test.y)
-    correct, total = evaluate(model, x, y)
-    with torch.no_grad():
-        loss = float(nn.functional.cross_entropy(model(x), y))
+    if data is None:
+        ds = load_dataset(dataset, data_dir, download)
+        batches = [(ds.test.x, ds.test.y)]
+    else:
+        norm = prep.Normalisation.from_dict(meta["normalisation"])
+        batches = ((norm.apply(x), y) for x, y in prep.iter_split(data, "test"))
+    correct = total = 0
+    loss_sum = 0.0
+    for xb, yb in batches:
+        x, y = torch.from_numpy(xb), torch.from_numpy(yb)
+        c, n = evaluate(model, x, y)
+        correct, total = correct + c, total + n
+        with torch.no_grad():
+            loss_sum += float(nn.functional.cross_entropy(model(x), y, reduction="sum"))
     return {
-        "test_accuracy": correct / total,
-        "test_loss": loss,
+        "test_accuracy": correct / max(total, 1),
+        "test_loss": loss_sum / max(total, 1),
         "test_samples": total,
         "epoch": meta["epoch"],
     }
@@ -317,13 +280,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--num-workers", type=int, default=2, help="DDP workers (2)")
     p.add_argument("--use-gpu", action="store_true", help="one GPU per worker, NCCL")
-    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (1)")
+    p.add_argument(
+        "--cpus-per-worker", type=float, default=1, help="CPUs, may be 0.5 (1)"
+    )
     p.add_argument("--epochs", type=int, default=10, help="epochs in total (10)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch (64)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--dataset", default="digits", help=f"one of {DATASETS}")
     p.add_argument("--data-dir", default=None, help="where mnist's files are")
     p.add_argument("--download", action="store_true", help="allow mnist download")
+    p.add_argument("--data", help="a prepared dataset (prepare.py): folder or s3://")
     p.add_argument("--model", default="mlp", help=f"one of {MODELS}")
     p.add_argument("--precision", default="auto", help=f"one of {PRECISIONS}")
     p.add_argument("--seed", type=int, default=0)
@@ -381,8 +347,11 @@ def validate(args: argparse.Namespace) -> None:
     if args.max_failures < -1:
         raise JobInputError("--max-failures", "must be -1 (unlimited) or >= 0")
     positive("--keep-checkpoints", args.keep_checkpoints)
+    if args.data is not None:
+        parse_storage(args.data, "--data")
     if args.run_name is None:
-        args.run_name = f"{args.dataset}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        what = "prepared" if args.data else args.dataset
+        args.run_name = f"{what}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", args.run_name):
         raise JobInputError(
             "--run-name",
@@ -431,13 +400,18 @@ def run(args: argparse.Namespace) -> dict:
 
     storage = parse_storage(args.storage_path)
     check_storage(storage)
+    data = None
+    if args.data:
+        from mlcore.ingest import open_verified
+
+        data = open_verified(args.data, args.num_workers, args.cpus_per_worker)
     resume_from = check_resumable(storage, args.run_name)
     if resume_from:
         print(f"[raygpu] run {args.run_name} resumes from {resume_from}")
     started = time.time()
     mark("fit_start")
     with controller_env(poll_interval_s):
-        result = build_trainer(args, storage).fit()
+        result = build_trainer(args, storage, data).fit()
     mark("fit_end")
     if result.error is not None:  # pragma: no cover - fit() raises in V2
         raise RuntimeError(f"training failed: {result.error}")
@@ -452,7 +426,7 @@ def run(args: argparse.Namespace) -> dict:
         path=result.checkpoint.path, filesystem=result.checkpoint.filesystem
     )
     metrics = evaluate_checkpoint(
-        checkpoint, args.dataset, args.data_dir, args.download
+        checkpoint, args.dataset, args.data_dir, args.download, data
     )
     summary = {
         "run_name": args.run_name,
@@ -460,6 +434,9 @@ def run(args: argparse.Namespace) -> dict:
         "checkpoint": checkpointing.checkpoint_uri(storage, result.checkpoint.path),
         "metrics": {**(result.metrics or {}), **metrics},
         "config": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "data": {"uri": data.root.uri, "manifest_sha256": data.digest}
+        if data
+        else None,
         "wall_seconds": round(time.time() - started, 2),
     }
     write_text(
@@ -473,7 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except (StorageError, CheckpointError, DatasetUnavailable, JobInputError) as exc:
+    except (
+        StorageError,
+        CheckpointError,
+        DatasetUnavailable,
+        DataError,
+        JobInputError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # Ray's TrainingFailedError and the like

@@ -11,7 +11,7 @@ one does nothing, and measuring a run means passing another (mlcore.marks).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -61,6 +61,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     return correct, len(x)
 
 
+def evaluate_batches(model: nn.Module, batches: Iterable) -> tuple[int, int]:
+    """(correct, total) of `model` over (x, y) batches, without gradients."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for xb, yb in batches:
+            correct += int((model(xb).argmax(dim=1) == yb).sum())
+            total += len(yb)
+    return correct, total
+
+
 def train_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -74,17 +85,21 @@ def train_epochs(
     use_bf16: bool,
     report: Report,
     hook: LoopHook | None = None,
+    val_batches: Iterable | None = None,
 ) -> None:
     """Train `model` (DDP-wrapped when world > 1) for `epochs`.
 
     After each epoch every rank calls `report(epoch, metrics)` with the train
     loss and validation accuracy summed over the ranks, and the epoch's samples
     per second of training loop (all ranks' samples over this rank's seconds).
+    `loader` is a DataLoader or any iterable of (x, y) batches, iterated once an
+    epoch (a Ray Data shard's, mlcore.ingest); `val_batches`, when given,
+    replaces (val_x, val_y) the same way.
     """
     hook = hook or LoopHook()
     loss_fn = nn.CrossEntropyLoss()
     for epoch in epochs:
-        if isinstance(loader.sampler, DistributedSampler):
+        if isinstance(getattr(loader, "sampler", None), DistributedSampler):
             loader.sampler.set_epoch(epoch)
         model.train()
         loss_sum, batches, samples = 0.0, 0, 0
@@ -104,7 +119,10 @@ def train_epochs(
         hook.epoch_end(epoch, samples, elapsed, batches)
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            correct, total = evaluate(model, val_x, val_y)
+            if val_batches is None:
+                correct, total = evaluate(model, val_x, val_y)
+            else:
+                correct, total = evaluate_batches(model, val_batches)
         stats = torch.tensor(
             [loss_sum, batches, correct, total, samples], dtype=torch.float64
         )

@@ -106,7 +106,7 @@ def parse_storage(uri: str, field: str = "--storage-path") -> StoragePath:
     )
 
 
-def check_storage(storage: StoragePath) -> None:
+def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None:
     """Fail fast, naming the path, when the storage cannot be reached or written."""
     if not storage.is_remote:
         try:
@@ -147,7 +147,7 @@ def check_storage(storage: StoragePath) -> None:
     except OSError as exc:
         raise StorageError(
             f"storage path {storage.uri} is not writable with these credentials "
-            f"(checkpoints need s3:PutObject there): {_short(exc)}"
+            f"({needs} s3:PutObject there): {_short(exc)}"
         ) from None
     with contextlib.suppress(OSError):  # no s3:DeleteObject: an empty object stays
         probe.delete_file(probe_key)
