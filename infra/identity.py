@@ -4,7 +4,10 @@ service accounts assume (IRSA), and the storage key's policy.
 The role trusts exactly the Ray head's and the Ray workers' service accounts
 (`system:serviceaccount:<ns>:<sa>`, audience `sts.amazonaws.com`). Its policy
 names the two bucket ARNs and the KMS key; no action and no resource is `*`
-(object ARNs end in `/*`, which is the bucket's own object space). The storage
+(object ARNs end in `/*`, which is the bucket's own object space). The data
+bucket is read-only but for its `prepared/` prefix, where the preparation job
+writes (and rewrites) datasets: raw data that `raygpu data push` uploaded under
+`raw/` stays out of the cluster's reach for writing. The storage
 key may be used, through S3 only, by this role, the admin principals and the
 listed data key users (infra/kms.py); it is set here because the role exists only
 now.
@@ -21,12 +24,20 @@ import pulumi_aws as aws
 
 from infra import kms
 from raygpu.config import StackConfig
-from raygpu.names import STS_AUDIENCE
+from raygpu.names import PREPARED_PREFIX, STS_AUDIENCE
 
 DATA_READ_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion")
 ARTIFACTS_OBJECT_ACTIONS = (
     "s3:GetObject",
     "s3:GetObjectVersion",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+)
+# prepare.py writes shards and the manifest, deletes a stale manifest and shards
+# of an earlier run, and its multipart uploads may need aborting.
+PREPARED_WRITE_ACTIONS = (
     "s3:PutObject",
     "s3:DeleteObject",
     "s3:AbortMultipartUpload",
@@ -110,7 +121,8 @@ def trust_policy(
 
 
 def bucket_access_policy(data_arn: str, artifacts_arn: str, key_arn: str) -> str:
-    """Read the data bucket, read and write the artifacts bucket, use the key."""
+    """Read the data bucket and write its prepared/ prefix, read and write the
+    artifacts bucket, use the key."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -126,6 +138,12 @@ def bucket_access_policy(data_arn: str, artifacts_arn: str, key_arn: str) -> str
                     "Effect": "Allow",
                     "Action": list(DATA_READ_ACTIONS),
                     "Resource": [f"{data_arn}/*"],
+                },
+                {
+                    "Sid": "WritePreparedData",
+                    "Effect": "Allow",
+                    "Action": list(PREPARED_WRITE_ACTIONS),
+                    "Resource": [f"{data_arn}/{PREPARED_PREFIX}/*"],
                 },
                 {
                     "Sid": "ReadWriteArtifacts",

@@ -59,3 +59,10 @@ def auth_secret_name(ray_cluster: str) -> str:
 def head_service_name(ray_cluster: str) -> str:
     """The head Service KubeRay creates for a RayCluster."""
     return f"{ray_cluster}-head-svc"
+
+
+# Prefixes of the data bucket: raw data as `raygpu data push` uploads it (Ray's
+# role may read it, not write it), and what prepare.py writes (Ray's role may
+# write there only).
+RAW_PREFIX = "raw"
+PREPARED_PREFIX = "prepared"

@@ -71,7 +71,14 @@ def test_trust_is_limited_to_the_two_service_accounts_and_sts_audience(run):
 def test_policy_is_scoped_to_the_buckets_and_key_without_wildcards(run):
     policy = run.one("aws:iam/rolePolicy:RolePolicy")["inputs"]["policy"]
     stmts = statements(policy)
-    allowed_resources = {DATA, ARTIFACTS, f"{DATA}/*", f"{ARTIFACTS}/*", KEY}
+    allowed_resources = {
+        DATA,
+        ARTIFACTS,
+        f"{DATA}/*",
+        f"{DATA}/prepared/*",
+        f"{ARTIFACTS}/*",
+        KEY,
+    }
     for stmt in stmts:
         assert stmt["Effect"] == "Allow"
         for action in as_list(stmt["Action"]):
@@ -82,7 +89,7 @@ def test_policy_is_scoped_to_the_buckets_and_key_without_wildcards(run):
     assert "NotAction" not in policy and "NotResource" not in policy
 
 
-def test_data_is_read_only_and_artifacts_read_write(run):
+def test_data_is_read_only_but_prepared_and_artifacts_read_write(run):
     stmts = statements(run.one("aws:iam/rolePolicy:RolePolicy")["inputs"]["policy"])
 
     def actions_on(resource):
@@ -96,6 +103,18 @@ def test_data_is_read_only_and_artifacts_read_write(run):
     data_objects = actions_on(f"{DATA}/*")
     assert "s3:GetObject" in data_objects
     assert not {a for a in data_objects if a.startswith(("s3:Put", "s3:Delete"))}
+    # prepare.py's output prefix, and only it (tests/ray_jobs/test_prepare_s3.py
+    # checks the policy under moto's IAM checks)
+    prepared = actions_on(f"{DATA}/prepared/*")
+    assert {"s3:PutObject", "s3:DeleteObject"} <= prepared
+    written = {
+        r
+        for s in stmts
+        for r in as_list(s["Resource"])
+        if r.startswith(DATA)
+        and set(as_list(s["Action"])) & {"s3:PutObject", "s3:DeleteObject"}
+    }
+    assert written == {f"{DATA}/prepared/*"}
     artifacts_objects = actions_on(f"{ARTIFACTS}/*")
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= artifacts_objects
     assert "s3:ListBucket" in actions_on(DATA) and "s3:ListBucket" in actions_on(
