@@ -163,6 +163,9 @@ def submit(
         raise UsageError("no entrypoint: give the command after `--`")
     submission_id = check_submission_id(submission_id) or new_submission_id()
     argv = submit_argv(address, entrypoint, working_dir, submission_id, runtime_env)
+    # Ask the job API first: an unreachable cluster or a refused token is then one
+    # line from us, not Ray's CLI traceback.
+    dashboard_get(address, "/api/jobs/", token)
     print(f"submitting job {submission_id} to {address}", flush=True)
     proc = subprocess.Popen(argv, env=ray_client_env(token, env))
     try:

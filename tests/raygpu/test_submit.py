@@ -220,6 +220,6 @@ def test_unreachable_cluster_is_a_one_line_error():
     with pytest.raises(CommandError) as err:
         submit_mod.submit(address, ["python", "-c", "pass"], submission_id="job-x")
     message = str(err.value)
-    assert message.startswith(f"cannot reach Ray at {address}")
-    assert "`ray job submit` exited with 1" in message
-    assert "ray job status job-x" in message
+    # asked before Ray's CLI runs: nothing was submitted, so nothing to follow up
+    assert message.startswith(f"cannot reach Ray at {address}: ")
+    assert "\n" not in message and "ray job submit" not in message
