@@ -30,6 +30,7 @@ def test_help_lists_every_command():
         "render",
         "submit",
         "serve",
+        "data",
         "destroy",
         "orphans",
         "demo",
