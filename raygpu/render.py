@@ -22,6 +22,8 @@ Files (numbered in apply order):
   20-raycluster-<name>.yaml
   30-networkpolicy-<namespace>-<name>.yaml, 31-...
   templates/rayjob.yaml, templates/rayservice.yaml   what scripts/ fill in
+  templates/rayjob-prepare.yaml, templates/rayjob-train-prepared.yaml
+                                       the data path: prepare, then train on it
 """
 
 from __future__ import annotations
@@ -58,19 +60,40 @@ PLACEHOLDER_REFS = manifests.ClusterRefs(
 AUTOSCALER_ROLE_PLACEHOLDER = "${cluster_autoscaler_role_arn}"
 
 
-def example_templates(cfg, refs: manifests.ClusterRefs) -> list[dict[str, Any]]:
-    """The RayJob and RayService templates, filled in as scripts/ would."""
+def example_templates(cfg, refs: manifests.ClusterRefs) -> dict[str, dict[str, Any]]:
+    """The RayJob and RayService templates by file name, filled in as the
+    commands would."""
     package = f"s3://{refs.artifacts_bucket}/jobs/ray_jobs.zip"
-    return [
-        workloads.rayjob_manifest(
+    env = {"working_dir": package}
+    return {
+        "rayjob.yaml": workloads.rayjob_manifest(
             cfg,
             refs,
             name="train-example",
             entrypoint="python train.py --epochs 2",
-            runtime_env={"working_dir": package},
+            runtime_env=env,
         ),
-        workloads.rayservice_manifest(cfg, refs, name="serve", working_dir=package),
-    ]
+        "rayjob-prepare.yaml": workloads.prepare_rayjob_manifest(
+            cfg,
+            refs,
+            name="prepare-example",
+            dataset="example",
+            data_format="csv",
+            prepare_args=["--label-column", "label"],
+            runtime_env=env,
+        ),
+        "rayjob-train-prepared.yaml": workloads.train_prepared_rayjob_manifest(
+            cfg,
+            refs,
+            name="train-prepared-example",
+            dataset="example",
+            train_args=["--num-workers", "2", "--use-gpu", "--epochs", "10"],
+            runtime_env=env,
+        ),
+        "rayservice.yaml": workloads.rayservice_manifest(
+            cfg, refs, name="serve", working_dir=package
+        ),
+    }
 
 
 MARKER = ".raygpu-render"
@@ -199,9 +222,10 @@ def render(
         name = f"{30 + i:02d}-networkpolicy-{meta['namespace']}-{meta['name']}.yaml"
         result.written.append(_dump(out / name, obj))
 
-    templates = example_templates(cfg, refs)
-    for obj in templates:
-        path = out / "templates" / f"{obj['kind'].lower()}.yaml"
+    named = example_templates(cfg, refs)
+    templates = list(named.values())
+    for file_name, obj in named.items():
+        path = out / "templates" / file_name
         result.written.append(_dump(path, obj))
 
     if validate:

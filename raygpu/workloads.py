@@ -1,10 +1,16 @@
 """The Ray workloads a stack runs, as plain data: RayJob and RayService manifests and
 the Serve config (`serveConfigV2`) both `raygpu serve` and the RayService use.
+
+The data path on a stack: raw data under `raw/<dataset>/` of the data bucket
+(`raygpu data push`), a RayJob running prepare.py into `prepared/<dataset>/` (the
+only prefix of that bucket the cluster's role may write), and a RayJob training
+on it with checkpoints in the artifacts bucket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shlex
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -22,7 +28,7 @@ from raygpu.manifests import (
     raycluster_spec,
     resources,
 )
-from raygpu.names import RAY_API_VERSION
+from raygpu.names import PREPARED_PREFIX, RAW_PREFIX, RAY_API_VERSION
 
 DEFAULT_JOB_TTL_SECONDS = 300
 DEFAULT_JOB_DEADLINE_SECONDS = 6 * 3600
@@ -120,6 +126,70 @@ def rayjob_manifest(
         },
         "spec": spec,
     }
+
+
+def raw_data_uri(refs: ClusterRefs, dataset: str) -> str:
+    return f"s3://{refs.data_bucket}/{RAW_PREFIX}/{dataset}"
+
+
+def prepared_data_uri(refs: ClusterRefs, dataset: str) -> str:
+    return f"s3://{refs.data_bucket}/{PREPARED_PREFIX}/{dataset}"
+
+
+def prepare_rayjob_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    dataset: str,
+    data_format: str,
+    prepare_args: Sequence[str] = (),
+    runtime_env: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayJob running prepare.py: raw/<dataset> into prepared/<dataset>."""
+    entrypoint = shlex.join(
+        [
+            "python",
+            "prepare.py",
+            "--format",
+            data_format,
+            "--source",
+            raw_data_uri(refs, dataset),
+            "--output",
+            prepared_data_uri(refs, dataset),
+            *prepare_args,
+        ]
+    )
+    return rayjob_manifest(
+        cfg, refs, name=name, entrypoint=entrypoint, runtime_env=runtime_env
+    )
+
+
+def train_prepared_rayjob_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    dataset: str,
+    train_args: Sequence[str] = (),
+    runtime_env: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayJob running train.py on prepared/<dataset>, runs in the artifacts
+    bucket."""
+    entrypoint = shlex.join(
+        [
+            "python",
+            "train.py",
+            "--data",
+            prepared_data_uri(refs, dataset),
+            "--storage-path",
+            f"s3://{refs.artifacts_bucket}/runs",
+            *train_args,
+        ]
+    )
+    return rayjob_manifest(
+        cfg, refs, name=name, entrypoint=entrypoint, runtime_env=runtime_env
+    )
 
 
 def serve_config(
