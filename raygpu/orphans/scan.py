@@ -172,7 +172,10 @@ class OrphanScanner(AwsContext):
     def is_data_bucket(self, name: str, tags: Mapping[str, str]) -> bool:
         """The stack's data bucket: the output's name, or (after a destroy, when
         there are no outputs) its raygpu:bucket=data tag; a bucket made before
-        that tag existed, by the `<storage>-data` Name tag infra/storage.py sets."""
+        that tag existed, by the `<storage>-data` Name tag infra/storage.py sets.
+        The data bucket's access logs (raygpu:bucket=access-logs) are kept with it."""
+        if tags.get(BUCKET_TAG) == "access-logs":
+            return True
         if self.data_bucket:
             return name == self.data_bucket
         if BUCKET_TAG in tags:

@@ -920,6 +920,9 @@ def test_the_data_bucket_is_known_by_its_tag_then_by_its_name(aws):
     named = OrphanScanner(session, "dev", data_bucket="b", clock=FakeClock())
     assert named.is_data_bucket("b", {})
     assert not named.is_data_bucket("c", {"raygpu:bucket": "data"})
+    # The data bucket's access logs are kept with it, by their tag.
+    for scanner in (scan, named):
+        assert scanner.is_data_bucket("logs", {"raygpu:bucket": "access-logs"})
 
 
 def test_iam_arns_are_left_to_the_iam_scan():
