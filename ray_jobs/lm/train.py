@@ -99,7 +99,11 @@ def validate(args: argparse.Namespace) -> None:
             raise JobInputError(flag, f"must be a positive number (got {value})")
 
     if args.model != "gpt":
-        raise JobInputError("--model", f"unknown {args.model!r}; lm.train trains gpt")
+        raise JobInputError(
+            "--model",
+            f"{args.model!r} is not a language model: lm.train (--strategy fsdp) "
+            "trains --model gpt; the image models train with --strategy ddp",
+        )
     if args.strategy not in STRATEGIES:
         raise JobInputError(
             "--strategy",

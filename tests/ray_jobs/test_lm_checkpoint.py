@@ -241,6 +241,7 @@ def test_a_checkpoint_of_another_shape_or_strategy_stops_before_training(
         (["--batch-size=100000"], "--batch-size"),
         (["--cpu-offload"], "--cpu-offload"),
         (["--strategy=zero3"], "--strategy"),
+        (["--model=resnet18"], "--model"),
     ],
 )
 def test_bad_flags_are_one_usage_error_naming_the_flag(tmp_path, capsys, argv, flag):
