@@ -15,6 +15,7 @@ machine give the workers fractions (--cpus-per-worker 0.5).
 
     python train.py --num-workers 2 --dataset digits --storage-path /tmp/runs
     python train.py --num-workers 2 --cpus-per-worker 0.5 --data /tmp/prepared/d
+    python train.py --model gpt --strategy fsdp --preset nano   # lm.train, FSDP2
 """
 
 from __future__ import annotations
@@ -290,7 +291,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where mnist's files are")
     p.add_argument("--download", action="store_true", help="allow mnist download")
     p.add_argument("--data", help="a prepared dataset (prepare.py): folder or s3://")
-    p.add_argument("--model", default="mlp", help=f"one of {MODELS}")
+    p.add_argument("--model", default="mlp", help=f"one of {MODELS}, or gpt")
+    p.add_argument(
+        "--strategy",
+        default="ddp",
+        choices=("ddp", "fsdp"),
+        help="ddp (the image models); fsdp shards --model gpt (lm.train)",
+    )
     p.add_argument("--precision", default="auto", help=f"one of {PRECISIONS}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -445,7 +452,21 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def lm_requested(argv: list[str]) -> bool:
+    """True when the flags ask for the language model (lm.train trains it)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    pre.add_argument("--strategy", default="ddp")
+    known, _ = pre.parse_known_args(argv)
+    return known.model == "gpt" or known.strategy == "fsdp"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if lm_requested(argv):
+        from lm.train import main as lm_main
+
+        return lm_main(argv)
     mark("driver_start")
     args = parse_args(argv)
     try:

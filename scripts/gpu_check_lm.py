@@ -23,6 +23,7 @@ import time
 try:
     import torch
     import torch.distributed as dist
+
     from lm.data import BatchOrder, batch, load_corpus
     from lm.memory import rank_memory
     from lm.model import flops_per_token, lm_loss, num_parameters, resolve_config

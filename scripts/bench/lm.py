@@ -66,7 +66,6 @@ def lm_args(work: dict, storage: Path, run_name: str) -> list[str]:
 def interval_rates(run_dir: str) -> list[float]:
     """tokens/s of each checkpoint interval of a run, in step order."""
     from lm import checkpoint as ckpt
-
     from mlcore.storage import parse_storage
 
     found = sorted(ckpt.list_checkpoints(parse_storage(run_dir)), key=lambda c: c[:2])
@@ -93,6 +92,7 @@ def child_local(argv: list[str]) -> int:
 
 def child_driver(argv: list[str]) -> int:
     import ray
+
     from lm.train import main
 
     # Workers import lm.loop from ray_jobs/, as the driver does (the PYTHONPATH
@@ -115,10 +115,11 @@ def child_save(preset: str, rounds: int, out: str) -> int:
 
     import torch
     import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
     from lm import checkpoint as ckpt
     from lm.model import lm_loss, resolve_config
     from lm.parallelize import build_parallel_model
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     dist.init_process_group("gloo", timeout=timedelta(minutes=10))
     rank = dist.get_rank()

@@ -92,6 +92,7 @@ def _init():
 
 def logits_mode(ckpt_dir: str, out: str, strategy: str) -> None:
     import torch
+
     from lm import checkpoint as ckpt
     from lm.model import GPTConfig
     from lm.parallelize import build_parallel_model
@@ -112,6 +113,7 @@ def logits_mode(ckpt_dir: str, out: str, strategy: str) -> None:
 
 def init_mode(out: str) -> None:
     import torch
+
     from lm.model import PRESETS
     from lm.parallelize import build_parallel_model
 
@@ -142,6 +144,7 @@ def memory_mode(
     strategy: str, preset: str, n_layer: int, budget_mb: int, out: str
 ) -> None:
     import torch
+
     from lm.memory import rank_memory
     from lm.model import lm_loss, resolve_config
     from lm.parallelize import build_parallel_model

@@ -12,10 +12,10 @@ import shutil
 
 import pytest
 import torch
+
 from lm import checkpoint as ckpt
 from lm import train as lm_train
 from lm.model import PRESETS, GPTConfig, build_model, num_parameters
-
 from mlcore.errors import CheckpointError
 from mlcore.storage import download_dir, parse_storage
 from raygpu.localray import free_port

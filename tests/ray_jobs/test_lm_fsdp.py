@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from lm import checkpoint as ckpt
 from lm import train as lm_train
 from lm.model import PRESETS, num_parameters
-
 from mlcore.storage import parse_storage
 from tests.conftest import RAY_JOBS
 from tests.ray_jobs.fault_helpers import (

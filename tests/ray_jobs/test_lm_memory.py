@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from lm.model import num_parameters, resolve_config
 
+from lm.model import num_parameters, resolve_config
 from raygpu.localray import free_port
 from tests.ray_jobs.lm_ranks import launch
 

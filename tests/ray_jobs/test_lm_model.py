@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from lm import tokenizer
 from lm.data import (
     STDLIB,
@@ -27,7 +28,6 @@ from lm.model import (
     num_parameters,
     resolve_config,
 )
-
 from mlcore.errors import JobInputError
 
 
