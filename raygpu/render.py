@@ -90,6 +90,14 @@ def example_templates(cfg, refs: manifests.ClusterRefs) -> dict[str, dict[str, A
             train_args=["--num-workers", "2", "--use-gpu", "--epochs", "10"],
             runtime_env=env,
         ),
+        "rayjob-lm.yaml": workloads.lm_rayjob_manifest(
+            cfg,
+            refs,
+            name="lm-example",
+            preset="base",
+            train_args=["--epochs", "1", "--activation-checkpointing"],
+            runtime_env=env,
+        ),
         "rayservice.yaml": workloads.rayservice_manifest(
             cfg, refs, name="serve", working_dir=package
         ),

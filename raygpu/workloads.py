@@ -192,6 +192,47 @@ def train_prepared_rayjob_manifest(
     )
 
 
+def lm_rayjob_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    preset: str,
+    pool: str | None = None,
+    train_args: Sequence[str] = (),
+    runtime_env: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayJob training the GPT with FSDP2 on a GPU pool (the first unless `pool`
+    names one): one worker per GPU of the pool at full scale, sharded checkpoints
+    under the artifacts bucket's runs/."""
+    pools = {p.name: p for p in cfg.gpu_pools}
+    chosen = pools.get(pool) if pool else cfg.gpu_pools[0]
+    if chosen is None:
+        raise ManifestError(f"pool: {pool!r} is not one of {', '.join(pools)}")
+    workers = chosen.max_size * chosen.gpus_per_node
+    entrypoint = shlex.join(
+        [
+            "python",
+            "train.py",
+            "--model",
+            "gpt",
+            "--strategy",
+            "fsdp",
+            "--preset",
+            preset,
+            "--num-workers",
+            str(workers),
+            "--use-gpu",
+            "--storage-path",
+            f"s3://{refs.artifacts_bucket}/runs",
+            *train_args,
+        ]
+    )
+    return rayjob_manifest(
+        cfg, refs, name=name, entrypoint=entrypoint, runtime_env=runtime_env
+    )
+
+
 def serve_config(
     *,
     working_dir: str,

@@ -251,3 +251,20 @@ def test_version_parsing():
     assert kuberay_rules.parse_version("2.60.0") == (2, 60, 0)
     assert kuberay_rules.parse_version("v2.52") == (2, 52, 0)
     assert kuberay_rules.parse_version("latest") is None
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_lm_job_trains_with_fsdp_on_a_gpu_pool_and_validates(stack):
+    cfg = stack_config(stack)
+    pool = cfg.gpu_pools[0]
+    job = workloads.lm_rayjob_manifest(cfg, REFS, name="lm", preset="base")
+    crd_schema.validate_manifest(job)
+    words = job["spec"]["entrypoint"].split()
+    assert words[:6] == ["python", "train.py", "--model", "gpt", "--strategy", "fsdp"]
+    assert "--use-gpu" in words
+    workers = words[words.index("--num-workers") + 1]
+    assert int(workers) == pool.max_size * pool.gpus_per_node
+    storage = words[words.index("--storage-path") + 1]
+    assert storage == f"s3://{REFS.artifacts_bucket}/runs"
+    with pytest.raises(manifests.ManifestError, match="pool: 'nope' is not one"):
+        workloads.lm_rayjob_manifest(cfg, REFS, name="lm", preset="base", pool="nope")

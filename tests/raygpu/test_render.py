@@ -42,13 +42,14 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "35-networkpolicy-kuberay-system-default-deny-ingress.yaml",
         "36-networkpolicy-kuberay-system-operator-metrics.yaml",
         "helm-releases.yaml",
+        "templates/rayjob-lm.yaml",
         "templates/rayjob-prepare.yaml",
         "templates/rayjob-train-prepared.yaml",
         "templates/rayjob.yaml",
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 20 files to {out}")
+    assert printed.startswith(f"wrote 21 files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
@@ -82,7 +83,7 @@ def test_rendered_ray_objects_validate_against_the_crds(stack, tmp_path):
         crd_schema.validate_manifest(obj)
         kinds.append(obj["kind"])
     # sorted file names: rayjob-prepare, rayjob-train-prepared, rayjob, rayservice
-    assert kinds == ["RayCluster", "RayJob", "RayJob", "RayJob", "RayService"]
+    assert kinds == ["RayCluster", "RayJob", "RayJob", "RayJob", "RayJob", "RayService"]
 
 
 def test_outputs_file_fills_in_real_values(tmp_path):
