@@ -10,6 +10,9 @@ RAYGPU := $(VENV)/bin/raygpu
 # The operator's side alone (plan, render: no Ray, no torch), and everything.
 OPERATOR_STAMP := $(VENV)/.operator.stamp
 STAMP := $(VENV)/.requirements.stamp
+# The CrossGuard pack's own environment (pulumi-policy pins a protobuf Ray refuses).
+POLICY_VENV := infra/policy/venv
+POLICY_STAMP := $(POLICY_VENV)/.requirements.stamp
 STACK ?= dev
 OUT ?= rendered/$(STACK)
 ARGS ?=
@@ -17,7 +20,7 @@ PYTEST_ARGS ?=
 # pip on this kind of machine prints a warning per package for its local mirrors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv venv-operator test test-fast lint fmt demo plan render train serve destroy orphans bench clean
+.PHONY: help venv venv-operator venv-policy test test-fast lint fmt demo plan render train serve destroy orphans bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,11 +40,19 @@ $(STAMP): requirements.txt $(OPERATOR_STAMP)
 	@$(PY) -c "import ray, torch, torchvision, pulumi, pulumi_aws, pulumi_kubernetes, raygpu"
 	@touch $(STAMP)
 
+$(POLICY_STAMP): infra/policy/requirements.txt requirements-operator.txt pyproject.toml
+	@test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	@echo "installing the policy pack's environment into $(POLICY_VENV)"
+	cd infra/policy && venv/bin/python -m pip install -q -r requirements.txt 2>&1 | $(PIP_QUIET)
+	@touch $(POLICY_STAMP)
+
+venv-policy: $(POLICY_STAMP) ## the CrossGuard pack's environment (pulumi preview --policy-pack infra/policy)
+
 venv-operator: $(OPERATOR_STAMP) ## install the operator's side only (plan, render, destroy, orphans)
 
 venv: $(STAMP) ## create .venv and install everything pinned (Ray, torch, test tools)
 
-test: $(STAMP) ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
+test: $(STAMP) $(POLICY_STAMP) ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## run the tests not marked slow

@@ -4,6 +4,7 @@ bench/results.md (the markdown writer)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 from typing import Any
 
@@ -84,6 +85,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             sv.get("summary", {}).get(f"mlp/{variant}/c8", {}).get("p99_ms"),
             lambda v: v < 50,
         )
+    lm = results.get("lm", {})
+    add(
+        "LM FSDP: Ray Train / torchrun tokens/s",
+        ">= 0.95",
+        lm.get("ray/torchrun"),
+        lambda v: v >= 0.95,
+    )
+    add(
+        "LM sharded DCP save / torch.save of the full state",
+        "<= 1.0",
+        (lm.get("save") or {}).get("sharded/full"),
+        lambda v: v <= 1.0,
+    )
     return out
 
 
@@ -284,7 +298,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         for k, s in sv["ratios"].items():
             lines.append(f"| {k} | {fmt_stats(s, 2)} |")
 
-    for name in ("train", "startup", "serve", "allocator"):
+    lines += lm_markdown(results.get("lm"))
+    for name in ("train", "startup", "serve", "allocator", "lm"):
         if "skipped" in results.get(name, {}):
             lines += ["", f"## {name}", "", f"skipped: {results[name]['skipped']}"]
     pl = results.get("plan")
@@ -325,6 +340,30 @@ def check_schema(results: dict[str, Any]) -> list[str]:
         if set(t) != {"name", "target", "median", "min", "max", "met"}:
             problems.append(f"target {t.get('name')!r} has the wrong keys")
     return problems
+
+
+def lm_markdown(lm: dict[str, Any] | None) -> list[str]:
+    if not lm or "skipped" in lm:
+        return []
+    work, save = lm["work"], lm["save"]
+    return [
+        "",
+        "## 6. Language model (FSDP2)",
+        "",
+        f"- work: {json.dumps(work, sort_keys=True)}",
+        "",
+        "| side | tokens/s (steady) | run wall s |",
+        "|---|---|---|",
+        *(
+            f"| {v} | {fmt_stats(s)} | {fmt_stats(lm['run_wall_s'][v], 1)} |"
+            for v, s in lm["tokens_per_s"].items()
+        ),
+        "",
+        f"- Ray Train / torchrun: {fmt_stats(lm['ray/torchrun'], 3)}",
+        f"- save, preset {save['preset']}: sharded {fmt_stats(save['sharded_s'], 3)} s,"
+        f" full {fmt_stats(save['full_s'], 3)} s, sharded/full "
+        f"{fmt_stats(save['sharded/full'], 3)}",
+    ]
 
 
 def allocator_markdown(al: dict[str, Any] | None) -> list[str]:

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 RAY_JOBS = REPO / "ray_jobs"
 PY = sys.executable
 SCHEMA = 1
-SECTIONS = ("train", "startup", "serve", "plan", "allocator")
+SECTIONS = ("train", "startup", "serve", "plan", "allocator", "lm")
 
 # The benchmark's own programs, run as modules (`python -m`) in child processes
 # whose PYTHONPATH holds ray_jobs/ and the repository (proc.child_env). The CPU
@@ -65,6 +65,7 @@ MODES = {
         "serve_requests": 3000,
         "plan_rounds": 1,
         "allocator_rounds": 1,
+        "lm_rounds": 1,
     },
     "full": {
         "train_rounds": 3,
@@ -82,6 +83,7 @@ MODES = {
         "serve_requests": 20000,
         "plan_rounds": 3,
         "allocator_rounds": 3,
+        "lm_rounds": 3,
     },
 }
 TRAIN_WORK = {
