@@ -1,14 +1,19 @@
-"""The main job on the embedded default, a local Ray cluster: train, serve, check.
+"""The main job on the embedded default, a local Ray cluster: push, prepare,
+train, serve, check.
 
 1. Starts a local Ray head (`ray start --head`, dashboard on 127.0.0.1 only, token
    authentication on), unless RAY_ADDRESS names a running cluster's GCS.
-2. Submits ray_jobs/train.py as a Ray job (the path `raygpu submit --address`
-   takes for any cluster), streaming its logs: 2 workers on digits, storage under
-   a local folder.
-3. Deploys the serving app on the final checkpoint (as `raygpu serve --address`).
-4. Submits ray_jobs/evaluate_served.py, which sends the test split to the app over
-   HTTP and checks the answers.
-5. Prints `test_accuracy=` (from the training job's result file) and
+2. Pushes the raw digits (scikit-learn's digits.csv.gz) to local storage,
+   <storage>/raw/digits, as `raygpu data push --to` does.
+3. Submits ray_jobs/prepare.py as a Ray job (the path `raygpu submit --address`
+   takes for any cluster), streaming its logs: raw/digits -> prepared/digits.
+4. Submits ray_jobs/train.py on the prepared dataset: 2 workers streaming it
+   through Ray Data. Each worker takes half a CPU (--cpus-per-worker), so that
+   Ray Data keeps a CPU to read with on a 2-core machine.
+5. Deploys the serving app on the final checkpoint (as `raygpu serve --address`).
+6. Submits ray_jobs/evaluate_served.py, which sends the prepared test split, raw,
+   to the app over HTTP; the app normalises it with the checkpoint's statistics.
+7. Prints `test_accuracy=` (from the training job's result file) and
    `served_accuracy=` (from the HTTP answers), then stops what it started. Exits
    non-zero, saying which step failed, when any step fails.
 """
@@ -26,9 +31,10 @@ from typing import Any
 
 from raygpu import serve as serve_cmd
 from raygpu import submit as submit_cmd
+from raygpu.data.push import parse_target, push
 from raygpu.errors import CommandError, UsageError
 from raygpu.localray import free_port, start_head, stop_head
-from raygpu.names import LOOPBACK
+from raygpu.names import LOOPBACK, PREPARED_PREFIX, RAW_PREFIX
 from raygpu.rayclient import client_auth_env, ray_cli, ray_client_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +50,12 @@ class DemoError(CommandError):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument(
+        "--cpus-per-worker",
+        type=float,
+        default=0.5,
+        help="CPUs each training worker reserves; the rest is Ray Data's (0.5)",
+    )
     p.add_argument(
         "--storage-path",
         default=str(DEFAULT_STORAGE),
@@ -75,7 +87,45 @@ def run_job(dashboard_url: str, entrypoint: list[str], step: str) -> None:
         raise DemoError(step, f"the {step} job failed (see its log above)")
 
 
-def train(dashboard_url: str, args: argparse.Namespace, run_name: str) -> dict:
+def digits_file() -> Path:
+    """scikit-learn's digits.csv.gz, found without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    raise DemoError("push", "scikit-learn's digits.csv.gz is not installed")
+
+
+def push_and_prepare(dashboard_url: str, args: argparse.Namespace) -> str:
+    """Raw digits into <storage>/raw/digits, prepared into prepared/digits."""
+    storage = Path(args.storage_path)
+    raw = storage / RAW_PREFIX / "digits"
+    prepared = storage / PREPARED_PREFIX / "digits"
+    try:
+        push(digits_file(), parse_target(str(raw)))
+    except CommandError as exc:
+        raise DemoError("push", str(exc)) from None
+    run_job(
+        dashboard_url,
+        [
+            "python",
+            "prepare.py",
+            "--format",
+            "digits",
+            "--source",
+            str(raw),
+            "--output",
+            str(prepared),
+        ],
+        "prepare",
+    )
+    return str(prepared)
+
+
+def train(
+    dashboard_url: str, args: argparse.Namespace, run_name: str, data: str
+) -> dict:
     run_job(
         dashboard_url,
         [
@@ -83,8 +133,10 @@ def train(dashboard_url: str, args: argparse.Namespace, run_name: str) -> dict:
             "train.py",
             "--num-workers",
             str(args.num_workers),
-            "--dataset",
-            "digits",
+            "--cpus-per-worker",
+            f"{args.cpus_per_worker:g}",
+            "--data",
+            data,
             "--epochs",
             str(args.epochs),
             "--storage-path",
@@ -98,7 +150,11 @@ def train(dashboard_url: str, args: argparse.Namespace, run_name: str) -> dict:
 
 
 def serve_and_check(
-    dashboard_url: str, checkpoint: str, args: argparse.Namespace, run_name: str
+    dashboard_url: str,
+    checkpoint: str,
+    args: argparse.Namespace,
+    run_name: str,
+    data: str,
 ) -> float:
     port = free_port()
     try:
@@ -115,8 +171,8 @@ def serve_and_check(
             "evaluate_served.py",
             "--url",
             f"http://{LOOPBACK}:{port}",
-            "--dataset",
-            "digits",
+            "--data",
+            data,
             "--batch",
             str(args.batch),
             "--output",
@@ -171,12 +227,15 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         run_name = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = train(dashboard_url, args, run_name)
+        data = push_and_prepare(dashboard_url, args)
+        result = train(dashboard_url, args, run_name, data)
         test_accuracy = float(result["metrics"]["test_accuracy"])
         checkpoint = result["checkpoint"]
         print(f"deploying the serving app on {checkpoint} ...", flush=True)
         try:
-            served_accuracy = serve_and_check(dashboard_url, checkpoint, args, run_name)
+            served_accuracy = serve_and_check(
+                dashboard_url, checkpoint, args, run_name, data
+            )
         finally:
             if started is None:
                 shutdown_serve(dashboard_url)

@@ -36,6 +36,11 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "raygpu data push SRC (--stack NAME [--outputs FILE] [--name N] | --to URI) "
+        "[--force] [--workers N] [--chunk-mb MB] [--json]; see raygpu data push "
+        "--help"
+    )
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = sub.add_parser(
         "push",
