@@ -89,8 +89,13 @@ def train_func(config: dict[str, Any]) -> None:
     )
 
     data = config.get("data")
-    if data:  # a prepared dataset, streamed (mlcore.ingest)
+    streamed = data and not data["in_memory"]
+    if data:  # a prepared dataset, streamed (mlcore.ingest) or held in memory
         spec = ModelSpec(config["model"], tuple(data["shape"]), data["num_classes"])
+        if not streamed:
+            from mlcore.ingest import load_in_memory
+
+            ds = load_in_memory(data)
     else:
         ds = load_dataset(config["dataset"], config.get("data_dir"), config["download"])
         spec = ModelSpec(config["model"], ds.image_shape, ds.num_classes)
@@ -118,6 +123,11 @@ def train_func(config: dict[str, Any]) -> None:
     val_x = val_y = val_batches = None
     extra = {"starts": starts, "config": config}
     if data:
+        extra |= {
+            "normalisation": data["normalisation"],
+            "data": {"uri": data["uri"], "manifest_sha256": data["digest"]},
+        }
+    if streamed:
         from mlcore.ingest import VAL_BATCH, EpochBatches
 
         norm = data["normalisation"]
@@ -132,10 +142,6 @@ def train_func(config: dict[str, Any]) -> None:
         val_batches = EpochBatches(
             ray.train.get_dataset_shard("val"), VAL_BATCH, norm, shuffle=False
         )
-        extra |= {
-            "normalisation": norm,
-            "data": {"uri": data["uri"], "manifest_sha256": data["digest"]},
-        }
     else:
         train_loader = ray.train.torch.prepare_data_loader(
             DataLoader(
@@ -221,8 +227,10 @@ def build_trainer(
             "shape": list(data.image_shape),
             "num_classes": data.num_classes,
             "normalisation": data.manifest["normalisation"],
+            "in_memory": args.data_in_memory,
         }
-        datasets = {s: read_split(data, s) for s in ("train", "val")}
+        if not args.data_in_memory:
+            datasets = {s: read_split(data, s) for s in ("train", "val")}
     resources = {"CPU": args.cpus_per_worker}
     return TorchTrainer(
         train_func,
@@ -291,6 +299,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None, help="where mnist's files are")
     p.add_argument("--download", action="store_true", help="allow mnist download")
     p.add_argument("--data", help="a prepared dataset (prepare.py): folder or s3://")
+    p.add_argument(
+        "--data-in-memory",
+        action="store_true",
+        help="with --data: each worker loads it whole instead of streaming it",
+    )
     p.add_argument("--model", default="mlp", help=f"one of {MODELS}, or gpt")
     p.add_argument(
         "--strategy",
@@ -356,6 +369,8 @@ def validate(args: argparse.Namespace) -> None:
     positive("--keep-checkpoints", args.keep_checkpoints)
     if args.data is not None:
         parse_storage(args.data, "--data")
+    elif args.data_in_memory:
+        raise JobInputError("--data-in-memory", "goes with --data (a prepared dataset)")
     if args.run_name is None:
         what = "prepared" if args.data else args.dataset
         args.run_name = f"{what}-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"

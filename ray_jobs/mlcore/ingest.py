@@ -14,6 +14,7 @@ a small machine.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
@@ -22,6 +23,7 @@ from mlcore.prepared import (
     SPLITS,
     Normalisation,
     Prepared,
+    iter_split,
     open_prepared,
     verify,
     xy_arrays,
@@ -77,6 +79,26 @@ def open_verified(uri: str, num_workers: int, cpus_per_worker: float) -> Prepare
             "e.g. 0.5, leaves it room)"
         )
     return data
+
+
+def load_in_memory(data: dict):
+    """The train and val splits of `data` (train.py's config entry) read whole
+    and normalised, as mlcore.data's in-memory datasets: the streaming path's
+    baseline."""
+    from mlcore.data import Dataset, Split
+
+    prepared = open_prepared(data["uri"])
+    norm = Normalisation.from_dict(data["normalisation"])
+
+    def split(name: str) -> Split:
+        parts = list(iter_split(prepared, name))
+        x = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0,))
+        y = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0,), int)
+        return Split(x=norm.apply(x), y=y)
+
+    empty = Split(x=np.zeros((0, *prepared.image_shape), np.float32), y=np.zeros(0))
+    shape = prepared.image_shape
+    return Dataset("prepared", split("train"), split("val"), empty, shape, 0)
 
 
 def data_room(cluster_cpus: float, num_workers: int, cpus_per_worker: float) -> float:

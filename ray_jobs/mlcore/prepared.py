@@ -411,3 +411,47 @@ def xy_arrays(batch, shape) -> tuple[np.ndarray, np.ndarray]:
     xs = flat.astype(np.float32, copy=False).reshape(len(batch), *shape)
     y = batch.column("y").to_numpy(zero_copy_only=False).astype(np.int64)
     return xs, y
+
+
+def write_synthetic(
+    uri: str,
+    rows: int,
+    shape: tuple[int, int, int] = (3, 32, 32),
+    held_out: int = 512,
+    seed: int = 0,
+    compression: str = "none",
+) -> dict:
+    """A prepared dataset of seeded random images in 10 classes (`rows` train,
+    `held_out` val and test each), written without Ray: for benchmarks and
+    tests of ingestion, where accuracy means nothing. Returns the manifest."""
+    out = parse_storage(uri, "uri")
+    width = math.prod(shape)
+    schema = classification_schema(width)
+    writer = ShardWriter(out, schema, (16 << 20) // (4 * width), compression)
+    rng = np.random.default_rng(seed)
+    stats = RunningStats(shape, "channel")
+    for split, n in (("train", rows), ("val", held_out), ("test", held_out)):
+        for start in range(0, n, 2048):
+            x = rng.random((min(2048, n - start), width), dtype=np.float32)
+            if split == "train":
+                stats.add(x)
+            xs = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), width)
+            y = pa.array(rng.integers(0, 10, len(x)), pa.int64())
+            writer.add(split, pa.table({"x": xs, "y": y}))
+    shards = writer.close()
+    manifest = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "kind": "classification",
+        "schema": {"columns": schema_dict(schema)},
+        "shape": list(shape),
+        "classes": [str(i) for i in range(10)],
+        "splits": {
+            s: {"rows": sum(p["rows"] for p in shards[s]), "shards": shards[s]}
+            for s in SPLITS
+        },
+        "normalisation": stats.result().to_dict(),
+        "sources": {"synthetic": {"seed": seed, "rows": rows}},
+    }
+    write_manifest(out, manifest)
+    return manifest

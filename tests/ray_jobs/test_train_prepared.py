@@ -14,10 +14,10 @@ import shutil
 import urllib.request
 
 import numpy as np
-import prepare
 import pytest
 import torch
 
+import prepare
 import serve_app
 import train
 from mlcore import checkpointing
@@ -129,57 +129,12 @@ def test_training_refuses_a_shard_that_fails_its_checksum(tmp_path, capsys):
 OBJECT_STORE_BYTES = 80 << 20
 
 
-def synthetic(root, rows: int, shape=(3, 32, 32), seed=0) -> dict:
-    """A prepared dataset of seeded random images, written shard by shard."""
-    from mlcore.storage import parse_storage
-
-    width = int(np.prod(shape))
-    out = parse_storage(str(root))
-    schema = fmt.classification_schema(width)
-    writer = fmt.ShardWriter(out, schema, (16 << 20) // (4 * width), "none")
-    rng = np.random.default_rng(seed)
-    stats = fmt.RunningStats(shape, "channel")
-    for split, n in (("train", rows), ("val", 512), ("test", 512)):
-        for start in range(0, n, 2048):
-            x = rng.random((min(2048, n - start), width), dtype=np.float32)
-            y = rng.integers(0, 10, len(x))
-            if split == "train":
-                stats.add(x)
-            writer.add(
-                split,
-                fmt.pa.table(
-                    {
-                        "x": fmt.pa.FixedSizeListArray.from_arrays(
-                            fmt.pa.array(x.ravel()), width
-                        ),
-                        "y": fmt.pa.array(y, fmt.pa.int64()),
-                    }
-                ),
-            )
-    shards = writer.close()
-    manifest = {
-        "format": fmt.FORMAT,
-        "version": fmt.FORMAT_VERSION,
-        "kind": "classification",
-        "schema": {"columns": fmt.schema_dict(schema)},
-        "shape": list(shape),
-        "classes": [str(i) for i in range(10)],
-        "splits": {
-            s: {"rows": sum(p["rows"] for p in shards[s]), "shards": shards[s]}
-            for s in fmt.SPLITS
-        },
-        "normalisation": stats.result().to_dict(),
-    }
-    fmt.write_manifest(out, manifest)
-    return manifest
-
-
 @pytest.mark.slow
 def test_a_dataset_larger_than_the_object_store_streams_through(tmp_path):
     from raygpu.localray import start_head, stop_head
     from tests.ray_jobs.fault_helpers import submit_train, wait_job
 
-    manifest = synthetic(tmp_path / "big", rows=22_000)
+    manifest = fmt.write_synthetic(str(tmp_path / "big"), rows=22_000)
     total = sum(s["bytes"] for p in manifest["splits"].values() for s in p["shards"])
     assert total > 3 * OBJECT_STORE_BYTES
     # Ray caps a new node's object store at this many bytes.
