@@ -362,3 +362,15 @@ def test_table_rows_wrong_lengths_and_text_in_a_number_column():
     assert str(err.value) == (
         "t.csv: column 'f' holds values that are not numbers (type string)"
     )
+
+
+def test_the_in_memory_baseline_loads_the_same_rows_normalised(tmp_path):
+    from mlcore.ingest import load_in_memory
+
+    manifest, digest, x = write_dataset(tmp_path)
+    config = {"uri": str(tmp_path), "normalisation": manifest["normalisation"]}
+    ds = load_in_memory(config)
+    norm = fmt.Normalisation.from_dict(manifest["normalisation"])
+    assert ds.train.x.shape == (100, 1, 2, 2) and ds.val.y.tolist() == [0, 1] * 50
+    np.testing.assert_allclose(ds.train.x, norm.apply(x.reshape(100, 1, 2, 2)))
+    assert abs(float(ds.train.x.mean())) < 1e-4  # normalised with train's stats
