@@ -128,19 +128,10 @@ def train_func(config: dict[str, Any]) -> None:
             "data": {"uri": data["uri"], "manifest_sha256": data["digest"]},
         }
     if streamed:
-        from mlcore.ingest import VAL_BATCH, EpochBatches
+        from mlcore.ingest import shard_batches
 
-        norm = data["normalisation"]
-        train_loader = EpochBatches(
-            ray.train.get_dataset_shard("train"),
-            per_worker_batch,
-            norm,
-            shuffle=True,
-            seed=config["seed"] * 1000 + rank,
-            first_epoch=start_epoch,
-        )
-        val_batches = EpochBatches(
-            ray.train.get_dataset_shard("val"), VAL_BATCH, norm, shuffle=False
+        train_loader, val_batches = shard_batches(
+            data, per_worker_batch, config["seed"] * 1000 + rank, start_epoch
         )
     else:
         train_loader = ray.train.torch.prepare_data_loader(
@@ -219,18 +210,9 @@ def build_trainer(
     }
     datasets = None
     if data is not None:
-        from mlcore.ingest import read_split
+        from mlcore.ingest import trainer_inputs
 
-        config["data"] = {
-            "uri": data.root.uri,
-            "digest": data.digest,
-            "shape": list(data.image_shape),
-            "num_classes": data.num_classes,
-            "normalisation": data.manifest["normalisation"],
-            "in_memory": args.data_in_memory,
-        }
-        if not args.data_in_memory:
-            datasets = {s: read_split(data, s) for s in ("train", "val")}
+        config["data"], datasets = trainer_inputs(data, args.data_in_memory)
     resources = {"CPU": args.cpus_per_worker}
     return TorchTrainer(
         train_func,

@@ -81,6 +81,42 @@ def open_verified(uri: str, num_workers: int, cpus_per_worker: float) -> Prepare
     return data
 
 
+def trainer_inputs(prepared: Prepared, in_memory: bool) -> tuple[dict, dict | None]:
+    """What train.py's workers get of a verified dataset: its config entry
+    (URI, digest, shape, classes, statistics) and, unless each worker loads it
+    whole, the `datasets=` for the TorchTrainer."""
+    entry = {
+        "uri": prepared.root.uri,
+        "digest": prepared.digest,
+        "shape": list(prepared.image_shape),
+        "num_classes": prepared.num_classes,
+        "normalisation": prepared.manifest["normalisation"],
+        "in_memory": in_memory,
+    }
+    if in_memory:
+        return entry, None
+    return entry, {s: read_split(prepared, s) for s in ("train", "val")}
+
+
+def shard_batches(data: dict, batch_size: int, seed: int, first_epoch: int):
+    """(train, val) batches of this worker's shards of the Train datasets."""
+    import ray.train
+
+    norm = data["normalisation"]
+    train = EpochBatches(
+        ray.train.get_dataset_shard("train"),
+        batch_size,
+        norm,
+        shuffle=True,
+        seed=seed,
+        first_epoch=first_epoch,
+    )
+    val = EpochBatches(
+        ray.train.get_dataset_shard("val"), VAL_BATCH, norm, shuffle=False
+    )
+    return train, val
+
+
 def load_in_memory(data: dict):
     """The train and val splits of `data` (train.py's config entry) read whole
     and normalised, as mlcore.data's in-memory datasets: the streaming path's
