@@ -234,14 +234,37 @@ class S3Store:
             h.update(block)
         return h.hexdigest()
 
+    def abort_stale_uploads(self, items: list[Item]) -> int:
+        """Abort multipart uploads of these keys that an interrupted push left
+        (their parts are billed until the bucket's lifecycle rule aborts them);
+        a caller who may not list them is left to that rule."""
+        keys = {self.target.key(i.rel) for i in items}
+        prefix = f"{self.target.prefix}/" if self.target.prefix else ""
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.target.bucket, Prefix=prefix
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] in keys:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.target.bucket,
+                            Key=upload["Key"],
+                            UploadId=upload["UploadId"],
+                        )
+                        aborted += 1
+        except Exception as exc:
+            if _code(exc) not in ("AccessDenied", "403"):
+                what = f"cannot list uploads under {self.target.uri}"
+                raise _s3_error(exc, what) from None
+        return aborted
+
     def transfer(self, items: list[Item], progress: Progress) -> None:
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
         from s3transfer.subscribers import BaseSubscriber
 
         class Report(BaseSubscriber):
-            def __init__(self, item: Item):
-                self.item = item
-
             def on_progress(self, future, bytes_transferred, **kwargs):
                 progress.add(bytes_transferred)
 
@@ -262,7 +285,7 @@ class S3Store:
                         self.target.bucket,
                         self.target.key(item.rel),
                         extra_args={"Metadata": {SHA_METADATA: item.sha256}},
-                        subscribers=[Report(item)],
+                        subscribers=[Report()],
                     ),
                 )
                 for item in items
@@ -383,6 +406,9 @@ def push(
     progress = Progress(total, len(send))
     try:
         if target.is_s3:
+            stale = store.abort_stale_uploads(items)
+            if stale:
+                say(f"aborted {stale} multipart upload(s) an interrupted push left")
             store.transfer(send, progress)
         else:
             with ThreadPoolExecutor(workers) as pool:

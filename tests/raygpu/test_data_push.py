@@ -124,6 +124,8 @@ def test_an_interrupted_push_resumes_where_it_stopped(moto_server, s3_bucket, tm
     assert 1 <= len(before) < len(files), before  # stopped part-way
     assert f"raw/big/{UPLOAD_MANIFEST}" not in before
 
+    # what a crash in the middle of a big file leaves (if the kill did not)
+    s3.create_multipart_upload(Bucket=s3_bucket, Key="raw/big/part5.bin")
     proc = subprocess.run(
         [*argv, "--json"], capture_output=True, text=True, timeout=300
     )
@@ -134,6 +136,9 @@ def test_an_interrupted_push_resumes_where_it_stopped(moto_server, s3_bucket, tm
     for rel, data in files.items():
         head = s3.head_object(Bucket=s3_bucket, Key=f"raw/big/{rel}")
         assert head["Metadata"]["sha256"] == sha(data)
+    # the killed push's unfinished multipart upload was aborted, not left billing
+    left = s3.list_multipart_uploads(Bucket=s3_bucket, Prefix="raw/big/")
+    assert left.get("Uploads", []) == []
 
 
 def test_the_command_pushes_to_the_stacks_data_bucket(
