@@ -11,11 +11,11 @@ import io
 import json
 
 import numpy as np
-import prepare
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+import prepare
 from mlcore import prepared as fmt
 from mlcore.errors import DataError
 

@@ -16,9 +16,9 @@ import time
 import boto3
 import botocore.exceptions
 import numpy as np
-import prepare
 import pytest
 
+import prepare
 from mlcore import prepared as fmt
 from tests.conftest import start_moto
 from tests.ray_jobs.test_s3 import _client_creds, stack_credentials
