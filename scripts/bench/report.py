@@ -60,6 +60,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         train.get("ratios", {}).get("ray_lean/torchrun"),
         lambda v: v >= 0.95,
     )
+    plan = results.get("plan", {}).get("summary", {})
+    for stack in ("dev", "prod"):
+        add(
+            f"plan --policy wall time, {stack} stack (s)",
+            "< 10",
+            plan.get(f"{stack} --policy"),
+            lambda v: v < 10,
+        )
     st = results.get("startup", {}).get("ratios", {})
     for v in ("ray_driver", "ray_job_submit"):
         add(

@@ -122,14 +122,18 @@ def train_process_timeline(temp_dir: str, run: dict[str, Any]) -> dict[str, floa
 
 
 def bench_plan(bench: Bench) -> dict[str, Any]:
-    """4. plan: wall time of `raygpu plan --stack S` (the offline plan with cost)."""
-    runs: dict[str, list[float]] = {"dev": [], "prod": []}
+    """4. plan: wall time of `raygpu plan --stack S` (the offline plan with cost),
+    and of `plan --policy` (the security rules over the planned resources too)."""
+    runs: dict[str, list[float]] = {
+        f"{stack}{flag}": [] for flag in ("", " --policy") for stack in ("dev", "prod")
+    }
     for _ in range(bench.cfg["plan_rounds"]):
-        for stack in runs:
-            log_path = bench.new_path(f"plan-{stack}", ".log")
-            argv = [PY, "-m", "raygpu", "plan", "--stack", stack]
+        for key in runs:
+            stack, *flags = key.split()
+            log_path = bench.new_path(f"plan-{stack}{''.join(flags)}", ".log")
+            argv = [PY, "-m", "raygpu", "plan", "--stack", stack, *flags]
             rc, t0, t1 = run_logged(argv, log_path, child_env(), 300)
             if rc != 0:
-                return {"skipped": f"plan --stack {stack} failed: {tail(log_path, 3)}"}
-            runs[stack].append(t1 - t0)
+                return {"skipped": f"plan --stack {key} failed: {tail(log_path, 3)}"}
+            runs[key].append(t1 - t0)
     return {"summary": {s: stats(v) for s, v in runs.items()}}
