@@ -189,6 +189,27 @@ def placeholder_findings(values: dict[str, Any]) -> list[Finding]:
     ]
 
 
+def image_findings() -> list[Finding]:
+    """Images pinned by tag only: a tag can be moved under a running stack."""
+    from raygpu import versions
+
+    by_tag = [i for i in versions.CLUSTER_IMAGES if i not in versions.IMAGE_DIGESTS]
+    found = [
+        Finding(
+            WARNING,
+            "images",
+            f"{image} has no recorded digest (pinned by tag only): read it from the "
+            "registry and add it to IMAGE_DIGESTS in raygpu/versions.py "
+            "(docs/security.md, Images)",
+        )
+        for image in by_tag
+    ]
+    pinned = len(versions.CLUSTER_IMAGES) - len(by_tag)
+    if pinned:
+        found.append(Finding(OK, "images", f"{pinned} image(s) pinned by digest"))
+    return found
+
+
 def budget_name(plan_result: dict[str, Any]) -> str | None:
     for r in plan_result["resources"]:
         if r["type"] == "aws:budgets/budget:Budget":
@@ -230,6 +251,7 @@ def preflight(
         found += budget_findings(cfg, session, caller and caller["account"], name)
     found += data_key_findings(cfg, caller)
     found += placeholder_findings(values)
+    found += image_findings()
     for v in result["policy"]["violations"]:
         level = BLOCKER if v["level"] == "mandatory" else WARNING
         where = f"{v['rule']} {v['resource_type']} {v['resource_name']}"

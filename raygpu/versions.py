@@ -62,6 +62,14 @@ IMAGE_DIGESTS = {
         recorded="2026-12-01",
     ),
 }
+# Every image a stack runs (repository:tag): preflight reports which have no
+# recorded digest.
+CLUSTER_IMAGES = (
+    RAY_IMAGE_CPU,
+    RAY_IMAGE_GPU,
+    f"{KUBERAY_OPERATOR_IMAGE_REPOSITORY}:{KUBERAY_OPERATOR_IMAGE_TAG}",
+    f"{CLUSTER_AUTOSCALER_IMAGE_REPOSITORY}:{CLUSTER_AUTOSCALER_IMAGE_TAG}",
+)
 # Where the cluster's images may come from (the policy's image rule).
 APPROVED_IMAGE_REPOSITORIES = frozenset(
     {

@@ -140,3 +140,19 @@ def test_json_output_counts_blockers_and_holds_no_secret(
 )  # fmt: skip
 def test_instance_families_map_to_their_vcpu_quota(instance, cls):
     assert quotas.family_class(instance) == cls
+
+
+def test_images_without_a_recorded_digest_are_warned_about(monkeypatch):
+    from raygpu import versions
+
+    by_tag = [i for i in versions.CLUSTER_IMAGES if i not in versions.IMAGE_DIGESTS]
+    found = preflight.image_findings()
+    warned = [f.message.split()[0] for f in found if f.level == preflight.WARNING]
+    assert warned == by_tag and versions.RAY_IMAGE_CPU in warned
+    ray_gpu = versions.ImageDigest("sha256:" + "0" * 64, "a test", "2026-12-02")
+    monkeypatch.setitem(versions.IMAGE_DIGESTS, versions.RAY_IMAGE_GPU, ray_gpu)
+    found = preflight.image_findings()
+    warned_now = [f.message.split()[0] for f in found if f.level == preflight.WARNING]
+    assert warned_now == [i for i in by_tag if i != versions.RAY_IMAGE_GPU]
+    pinned = len(versions.CLUSTER_IMAGES) - len(warned_now)
+    assert found[-1].line().endswith(f"{pinned} image(s) pinned by digest")
