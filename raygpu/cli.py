@@ -6,6 +6,9 @@
     raygpu submit --stack dev -- python train.py
     raygpu serve --stack dev --checkpoint s3://...
     raygpu data push ./images --stack dev   raw data into the stack's bucket
+    raygpu status --stack dev          nodes, jobs, Serve apps, cost per hour now
+    raygpu logs JOB --stack dev        a job's log (-f follows it)
+    raygpu dashboard --stack dev       Ray's dashboard through a port-forward
     raygpu destroy --stack dev         ordered teardown, then a leftover scan
     raygpu orphans --stack dev         what a stack left behind
     raygpu demo                        train, serve and check on a local Ray cluster
@@ -36,6 +39,15 @@ COMMANDS = {
     "submit": ("raygpu.submit", "submit a job to a stack's Ray cluster and follow it"),
     "serve": ("raygpu.serve", "deploy the serving app for a checkpoint"),
     "data": ("raygpu.data", "push raw data to a stack's bucket or any storage path"),
+    "status": (
+        "raygpu.status",
+        "nodes, jobs, Serve apps and the hourly cost of what runs now",
+    ),
+    "logs": ("raygpu.logs", "a job's log (ray job logs), -f to follow"),
+    "dashboard": (
+        "raygpu.dashboard",
+        "Ray's dashboard on 127.0.0.1 through a port-forward",
+    ),
     "destroy": ("raygpu.teardown", "ordered teardown of a stack, then a leftover scan"),
     "orphans": ("raygpu.orphans", "list (or --delete) what a stack left in AWS"),
     "demo": ("raygpu.demo", "train, serve and check on a local Ray cluster"),

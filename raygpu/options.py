@@ -65,3 +65,20 @@ def positive(name: str):
         return value
 
     return parse
+
+
+def positive_int(name: str):
+    """An argparse type: a whole number > 0, else an error naming the option."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}: {text!r} is not a whole number"
+            ) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name}: must be > 0, got {text}")
+        return value
+
+    return parse

@@ -103,6 +103,8 @@ def test_no_source_file_outside_tests_is_over_500_lines():
         ["--help"],
         ["plan", "--stack", "dev", "--json"],
         ["render", "--stack", "prod", "--out", "{tmp}"],
+        ["status", "--help"],
+        ["dashboard", "--help"],
     ],
 )
 def test_operator_commands_run_without_ray_or_torch(argv, tmp_path):

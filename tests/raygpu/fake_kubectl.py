@@ -1,8 +1,9 @@
 """A stand-in for the kubectl binary, for tests of the scripts' Kubernetes seam.
 
-Installed on PATH as `kubectl` by tests. It answers the three things the operator
+Installed on PATH as `kubectl` by tests. It answers what the operator
 scripts ask of kubectl: `get raycluster` (token auth on), `get secret` (the token
-from $FAKE_TOKEN) and `port-forward`, which it really does: it listens on
+from $FAKE_TOKEN), `get nodes` (the document in $FAKE_NODES, else none) and
+`port-forward`, which it really does: it listens on
 127.0.0.1, prints kubectl's "Forwarding from" line and relays each connection to
 127.0.0.1:$FAKE_TARGET_PORT (a local Ray head) until it is stopped. Every call is
 appended to $FAKE_KUBECTL_LOG with the kubeconfig file's mode.
@@ -66,6 +67,9 @@ def main() -> None:
     elif args[:2] == ["get", "secret"]:
         token = base64.b64encode(os.environ["FAKE_TOKEN"].encode()).decode()
         print(json.dumps({"data": {"auth_token": token}}))
+    elif args[:2] == ["get", "nodes"]:
+        nodes = os.environ.get("FAKE_NODES")
+        print(open(nodes).read() if nodes else json.dumps({"items": []}))
     elif args[:1] == ["get"] and "--all-namespaces" in args:
         print(json.dumps({"items": []}))  # an empty cluster
     elif args[:1] == ["port-forward"]:

@@ -16,6 +16,7 @@ from ray._private.runtime_env.packaging import get_top_level_dir_from_compressed
 
 from raygpu import cli
 from raygpu import serve as serve_mod
+from raygpu import status as status_mod
 from raygpu.errors import CommandError
 from raygpu.localray import free_port
 from raygpu.serve import (
@@ -217,6 +218,10 @@ def test_deploy_on_a_local_cluster_until_running(ray_head, tmp_path, monkeypatch
             f"http://127.0.0.1:{port}/healthz", timeout=30
         ) as r:
             assert r.status == 200
+        # `raygpu status` shows the app and its running replica.
+        view = status_mod.ray_view(ray_head.dashboard_url, None, recent=1)
+        (row,) = [s for s in view["serve"] if s["app"] == "raygpu"]
+        assert row["app_status"] == "RUNNING" and row["replicas"].get("RUNNING") == 1
     finally:
         # Free the shared cluster's CPUs for the other tests.
         import subprocess
