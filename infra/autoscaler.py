@@ -27,7 +27,8 @@ The role trusts one service account (`kube-system/cluster-autoscaler`, audience
   account and region, and only where the group carries
   `k8s.io/cluster-autoscaler/<cluster>=owned` and
   `k8s.io/cluster-autoscaler/enabled=true`, the tags EKS gives this cluster's
-  managed node groups.
+  managed node groups, and `raygpu.io/autoscaled=true`, which only the GPU pools'
+  groups carry (the stack owns the system pool's size).
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def autoscaler_policy(
                             ): values_mod.CLUSTER_TAG_VALUE,
                             f"aws:ResourceTag/{values_mod.ENABLED_TAG}": (
                                 values_mod.ENABLED_TAG_VALUE
+                            ),
+                            f"aws:ResourceTag/{values_mod.AUTOSCALED_TAG}": (
+                                values_mod.AUTOSCALED_TAG_VALUE
                             ),
                         }
                     },

@@ -25,6 +25,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import kms
+from raygpu.autoscaler_values import AUTOSCALED_TAG, AUTOSCALED_TAG_VALUE
 from raygpu.config import GpuPoolConfig, StackConfig, SystemPoolConfig
 from raygpu.names import REGION_TAG
 
@@ -71,6 +72,7 @@ class EksClusterArgs:
     admin_principal_arns: tuple[str, ...]
     cluster_creator_admin: bool
     system_pool: SystemPoolConfig
+    system_sizes: tuple[int, int, int]  # (min, desired, max): zero while asleep
     gpu_pools: tuple[GpuPoolConfig, ...]
     log_retention_days: int
     tags: Mapping[str, str]
@@ -88,6 +90,7 @@ class EksClusterArgs:
             admin_principal_arns=cfg.admin_principal_arns,
             cluster_creator_admin=cfg.cluster_creator_admin,
             system_pool=cfg.system_pool,
+            system_sizes=cfg.system_sizes,
             gpu_pools=cfg.gpu_pools,
             log_retention_days=cfg.flow_log_retention_days,
             tags=cfg.tags,
@@ -330,11 +333,12 @@ class EksCluster(pulumi.ComponentResource):
             instance_types=system.instance_types,
             capacity_type="ON_DEMAND",
             ami_type=SYSTEM_AMI_TYPE,
-            sizes=(system.min_size, system.desired_size, system.max_size),
+            sizes=args.system_sizes,
             disk_size_gib=system.disk_size_gib,
             labels=system.node_labels,
             taints=(),
             gpus=0,
+            autoscaled=False,
             tags=tags,
             depends_on=node_attachments,
         )
@@ -365,6 +369,7 @@ class EksCluster(pulumi.ComponentResource):
                 labels=pool.node_labels,
                 taints=pool.taints,
                 gpus=pool.gpus_per_node,
+                autoscaled=True,
                 tags=tags,
                 depends_on=node_attachments,
             )
@@ -406,6 +411,7 @@ class EksCluster(pulumi.ComponentResource):
         labels: Mapping[str, str],
         taints: Sequence[tuple[str, str, str]],
         gpus: int,
+        autoscaled: bool,
         tags,
         depends_on: Sequence[pulumi.Resource],
     ) -> aws.eks.NodeGroup:
@@ -444,6 +450,8 @@ class EksCluster(pulumi.ComponentResource):
             opts=child,
         )
         template_tags = autoscaler_template_tags(labels, taints, gpus)
+        if autoscaled:
+            template_tags[AUTOSCALED_TAG] = AUTOSCALED_TAG_VALUE
         min_size, desired_size, max_size = sizes
         group = aws.eks.NodeGroup(
             name,
@@ -472,8 +480,9 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=list(depends_on),
-                # Autoscalers own the desired size once the group exists.
-                ignore_changes=["scalingConfig.desiredSize"],
+                # The Cluster Autoscaler owns a GPU pool's desired size once the
+                # group exists; the stack owns the system pool's (sleep and wake).
+                ignore_changes=["scalingConfig.desiredSize"] if autoscaled else [],
             ),
         )
         # EKS does not copy node group tags to the Auto Scaling group, where a

@@ -40,6 +40,11 @@ SERVICE_ACCOUNT = "cluster-autoscaler"
 ENABLED_TAG = "k8s.io/cluster-autoscaler/enabled"
 CLUSTER_TAG_PREFIX = "k8s.io/cluster-autoscaler/"
 ENABLED_TAG_VALUE = "true"
+# Only groups with this tag too are the Cluster Autoscaler's (the GPU pools): EKS
+# puts the two tags above on every managed node group, the system pool's too,
+# whose size the stack owns (so that `raygpu sleep` can take it to zero).
+AUTOSCALED_TAG = "raygpu.io/autoscaled"
+AUTOSCALED_TAG_VALUE = "true"
 CLUSTER_TAG_VALUE = "owned"
 # An empty node leaves this long after it became unneeded (the chart's default is
 # 10m; GPU nodes bill by the second, and Ray already waited its idle timeout).
@@ -96,10 +101,12 @@ def cluster_autoscaler_values(
         "awsRegion": cfg.region,
         "autoDiscovery": {
             "clusterName": name,
-            # The chart's default, spelled out: both keys must be on a group.
+            # The chart's default and the GPU pools' own tag: all three keys
+            # must be on a group.
             "tags": [
                 ENABLED_TAG,
                 CLUSTER_TAG_PREFIX + "{{ .Values.autoDiscovery.clusterName }}",
+                AUTOSCALED_TAG,
             ],
         },
         "image": {

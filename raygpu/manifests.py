@@ -416,6 +416,9 @@ def raycluster_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
 
 
 def raycluster_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
+    spec = raycluster_spec(cfg, refs)
+    if cfg.asleep:
+        spec["suspend"] = True  # KubeRay deletes the head and worker pods
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": "RayCluster",
@@ -424,7 +427,7 @@ def raycluster_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
             "namespace": cfg.ray_namespace,
             "labels": common_labels(cfg),
         },
-        "spec": raycluster_spec(cfg, refs),
+        "spec": spec,
     }
 
 

@@ -19,6 +19,15 @@ def add_stack(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
+def add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="stack file to use instead of Pulumi.<stack>.yaml",
+    )
+
+
 def add_outputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--outputs",

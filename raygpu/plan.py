@@ -24,16 +24,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import pulumi
 
 from raygpu import instance_types as it
 from raygpu import options, policy
-from raygpu.config import BUDGET_ALERTS, ConfigError, placeholders, stack_file_values
+from raygpu.config import (
+    BUDGET_ALERTS,
+    ConfigError,
+    load_config,
+    placeholders,
+    stack_file_values,
+)
 from raygpu.errors import UsageError
 from raygpu.manifests import ManifestError
+from raygpu.names import NODE_ROLE_LABEL, SYSTEM_NODE_ROLE
 from raygpu.offline import OfflineRun, mask_secrets, run_offline, stack_path
 
 EXCLUDED = (
@@ -46,7 +52,13 @@ EXCLUDED = (
 
 
 def _item(
-    item: str, resource: str, unit: float, idle: float, full: float, note: str = ""
+    item: str,
+    resource: str,
+    unit: float,
+    idle: float,
+    full: float,
+    note: str = "",
+    pool_role: str | None = None,
 ) -> dict[str, Any]:
     return {
         "item": item,
@@ -57,11 +69,15 @@ def _item(
         "idle_usd_hour": round(unit * idle, 4),
         "full_usd_hour": round(unit * full, 4),
         "note": note,
+        "pool_role": pool_role,  # a node group's role: system or gpu
     }
 
 
-def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
-    """Itemised $/hour at idle (pools at min) and full scale (pools at max)."""
+def estimate_cost(
+    run: OfflineRun, stack_region: str, system_awake_min: int | None = None
+) -> dict[str, Any]:
+    """Itemised $/hour at idle (pools at min) and full scale (pools at max), and
+    idle awake and asleep (the system pool at `system_awake_min` nodes, or none)."""
     items: list[dict[str, Any]] = []
     for r in run.of_type("aws:eks/cluster:Cluster"):
         items.append(
@@ -92,6 +108,7 @@ def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
         scaling = inputs["scalingConfig"]
         lo, hi = int(scaling["minSize"]), int(scaling["maxSize"])
         spot = inputs.get("capacityType") == "SPOT"
+        role = (inputs.get("labels") or {}).get(NODE_ROLE_LABEL)
         types = inputs["instanceTypes"]
         prices = {}
         for name in types:
@@ -107,7 +124,9 @@ def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
             f" (dearest of {', '.join(types)})" if len(types) > 1 else ""
         )
         items.append(
-            _item("node group instances", r["name"], prices[dearest], lo, hi, note)
+            _item(
+                "node group instances", r["name"], prices[dearest], lo, hi, note, role
+            )
         )
         template = templates.get(inputs.get("launchTemplate", {}).get("id"))
         if template is not None:
@@ -122,10 +141,18 @@ def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
                         lo,
                         hi,
                         f"{gib:g} GiB each",
+                        role,
                     )
                 )
     idle = round(sum(i["idle_usd_hour"] for i in items), 2)
     full = round(sum(i["full_usd_hour"] for i in items), 2)
+    system = [i for i in items if i["pool_role"] == SYSTEM_NODE_ROLE]
+    asleep = sum(i["idle_usd_hour"] for i in items if i not in system)
+    awake = asleep + sum(
+        i["unit_usd_hour"]
+        * (i["idle_count"] if system_awake_min is None else system_awake_min)
+        for i in system
+    )
     note = ""
     if stack_region != it.PRICE_TABLE_REGION:
         note = (
@@ -145,6 +172,8 @@ def estimate_cost(run: OfflineRun, stack_region: str) -> dict[str, Any]:
         "items": items,
         "idle_usd_hour": idle,
         "full_usd_hour": full,
+        "awake_usd_hour": round(awake, 2),
+        "asleep_usd_hour": round(asleep, 2),
         "idle_usd_month": round(idle * it.HOURS_PER_MONTH, 0),
         "full_usd_month": round(full * it.HOURS_PER_MONTH, 0),
         "budget_note": budget_note(run, idle * it.HOURS_PER_MONTH),
@@ -174,6 +203,7 @@ def plan(
     run = run_offline(stack, config_path)
     region = str(run.outputs.get("region", ""))
     values = stack_file_values(config_path or stack_path(stack))
+    cfg = load_config(stack, values)
     extra: dict[str, Any] = {
         "warnings": [
             f"{key}: {problem} (a placeholder; `pulumi up` refuses it)"
@@ -195,7 +225,8 @@ def plan(
             for r in run.resources
         ],
         "outputs": run.public_outputs(),
-        "cost": estimate_cost(run, region),
+        "asleep": cfg.asleep,
+        "cost": estimate_cost(run, region, cfg.system_pool.min_size),
         **extra,
     }
 
@@ -235,6 +266,12 @@ def render_text(result: dict[str, Any]) -> str:
         f"  idle ~ ${cost['idle_usd_month']:,.0f}/month; full scale ~ "
         f"${cost['full_usd_month']:,.0f}/month (730 h)",
     ]
+    state = "asleep now" if result.get("asleep") else "awake now"
+    lines.append(
+        f"  idle awake ${cost['awake_usd_hour']:.2f}/h; asleep (`raygpu sleep`: "
+        f"the system pool and the Ray head at zero) ${cost['asleep_usd_hour']:.2f}/h"
+        f"; {state}"
+    )
     if cost["region_note"]:
         lines.append(f"  note: {cost['region_note']}")
     if cost["budget_note"]:
@@ -250,12 +287,7 @@ def render_text(result: dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_stack(parser)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="stack file to use instead of Pulumi.<stack>.yaml",
-    )
+    options.add_config(parser)
     parser.add_argument(
         "--policy",
         action="store_true",

@@ -261,12 +261,7 @@ def preflight(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_stack(parser)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="stack file to use instead of Pulumi.<stack>.yaml",
-    )
+    options.add_config(parser)
     options.add_json(parser)
 
 

@@ -173,6 +173,10 @@ def private_kubeconfig(kubeconfig: str | Mapping[str, Any]) -> Iterator[Path]:
         path.unlink(missing_ok=True)
 
 
+class ClusterAsleep(CommandError):
+    """The stack's RayCluster is suspended (`raygpu sleep`): no head to reach."""
+
+
 class Kubectl:
     """kubectl against one kubeconfig. The seam to Kubernetes for every script."""
 
@@ -237,6 +241,11 @@ def read_ray_auth_token(
     memory; errors name the Secret, never its content.
     """
     cluster = kubectl.get_json("get", "raycluster", ray_cluster, "-n", namespace)
+    if (cluster.get("spec") or {}).get("suspend"):
+        raise ClusterAsleep(
+            f"the Ray cluster {namespace}/{ray_cluster} is asleep (suspended): "
+            "`raygpu wake` brings it back"
+        )
     auth = (cluster.get("spec") or {}).get("authOptions") or {}
     if auth.get("mode") != "token":
         return None
@@ -380,13 +389,30 @@ def stack_access(
 
     Yields (url on 127.0.0.1, token or None, kubectl); everything is undone on exit.
     """
-    namespace = outputs.ray_namespace
+    with stack_kubectl(outputs, kubectl_executable) as kubectl:
+        with ray_access(kubectl, outputs, remote_port) as access:
+            yield access
+
+
+@contextmanager
+def stack_kubectl(
+    outputs: StackOutputs, kubectl_executable: str | None = None
+) -> Iterator[Kubectl]:
+    """kubectl on the stack's kubeconfig, kept in a private file while in use."""
     with private_kubeconfig(outputs.require("kubeconfig")) as path:
-        kubectl = Kubectl(path, executable=kubectl_executable)
-        token = read_ray_auth_token(kubectl, namespace, outputs.ray_cluster_name)
-        target = f"svc/{outputs.ray_head_service}"
-        with port_forward(kubectl, namespace, target, remote_port) as url:
-            yield url, token, kubectl
+        yield Kubectl(path, executable=kubectl_executable)
+
+
+@contextmanager
+def ray_access(
+    kubectl: Kubectl, outputs: StackOutputs, remote_port: int = DASHBOARD_PORT
+) -> Iterator[tuple[str, str | None, Kubectl]]:
+    """Ray's token and a port-forward to the head (ClusterAsleep if suspended)."""
+    namespace = outputs.ray_namespace
+    token = read_ray_auth_token(kubectl, namespace, outputs.ray_cluster_name)
+    target = f"svc/{outputs.ray_head_service}"
+    with port_forward(kubectl, namespace, target, remote_port) as url:
+        yield url, token, kubectl
 
 
 # ---------------------------------------------------------------------- bounded waits

@@ -185,12 +185,16 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
     if args.address:
         view = ray_view(check_address(args.address), local_token(), args.recent)
         return {"target": args.address, **view}
-    from raygpu.stack import load_outputs, stack_access
+    from raygpu.stack import ClusterAsleep, load_outputs, ray_access, stack_kubectl
 
     outputs = load_outputs(args.stack, args.outputs)
-    with stack_access(outputs) as (url, token, kubectl):
+    with stack_kubectl(outputs) as kubectl:
         nodes = node_rows(kubectl.get_json("get", "nodes"))
-        view = ray_view(url, token, args.recent)
+        try:
+            with ray_access(kubectl, outputs) as (url, token, _kubectl):
+                view = {"state": "awake", **ray_view(url, token, args.recent)}
+        except ClusterAsleep:
+            view = {"state": "asleep", "ray_nodes": [], "jobs": [], "serve": []}
     pools = pool_rows(nodes)
     return {
         "target": f"stack {args.stack}",
@@ -217,6 +221,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def render_text(view: Mapping[str, Any]) -> str:
     out = [f"status of {view['target']}"]
+    if view.get("state") == "asleep":
+        out[0] += (
+            ": asleep (`raygpu wake` brings the system pool and the Ray head back)"
+        )
     if "pools" in view:
         out += ["", "node pools:"]
         out += _table(
@@ -243,6 +251,8 @@ def render_text(view: Mapping[str, Any]) -> str:
             out.append(
                 "not in the price table: " + ", ".join(c["unpriced_instance_types"])
             )
+    if view.get("state") == "asleep":
+        return "\n".join(out)
     out += ["", "ray nodes:"]
     out += _table(
         ("ip", "head", "state", "CPUs", "GPUs", "CPU %", "GPU util %"),

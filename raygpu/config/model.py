@@ -330,6 +330,13 @@ class StackConfig(ConfigModel):
         "metrics ports",
     )
 
+    # ---- sleep
+    asleep: StrictBool = Field(
+        False,
+        description="The system pool and the Ray head at zero (the control plane "
+        "and the NAT stay); set by `raygpu sleep`, cleared by `raygpu wake`",
+    )
+
     @field_validator("ray_worker_service_account")
     @classmethod
     def _own_worker_account(cls, name: str, info: ValidationInfo) -> str:
@@ -469,6 +476,14 @@ class StackConfig(ConfigModel):
         only when it names the stack's region (a stack of the same name may run
         in another one)."""
         return {**self.tags, REGION_TAG: self.region}
+
+    @property
+    def system_sizes(self) -> tuple[int, int, int]:
+        """(min, desired, max) nodes of the system pool: none while asleep."""
+        pool = self.system_pool
+        if self.asleep:
+            return 0, 0, pool.max_size
+        return pool.min_size, pool.desired_size, pool.max_size
 
     @property
     def name_prefix(self) -> str:

@@ -50,6 +50,7 @@ def test_values_name_the_cluster_region_role_and_pinned_versions():
     assert values["autoDiscovery"]["tags"] == [
         "k8s.io/cluster-autoscaler/enabled",
         "k8s.io/cluster-autoscaler/{{ .Values.autoDiscovery.clusterName }}",
+        av.AUTOSCALED_TAG,  # the GPU pools only: the stack sizes the system pool
     ]
     sa = values["rbac"]["serviceAccount"]
     assert sa["name"] == "cluster-autoscaler" and sa["create"] is True
@@ -170,6 +171,7 @@ def test_mutating_actions_only_on_owned_groups_of_this_cluster(component):
         "StringEquals": {
             f"aws:ResourceTag/k8s.io/cluster-autoscaler/{cfg.cluster_name}": "owned",
             "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
+            f"aws:ResourceTag/{av.AUTOSCALED_TAG}": "true",
         }
     }
     # No statement lets anything but Describe*/Get* through without a condition.
@@ -341,6 +343,7 @@ def test_every_gpu_pool_asg_carries_the_scale_from_zero_tags(program):
                 f"{taint['value']}:NoSchedule"
             )
         expected[f"{TEMPLATE}/resources/nvidia.com/gpu"] = str(pool.gpus_per_node)
+        expected[av.AUTOSCALED_TAG] = av.AUTOSCALED_TAG_VALUE
         assert asg_tags == expected, group["name"]
         assert asg_tags[f"{TEMPLATE}/label/{names.AWS_GPU_LABEL}"].startswith("nvidia-")
 

@@ -15,6 +15,7 @@ from infra.cluster import (
     autoscaler_template_tags,
 )
 from raygpu import names
+from raygpu.autoscaler_values import AUTOSCALED_TAG
 from raygpu.offline import RaygpuMocks
 from tests.infra.infra_helpers import run_component, stack_config
 
@@ -159,7 +160,16 @@ def test_gpu_pools_scale_from_zero(private):
     assert a10g["inputs"]["scalingConfig"]["minSize"] == 0
     assert a10g["inputs"]["scalingConfig"]["desiredSize"] == 0
     for group in run.of_type(NODE_GROUP):
-        assert group["options"]["ignore_changes"] == ["scalingConfig.desiredSize"]
+        # The Cluster Autoscaler owns a GPU pool's size; the stack the system's.
+        gpu = group["inputs"]["labels"][names.NODE_ROLE_LABEL] == names.GPU_NODE_ROLE
+        ignored = ["scalingConfig.desiredSize"] if gpu else []
+        assert group["options"]["ignore_changes"] == ignored, group["name"]
+        autoscaled = {
+            r["inputs"]["tag"]["key"]
+            for r in run.of_type("aws:autoscaling/tag:Tag")
+            if r["name"].startswith(f"{group['name']}-asg-")
+        }
+        assert (AUTOSCALED_TAG in autoscaled) == gpu, group["name"]
 
 
 def test_launch_templates_require_imdsv2_and_encrypt_gp3_roots(private):
@@ -204,6 +214,7 @@ def test_autoscaler_node_template_tags_on_group_and_asg(private):
         if r["name"].startswith("c-gpu-l4x4-")
     }
     expected = {k: v for k, v in tags.items() if k.startswith(prefix)}
+    expected[AUTOSCALED_TAG] = "true"
     assert {k: v["tag"]["value"] for k, v in asg_tags.items()} == expected
     for inputs in asg_tags.values():
         assert inputs["autoscalingGroupName"].startswith("eks-c-gpu-l4x4-")

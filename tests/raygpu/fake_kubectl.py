@@ -1,12 +1,13 @@
 """A stand-in for the kubectl binary, for tests of the scripts' Kubernetes seam.
 
 Installed on PATH as `kubectl` by tests. It answers what the operator
-scripts ask of kubectl: `get raycluster` (token auth on), `get secret` (the token
-from $FAKE_TOKEN), `get nodes` (the document in $FAKE_NODES, else none) and
-`port-forward`, which it really does: it listens on
-127.0.0.1, prints kubectl's "Forwarding from" line and relays each connection to
-127.0.0.1:$FAKE_TARGET_PORT (a local Ray head) until it is stopped. Every call is
-appended to $FAKE_KUBECTL_LOG with the kubeconfig file's mode.
+scripts ask of kubectl: `get raycluster` (token auth on; suspended when
+$FAKE_SUSPENDED is set), `get secret` (the token from $FAKE_TOKEN), `get nodes`
+(the document in $FAKE_NODES, else none) and `port-forward`, which it really
+does: it listens on 127.0.0.1, prints kubectl's "Forwarding from" line and
+relays each connection to 127.0.0.1:$FAKE_TARGET_PORT (a local Ray head) until
+it is stopped. Every call is appended to $FAKE_KUBECTL_LOG with the kubeconfig
+file's mode.
 """
 
 import base64
@@ -63,7 +64,10 @@ def main() -> None:
     with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
         log.write(json.dumps({"args": args, "kubeconfig_mode": mode}) + "\n")
     if args[:2] == ["get", "raycluster"]:
-        print(json.dumps({"spec": {"authOptions": {"mode": "token"}}}))
+        spec = {"authOptions": {"mode": "token"}}
+        if os.environ.get("FAKE_SUSPENDED"):
+            spec["suspend"] = True  # `raygpu sleep` was here
+        print(json.dumps({"spec": spec}))
     elif args[:2] == ["get", "secret"]:
         token = base64.b64encode(os.environ["FAKE_TOKEN"].encode()).decode()
         print(json.dumps({"data": {"auth_token": token}}))

@@ -34,6 +34,8 @@ def test_help_lists_every_command():
         "status",
         "logs",
         "dashboard",
+        "sleep",
+        "wake",
         "destroy",
         "orphans",
         "demo",

@@ -130,11 +130,11 @@ def test_other_region_is_flagged(tmp_path, capsys):
     assert "eu-west-1" in cost["region_note"]
 
 
-@pytest.mark.parametrize(("budget", "warned"), [(450, True), (1000, False)])
+@pytest.mark.parametrize(("budget", "warned"), [(250, True), (1000, False)])
 def test_a_budget_the_idle_cost_alone_would_trip_is_flagged(
     tmp_path, capsys, budget, warned
 ):
-    # dev idles at about $402/month: an 80 % alert on $450 ($360) fires anyway.
+    # dev idles at about $241/month: an 80 % alert on $250 ($200) fires anyway.
     doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     doc["config"]["raygpu:budgetMonthlyUsd"] = budget
     path = tmp_path / "Pulumi.tight.yaml"
@@ -142,7 +142,7 @@ def test_a_budget_the_idle_cost_alone_would_trip_is_flagged(
     assert cli.main(["plan", "--stack", "tight", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     if warned:
-        assert "warning: raygpu:budgetMonthlyUsd (450): its actual alert at 80 %" in out
+        assert "warning: raygpu:budgetMonthlyUsd (250): its actual alert at 80 %" in out
         assert "fires every month" in out
     else:
         assert "warning:" not in out

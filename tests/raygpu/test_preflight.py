@@ -55,9 +55,9 @@ def test_dev_example_is_blocked_by_its_placeholders(moto_server):
     ok = [f for f in found if f.level == preflight.OK]
     assert found[0].check == "identity" and found[0].level == preflight.OK
     assert ":123456789012:" in found[0].message  # moto's account
-    # dev at full scale: 3 m6i.xlarge (4 vCPUs) and 2 g6.2xlarge spot (8 vCPUs).
+    # dev at full scale: 2 m6a.xlarge (4 vCPUs) and 2 g6.2xlarge spot (8 vCPUs).
     assert sorted(source.asked) == ["L-1216C47A", "L-3819A6DF"]
-    assert any("12 of 1000 vCPUs" in f.message for f in ok)
+    assert any("8 of 1000 vCPUs" in f.message for f in ok)
     assert any("16 of 1000 vCPUs" in f.message for f in ok)
     assert "over the $800 budget" in by_check["cost"].message
     assert "budgetAlertEmail is empty" in by_check["budget"].message
