@@ -52,10 +52,25 @@ venv-operator: $(OPERATOR_STAMP) ## install the operator's side only (plan, rend
 
 venv: $(STAMP) ## create .venv and install everything pinned (Ray, torch, test tools)
 
-test: $(STAMP) $(POLICY_STAMP) ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
+# Debian's prometheus package: Prometheus 2.42 and promtool, for the alert-rule and
+# local-Prometheus tests and `raygpu monitor --local`. Only where missing, as root
+# with apt-get; elsewhere the tests that need it skip and say why. (The package's
+# service is not started where there is no systemd; where there is, apt starts it.)
+.PHONY: prometheus
+prometheus: ## install Prometheus and promtool (Debian's package) where missing and possible
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "prometheus not installed and apt-get unavailable here (needs root): its tests skip; apt-get install prometheus"; \
+	else echo "installing Debian's prometheus package (Prometheus, promtool)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get install -y -q --no-install-recommends prometheus || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }; } >/dev/null 2>&1 || \
+	  echo "apt-get could not install prometheus: its tests skip"; fi
+
+test: $(STAMP) $(POLICY_STAMP) prometheus ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) ## run the tests not marked slow
+test-fast: $(STAMP) prometheus ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff: lint and format check

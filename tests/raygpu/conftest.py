@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import sys
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import boto3
 import pytest
+
+from raygpu.monitoring.local import INSTALL_HINT
 
 FAKE_KUBECTL = Path(__file__).with_name("fake_kubectl.py")
 # Region of the AWS tests (orphan scan, teardown) on the loopback moto_server.
@@ -76,3 +79,22 @@ def aws(moto_server):
         for i, az in enumerate((f"{REGION}a", f"{REGION}b"))
     ]
     return session, vpc, subnets
+
+
+def _prometheus_binary(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.skip(f"`{name}` is not installed: {INSTALL_HINT}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool's path (Debian's prometheus package); skips saying why without it."""
+    return _prometheus_binary("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The prometheus server's path; skips saying why without it."""
+    return _prometheus_binary("prometheus")

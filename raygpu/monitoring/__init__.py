@@ -1,0 +1,11 @@
+"""Metrics and alerts: a local Prometheus for the local Ray cluster, and the alert
+rules a stack's Prometheus and the local one both load.
+
+- `alerts.py`: the alert rules, written once in Python, with their thresholds;
+  they become a PrometheusRule object (`raygpu render`) and a plain rules file.
+- `rulecheck.py`: the structural check of a rules file, and `promtool` when
+  installed (`check rules`, `test rules`).
+- `local.py`: the local Prometheus config (scraping Ray through the service
+  discovery file Ray writes), starting Prometheus on 127.0.0.1, querying it.
+- `command.py`: `raygpu monitor --local`.
+"""
