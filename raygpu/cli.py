@@ -10,6 +10,7 @@
     raygpu logs JOB --stack dev        a job's log (-f follows it)
     raygpu dashboard --stack dev       Ray's dashboard through a port-forward
     raygpu sleep --stack dev           system pool and Ray head to zero (`wake`: back)
+    raygpu monitor --local             Prometheus for the local Ray cluster, with alerts
     raygpu destroy --stack dev         ordered teardown, then a leftover scan
     raygpu orphans --stack dev         what a stack left behind
     raygpu demo                        train, serve and check on a local Ray cluster
@@ -54,6 +55,10 @@ COMMANDS = {
         "the system pool and the Ray head to zero (pulumi up), when nothing runs",
     ),
     "wake": ("raygpu.power", "bring a sleeping stack's system pool and Ray head back"),
+    "monitor": (
+        "raygpu.monitoring.command",
+        "Prometheus on 127.0.0.1 for the local Ray cluster, with the alerts",
+    ),
     "destroy": ("raygpu.teardown", "ordered teardown of a stack, then a leftover scan"),
     "orphans": ("raygpu.orphans", "list (or --delete) what a stack left in AWS"),
     "demo": ("raygpu.demo", "train, serve and check on a local Ray cluster"),

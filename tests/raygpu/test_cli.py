@@ -36,6 +36,7 @@ def test_help_lists_every_command():
         "dashboard",
         "sleep",
         "wake",
+        "monitor",
         "destroy",
         "orphans",
         "demo",
