@@ -21,14 +21,12 @@ machine give the workers fractions (--cpus-per-worker 0.5).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -40,30 +38,30 @@ from mlcore import checkpointing
 from mlcore import prepared as prep
 from mlcore.allocator import keep_freed_memory
 from mlcore.checkpointing import checkpoint_name
-from mlcore.data import DATASETS, load_dataset
-from mlcore.errors import (
-    CheckpointError,
-    DataError,
-    DatasetUnavailable,
-    JobInputError,
-    StorageError,
+from mlcore.controller import (
+    POLL_INTERVAL_ENV,
+    controller_env,
+    controller_poll_interval,
 )
+from mlcore.data import DATASETS, load_dataset
+from mlcore.errors import CheckpointError, JobInputError, report_failure
 from mlcore.loop import evaluate, split_tensors, train_epochs
 from mlcore.marks import loop_hook, mark
 from mlcore.models import MODELS, ModelSpec, build_model
 from mlcore.resume import check_resumable, prune_stray_checkpoints, restore
 from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
 
-__all__ = ["check_resumable", "prune_stray_checkpoints", "restore", "main"]
+__all__ = [
+    "POLL_INTERVAL_ENV",
+    "check_resumable",
+    "controller_env",
+    "controller_poll_interval",
+    "main",
+    "prune_stray_checkpoints",
+    "restore",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16")
-# Ray Train's controller polls the workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
-# (2 s by default), and a worker's `ray.train.report` waits until the controller
-# has taken its previous report, so with short epochs each report stalled and the
-# end of `fit()` waited for polls. Set in the driver around fit(), Train passes it
-# on to its controller; a value in the environment wins.
-POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-POLL_INTERVAL_DEFAULT_S = 0.5
 
 
 # ------------------------------------------------------------------ train_func
@@ -365,38 +363,6 @@ def validate(args: argparse.Namespace) -> None:
     parse_storage(args.storage_path)  # raises JobInputError on a malformed URI
 
 
-def controller_poll_interval() -> float:
-    """Seconds between the Train controller's polls: $RAY_TRAIN_HEALTH_CHECK_INTERVAL_S
-    when set (validated), else POLL_INTERVAL_DEFAULT_S (see above)."""
-    raw = os.environ.get(POLL_INTERVAL_ENV, "").strip()
-    if not raw:
-        return POLL_INTERVAL_DEFAULT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (np.isfinite(value) and value > 0):
-        raise JobInputError(
-            POLL_INTERVAL_ENV, f"must be a positive number of seconds (got {raw!r})"
-        )
-    return value
-
-
-@contextlib.contextmanager
-def controller_env(poll_interval_s: float) -> Iterator[None]:
-    """$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S for the fit() inside (Train copies it
-    to its controller when fit() starts); the caller's environment afterwards."""
-    before = os.environ.get(POLL_INTERVAL_ENV)
-    os.environ[POLL_INTERVAL_ENV] = f"{poll_interval_s:g}"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(POLL_INTERVAL_ENV, None)
-        else:
-            os.environ[POLL_INTERVAL_ENV] = before
-
-
 def run(args: argparse.Namespace) -> dict:
     """Train, evaluate on the test split, write result.json; return the result."""
     poll_interval_s = controller_poll_interval()
@@ -468,21 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except (
-        StorageError,
-        CheckpointError,
-        DatasetUnavailable,
-        DataError,
-        JobInputError,
-    ) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # Ray's TrainingFailedError and the like
-        reason = " ".join(str(exc).split())[:2000]
-        print(
-            f"error: training failed: {type(exc).__name__}: {reason}", file=sys.stderr
-        )
-        return 1
+    except Exception as exc:  # one line on stderr (mlcore.errors.failure_line)
+        return report_failure(exc)
     m = summary["metrics"]
     print(f"checkpoint={summary['checkpoint']}")
     print(f"result={summary['storage_path']}/{args.run_name}/result.json")
