@@ -24,6 +24,8 @@ Files (numbered in apply order):
   templates/rayjob.yaml, templates/rayservice.yaml   what scripts/ fill in
   templates/rayjob-prepare.yaml, templates/rayjob-train-prepared.yaml
                                        the data path: prepare, then train on it
+  40-prometheusrule-raygpu-alerts.yaml the alert rules (raygpu/monitoring/alerts.py),
+                                       checked by structure and promtool if present
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from raygpu import (
 )
 from raygpu.config import load_stack_file
 from raygpu.errors import UsageError
+from raygpu.monitoring import alerts, rulecheck
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,10 +239,16 @@ def render(
         path = out / "templates" / file_name
         result.written.append(_dump(path, obj))
 
+    rule = alerts.prometheus_rule_manifest(cfg)
+    name = f"40-prometheusrule-{rule['metadata']['name']}.yaml"
+    result.written.append(_dump(out / name, rule))
+
     if validate:
         result.problems += check(
             ray + templates, objects + templates, [r.values for r in releases], crd_dir
         )
+        found = rulecheck.rule_problems(rule["spec"]["groups"])
+        result.problems += [f"PrometheusRule {alerts.RULE_NAME}: {p}" for p in found]
     return result
 
 

@@ -41,6 +41,7 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "34-networkpolicy-ray-ray-metrics.yaml",
         "35-networkpolicy-kuberay-system-default-deny-ingress.yaml",
         "36-networkpolicy-kuberay-system-operator-metrics.yaml",
+        "40-prometheusrule-raygpu-alerts.yaml",
         "helm-releases.yaml",
         "templates/rayjob-lm.yaml",
         "templates/rayjob-prepare.yaml",
@@ -49,7 +50,7 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 21 files to {out}")
+    assert printed.startswith(f"wrote 22 files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
