@@ -2,9 +2,11 @@
 
 Every rank saves its own shard of the model and optimizer (`dcp.save` of
 `get_state_dict`, so names are the plain model's whatever the wrapping) and its
-random-number state into its own folder; Ray Train's report merges the folders in
-storage. Once every rank's upload has returned, one rank writes `manifest.json`
-into the checkpoint folder: the model shape, strategy, world size, data position,
+random-number state, hashing each file as it writes it (no second read), into
+its own folder that Ray Train's report merges in storage, or straight into the
+checkpoint folder when every rank sees it. Once every rank's files are there
+(`commit`: a gather of their digests), one rank writes `manifest.json` into the
+checkpoint folder: the model shape, strategy, world size, data position,
 metrics and the SHA-256 and size of every file. A folder without a manifest, or
 with a file missing, short or failing its digest, is not a checkpoint. Loading
 reshards to the current world size (DCP reads whatever pieces each rank needs).
@@ -15,15 +17,19 @@ plain `GPT` loads (the serving side), with the same digest rule (`meta.json`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.filesystem import FileSystem
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from lm.model import GPT, GPTConfig, build_model
@@ -65,13 +71,72 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _digests(directory: str) -> dict[str, dict[str, Any]]:
-    out = {}
-    for name in sorted(os.listdir(directory)):
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            out[name] = {"sha256": sha256(path), "bytes": os.path.getsize(path)}
-    return out
+def file_digest(path: str) -> dict[str, Any]:
+    return {"sha256": sha256(path), "bytes": os.path.getsize(path)}
+
+
+class _DigestingStream:
+    """A file DCP writes, hashed on the way out."""
+
+    def __init__(self, raw):
+        self.raw, self.hash, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        n = self.raw.write(data)
+        self.hash.update(data)
+        self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _DigestingFileSystem(FileSystem):
+    """DCP's local filesystem, recording the digest of every file it writes
+    (under its final name: `.metadata` is written as a temporary and renamed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.digests: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def create_stream(self, path, mode):
+        with super().create_stream(path, mode) as raw:
+            if mode != "wb":
+                yield raw
+                return
+            stream = _DigestingStream(raw)
+            yield stream
+        self.digests[Path(path).name] = {
+            "sha256": stream.hash.hexdigest(),
+            "bytes": stream.size,
+        }
+
+    def rename(self, path, new_path) -> None:
+        super().rename(path, new_path)
+        if Path(path).name in self.digests:
+            self.digests[Path(new_path).name] = self.digests.pop(Path(path).name)
+
+
+class DigestingWriter(dcp.FileSystemWriter):
+    """dcp.FileSystemWriter whose `digests` name each file it wrote."""
+
+    def __init__(self, path: str, **kwargs):
+        super().__init__(path, **kwargs)
+        self.fs = _DigestingFileSystem()
+
+    @property
+    def digests(self) -> dict[str, dict[str, Any]]:
+        return self.fs.digests
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -88,15 +153,19 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
 
 
 def save_shard(directory: str, model, optimizer, rank: int) -> dict[str, dict]:
-    """This rank's part of a checkpoint, written into its own local `directory`;
-    returns the digests of the files it wrote (rank 0's include DCP's metadata).
-    A collective: every rank calls it."""
+    """This rank's part of a checkpoint, written into local `directory` (its own,
+    or the checkpoint folder all ranks share); returns the digests of the files
+    this rank wrote (rank 0's include DCP's metadata). A collective."""
     model_sd, optim_sd = get_state_dict(model, optimizer)
-    # No fsync: the folder is a staging copy that the report uploads next.
-    writer = dcp.FileSystemWriter(directory, sync_files=False)
+    # No fsync: the manifest, not the disk, says a checkpoint is complete, and
+    # a staging folder is uploaded next.
+    writer = DigestingWriter(directory, sync_files=False)
     dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
-    torch.save({"rng": rng_state()}, os.path.join(directory, rank_state_file(rank)))
-    return _digests(directory)
+    digests = dict(writer.digests)
+    rng_file = os.path.join(directory, rank_state_file(rank))
+    torch.save({"rng": rng_state()}, rng_file)
+    digests[rank_state_file(rank)] = file_digest(rng_file)
+    return digests
 
 
 def merge_digests(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
@@ -111,6 +180,22 @@ def merge_digests(per_rank: list[dict[str, dict]]) -> dict[str, dict]:
 
 def write_manifest(folder: StoragePath, manifest: dict[str, Any]) -> None:
     write_text(folder.join(MANIFEST), json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def commit(
+    folder: StoragePath, manifest: dict[str, Any], digests: dict, rank: int, world: int
+) -> None:
+    """Once every rank's files are in `folder` (each calls this after its
+    upload returned: the gather of their digests is the barrier), rank 0 writes
+    the manifest with every file's digest, last. A collective."""
+    per_rank = [digests]
+    if world > 1:
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, digests)
+    if rank == 0:
+        write_manifest(folder, {**manifest, "files": merge_digests(per_rank)})
+    if world > 1:
+        dist.barrier()  # nobody carries on (or exits) before the manifest is there
 
 
 def _parse_manifest(text: str, where: str) -> dict[str, Any]:
@@ -270,9 +355,7 @@ def export_full(directory: str, out_dir: str) -> dict[str, Any]:
         "position": manifest["position"],
         "metrics": manifest.get("metrics", {}),
         "source": directory,
-        "files": {
-            EXPORT_MODEL: {"sha256": sha256(path), "bytes": os.path.getsize(path)}
-        },
+        "files": {EXPORT_MODEL: file_digest(path)},
     }
     with open(os.path.join(out_dir, EXPORT_META), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)

@@ -1,5 +1,10 @@
 """The training text, tokenised into fixed-length blocks, and the order of blocks.
 
+Blocks come from raw text (below) or from a token dataset that prepare.py wrote
+(`--data`: kind "tokens", mlcore.prepared): its train and val splits' blocks in
+shard order, read whole by every rank (2 bytes a token), each shard checked
+against its SHA-256 as it is read. The driver verifies the whole dataset first.
+
 The default corpus is the Python standard library's own source files: present on
 every machine with Python, nothing to download. A text folder (local, or
 s3://bucket/prefix, copied down first) works the same way. Documents are taken in
@@ -19,15 +24,19 @@ import hashlib
 import os
 import sysconfig
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from lm.tokenizer import EOT
-from mlcore.errors import DatasetUnavailable, JobInputError
+from mlcore import prepared as prep
+from mlcore.errors import DataError, DatasetUnavailable, JobInputError
 
 STDLIB = "stdlib"
 TEXT_SUFFIXES = {".py", ".txt", ".md", ".rst", ".json", ".toml", ".cfg", ".html"}
@@ -153,6 +162,133 @@ def load_corpus(
         val=to_blocks(val_tokens, seq_len),
         fingerprint=h.hexdigest(),
         documents=len(docs),
+    )
+
+
+def open_tokens(uri: str, seq_len: int, vocab_size: int) -> prep.Prepared:
+    """The prepared dataset at `uri` (manifest read, shards not yet checked),
+    once it is one this model can train on: kind "tokens", blocks of exactly
+    seq_len + 1 tokens, byte tokens within the vocabulary."""
+    data = prep.open_prepared(uri, "--data")
+    where = f"{data.root.uri}/{prep.MANIFEST}"
+    if data.kind != "tokens":
+        raise JobInputError(
+            "--data",
+            f"{where} is a {data.kind} dataset; --model gpt trains on a token "
+            "dataset (prepare.py --format text)",
+        )
+    tokens = data.manifest.get("tokens", {})
+    block = int(tokens.get("block", 0))
+    if block != seq_len + 1:
+        raise JobInputError(
+            "--context",
+            f"{where} holds blocks of {block} tokens (prepare.py --seq-len "
+            f"{block - 1}); this run's --context {seq_len} needs blocks of "
+            f"{seq_len + 1}: train with --context {block - 1}, or prepare the text "
+            f"again with --seq-len {seq_len}",
+        )
+    vocab, eot = int(tokens.get("vocab_size", 0)), tokens.get("eot")
+    if tokens.get("tokenizer") != "bytes" or vocab > vocab_size or eot != EOT:
+        raise JobInputError(
+            "--data",
+            f"{where} has tokenizer {tokens.get('tokenizer')!r} with {vocab} ids "
+            f"and end-of-text {eot}; the model reads bytes with end-of-text {EOT} "
+            f"in a vocabulary of {vocab_size}",
+        )
+    return data
+
+
+def verify_tokens(
+    uri: str, config, seq_len: int, batch_size: int, num_workers: int
+) -> prep.Prepared:
+    """The driver's check before any worker starts: the dataset fits the run
+    (open_tokens, the batch and the workers), then every train and val shard
+    has the manifest's schema, rows and SHA-256 (mlcore.prepared.verify)."""
+    data = open_tokens(uri, seq_len, config.vocab_size)
+    train, val = data.rows("train"), data.rows("val")
+    if train < batch_size:
+        raise JobInputError(
+            "--batch-size",
+            f"the global batch ({batch_size} blocks) is larger than the training "
+            f"split of {data.root.uri} ({train} blocks); lower it or prepare more "
+            "text",
+        )
+    if val < num_workers:
+        raise JobInputError(
+            "--data",
+            f"the validation split of {data.root.uri} has {val} blocks, fewer than "
+            f"the {num_workers} workers; prepare it with a larger --val-fraction",
+        )
+    started = time.monotonic()
+    prep.verify(data, splits=("train", "val"))
+    shards = len(data.shards("train")) + len(data.shards("val"))
+    print(
+        f"[raygpu] verified {data.root.uri}: {train} train and {val} val blocks of "
+        f"{seq_len + 1} tokens in {shards} shard(s), manifest sha256 "
+        f"{data.digest[:12]} ({time.monotonic() - started:.1f}s)"
+    )
+    return data
+
+
+def _read_blocks(data: prep.Prepared, split: str, vocab_size: int) -> torch.Tensor:
+    block = int(data.manifest["tokens"]["block"])
+    expected = prep.schema_dict(data.schema())
+    parts = [np.zeros((0, block), dtype=np.int16)]
+    for shard in data.shards(split):
+        target = data.root.join(shard["path"])
+        try:
+            with target.filesystem.open_input_stream(
+                target.path, compression=None
+            ) as f:
+                raw = f.read()
+        except OSError as exc:
+            raise DataError(f"shard {target.uri} cannot be read: {exc}") from None
+        if prep.sha256_bytes(raw) != shard["sha256"]:
+            raise DataError(
+                f"shard {target.uri} does not match its checksum in {prep.MANIFEST}"
+            )
+        table = pq.read_table(pa.BufferReader(raw))
+        found = prep.schema_dict(table.schema)
+        if found != expected or table.num_rows != shard["rows"]:
+            raise DataError(
+                f"shard {target.uri} has columns {found} and {table.num_rows} rows; "
+                f"the manifest says {expected} and {shard['rows']}"
+            )
+        flat = table.column("tokens").combine_chunks().flatten().to_numpy()
+        if len(flat) and (flat.min() < 0 or flat.max() >= vocab_size):
+            raise DataError(f"shard {target.uri} holds ids outside 0-{vocab_size - 1}")
+        parts.append(flat.astype(np.int16).reshape(-1, block))
+    return torch.from_numpy(np.concatenate(parts))
+
+
+def load_prepared(
+    uri: str, seq_len: int, vocab_size: int, digest: str | None = None
+) -> Corpus:
+    """The train and val blocks of a prepared token dataset; with `digest` (the
+    driver's verified manifest) a manifest changed since is refused."""
+    data = open_tokens(uri, seq_len, vocab_size)
+    if digest is not None and data.digest != digest:
+        raise DataError(
+            f"{data.root.uri}/{prep.MANIFEST} changed since the driver verified it "
+            f"(sha256 {digest[:12]} then, {data.digest[:12]} now)"
+        )
+    documents = data.manifest["tokens"].get("documents", {})
+    return Corpus(
+        train=_read_blocks(data, "train", vocab_size),
+        val=_read_blocks(data, "val", vocab_size),
+        fingerprint=data.digest,
+        documents=int(documents.get("train", 0)) + int(documents.get("val", 0)),
+    )
+
+
+def corpus_for(cfg: dict, vocab_size: int) -> Corpus:
+    """The blocks a training run's config names: prepared, or raw text."""
+    seq_len = int(cfg["seq_len"])
+    if cfg.get("data"):
+        data = cfg["data"]
+        return load_prepared(data["uri"], seq_len, vocab_size, data.get("digest"))
+    return load_corpus(
+        cfg["data_source"], seq_len, cfg["corpus_bytes"], cfg["val_percent"]
     )
 
 

@@ -3,8 +3,8 @@
     torchrun --nproc-per-node 2 -m lm.local --strategy fsdp --preset nano \\
         --max-steps 50 --storage-path /tmp/runs --run-name plain
 
-Takes lm.train's flags (storage and run name say where checkpoints go, on a
-filesystem every rank sees; --num-workers is the launcher's world size). The
+Takes lm.train's flags (storage and run name say where checkpoints go: a
+filesystem every rank sees, or S3; --num-workers is the launcher's world size). The
 benchmark's baseline for Ray Train and the GPU check use it; needs torch only.
 """
 
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from lm.loop import local_session, run_training
 from lm.train import parse_args, train_config
-from mlcore.storage import parse_storage
+from mlcore.storage import check_storage, parse_storage
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     else:  # one process: FSDP still wants a process group (and a mesh)
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     storage = parse_storage(args.storage_path)
-    run = storage.join(args.run_name)
-    os.makedirs(run.path, exist_ok=True)
-    session = local_session(run.uri, world, rank, device)
+    check_storage(storage)
+    session = local_session(storage.join(args.run_name).uri, world, rank, device)
     try:
         metrics = run_training(train_config(args, storage), session)
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 
 from lm import checkpoint as ckpt
-from lm.data import BatchOrder, batch, load_corpus
+from lm.data import BatchOrder, batch, corpus_for
 from lm.memory import rank_memory
 from lm.model import GPTConfig, flops_per_token, lm_loss, num_parameters
 from lm.parallelize import autocast, build_parallel_model, use_bf16
@@ -41,8 +40,9 @@ class Session:
     rank: int
     device: torch.device
     run: StoragePath  # the run folder: checkpoints, and their manifests
-    # (metrics, local folder or None, folder name): puts the folder into storage
-    publish: Callable[[dict, str | None, str], None]
+    # (metrics, local staging folder, folder name): puts the folder into the
+    # run's storage; None: the run folder is local to every rank, written in place
+    publish: Callable[[dict, str, str], None] | None
 
 
 def _all_ok(ok: bool, world: int) -> bool:
@@ -166,9 +166,7 @@ def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
     torch.set_num_threads(max(1, int(cfg.get("threads_per_worker", 1))))
     config = GPTConfig.from_dict(cfg["model"])
     seq_len = int(cfg["seq_len"])
-    corpus = load_corpus(
-        cfg["data_source"], seq_len, cfg["corpus_bytes"], cfg["val_percent"]
-    )
+    corpus = corpus_for(cfg, config.vocab_size)
     order = BatchOrder(len(corpus.train), cfg["batch_size"], cfg["seed"])
     per_rank = cfg["batch_size"] // world
     n_val = min(cfg["val_blocks"], len(corpus.val)) // world * world
@@ -271,10 +269,7 @@ def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
                 "seq_len": seq_len,
                 "batch_size": cfg["batch_size"],
                 "seed": cfg["seed"],
-                "data": {
-                    "source": cfg["data_source"],
-                    "fingerprint": corpus.fingerprint,
-                },
+                "data": data_record(cfg, corpus),
                 "position": {
                     "global_step": step,
                     "epoch": order.position(step)[0],
@@ -290,40 +285,52 @@ def run_training(cfg: dict[str, Any], session: Session) -> dict[str, Any]:
     return metrics
 
 
+def data_record(cfg: dict[str, Any], corpus) -> dict[str, Any]:
+    """What a checkpoint says of its data; a prepared dataset by its URI and
+    manifest digest, as train.py's checkpoints name theirs."""
+    record = {"source": cfg["data_source"], "fingerprint": corpus.fingerprint}
+    if cfg.get("data"):
+        record |= {"uri": cfg["data"]["uri"], "manifest_sha256": corpus.fingerprint}
+    return record
+
+
 def save_checkpoint(
     session: Session, model, optimizer, metrics, manifest, name
 ) -> None:
-    """Every rank writes its shard into a temporary folder and publishes it; after
-    all have (a barrier), rank 0 writes the manifest with every file's digest."""
-    with tempfile.TemporaryDirectory(prefix="rg-lmckpt-") as tmp:
-        digests = ckpt.save_shard(tmp, model, optimizer, session.rank)
-        per_rank = [None] * session.world
-        if session.world > 1:
-            dist.all_gather_object(per_rank, digests)
-        else:
-            per_rank = [digests]
-        session.publish(metrics, tmp, name)
-    if session.world > 1:
-        dist.barrier()  # every rank's upload has returned
-    if session.rank == 0:
-        ckpt.write_manifest(
-            session.run.join(name), {**manifest, "files": ckpt.merge_digests(per_rank)}
-        )
-    if session.world > 1:
-        dist.barrier()
+    """Every rank writes its shard (into the checkpoint folder, or a staging
+    folder it then publishes); once all have, rank 0 writes the manifest with
+    every file's digest (ckpt.commit)."""
+    folder = session.run.join(name)
+    if session.publish is None:
+        os.makedirs(folder.path, exist_ok=True)
+        digests = ckpt.save_shard(folder.path, model, optimizer, session.rank)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rg-lmckpt-") as tmp:
+            digests = ckpt.save_shard(tmp, model, optimizer, session.rank)
+            session.publish(metrics, tmp, name)
+    ckpt.commit(folder, manifest, digests, session.rank, session.world)
 
 
 # ---------------------------------------------------------------- the sessions
 
 
 def local_session(run_dir: str, world: int, rank: int, device: torch.device) -> Session:
-    """For a plain `torchrun` (benchmarks, the GPU check): checkpoint folders are
-    copied into `run_dir` on a filesystem every rank sees."""
-    run = parse_storage(run_dir, "--out")
+    """For a plain `torchrun` (benchmarks, the GPU check): checkpoints are written
+    in place into `run_dir` on a filesystem every rank sees, or uploaded to it
+    when it is on S3 (each rank its staging folder, as Ray Train's report does)."""
+    run = parse_storage(run_dir, "--storage-path")
+    if not run.is_remote:
+        return Session(world, rank, device, run, None)
 
     def publish(metrics, folder, name):
-        if folder is not None:
-            shutil.copytree(folder, os.path.join(run.path, name), dirs_exist_ok=True)
+        import pyarrow.fs as pafs
+
+        pafs.copy_files(
+            folder,
+            run.join(name).path,
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=run.filesystem,
+        )
 
     return Session(world, rank, device, run, publish)
 
@@ -336,7 +343,7 @@ def train_func(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
 
     def publish(metrics, folder, name):
-        checkpoint = ray.train.Checkpoint.from_directory(folder) if folder else None
+        checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
     session = Session(

@@ -5,7 +5,9 @@ Every `--checkpoint-every` steps (default: each epoch) every worker writes its
 shard of a sharded checkpoint to the storage path; a rerun with the same storage
 path and run name resumes from the newest good one, at any worker count. At the
 end `result.json` goes beside the checkpoints, and with `--export` a consolidated
-`export/` folder that a plain model (the serving side) loads.
+`export/` folder that a plain model (the serving side) loads. The text is the
+standard library's sources, a text folder (`--data-dir`) or a token dataset that
+prepare.py wrote (`--data`, verified before any worker starts).
 
     python -m lm.train --strategy fsdp --preset nano --num-workers 2 \\
         --max-steps 200 --storage-path /tmp/runs
@@ -23,18 +25,25 @@ import time
 from typing import Any
 
 from lm import checkpoint as ckpt
-from lm.data import DEFAULT_MAX_BYTES, STDLIB, num_blocks, plan_corpus, split_documents
+from lm.data import (
+    DEFAULT_MAX_BYTES,
+    STDLIB,
+    num_blocks,
+    plan_corpus,
+    split_documents,
+    verify_tokens,
+)
 from lm.model import PRESETS, resolve_config
 from lm.parallelize import PRECISIONS, STRATEGIES
+from mlcore.controller import controller_env, controller_poll_interval
 from mlcore.errors import (
     CheckpointError,
     DatasetUnavailable,
     JobInputError,
     StorageError,
+    report_failure,
 )
 from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
-
-POLL_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help=f"one of {PRECISIONS}")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--cpu-offload", action="store_true", help="FSDP state on the CPU")
-    p.add_argument("--data-dir", default=STDLIB, help="text folder or s3:// (stdlib)")
+    p.add_argument("--data-dir", default=None, help="text folder or s3:// (stdlib)")
+    p.add_argument("--data", default=None, help="prepare.py's tokens: folder, s3://")
     p.add_argument("--corpus-bytes", type=int, default=DEFAULT_MAX_BYTES)
     p.add_argument("--val-percent", type=int, default=5, help="of documents (5)")
     p.add_argument("--val-blocks", type=int, default=64, help="validated (64)")
@@ -157,6 +167,15 @@ def validate(args: argparse.Namespace) -> None:
             "or digit",
         )
     parse_storage(args.storage_path)
+    args.data_digest = None  # the prepared manifest's, once the driver verified it
+    if args.data is not None:
+        if args.data_dir is not None:
+            raise JobInputError(
+                "--data", "is the text already tokenised: give --data or --data-dir"
+            )
+        parse_storage(args.data, "--data")  # read and verified by run()
+        return
+    args.data_dir = args.data_dir or STDLIB
     if args.data_dir.startswith("s3://"):
         parse_storage(args.data_dir, "--data-dir")
     else:
@@ -232,7 +251,8 @@ def train_config(args: argparse.Namespace, storage: StoragePath) -> dict[str, An
         "precision": args.precision,
         "activation_checkpointing": args.activation_checkpointing,
         "cpu_offload": args.cpu_offload,
-        "data_source": args.data_dir,
+        "data_source": args.data or args.data_dir,
+        "data": {"uri": args.data, "digest": args.data_digest} if args.data else None,
         "corpus_bytes": args.corpus_bytes,
         "val_percent": args.val_percent,
         "val_blocks": args.val_blocks,
@@ -288,17 +308,20 @@ def prune_strays(run: StoragePath, kept: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Train; write result.json (and export/ with --export); return the result."""
+    poll_interval_s = controller_poll_interval()
     storage = parse_storage(args.storage_path)
     check_storage(storage)
+    if args.data:
+        data = verify_tokens(
+            args.data, args.config, args.seq_len, args.batch_size, args.num_workers
+        )
+        args.data, args.data_digest = data.root.uri, data.digest
     resume_from = check_resumable(storage, args)
     if resume_from:
         print(f"[raygpu] run {args.run_name} resumes from {resume_from}")
     started = time.time()
-    # Train's controller polls workers every 2 s by default and each report
-    # waits for a poll: short intervals between checkpoints would stall on it
-    # (train.py sets the same; a value in the environment wins).
-    os.environ.setdefault(POLL_INTERVAL_ENV, "0.5")
-    result = build_trainer(args, storage).fit()
+    with controller_env(poll_interval_s):
+        result = build_trainer(args, storage).fit()
     if result.checkpoint is None:
         raise CheckpointError("training finished without a checkpoint")
     run_dir = storage.join(args.run_name)
@@ -322,6 +345,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not k.startswith("_") and k != "config"
         },
         "model": args.config.to_dict(),
+        "data": {"uri": args.data, "manifest_sha256": args.data_digest}
+        if args.data
+        else None,
         "wall_seconds": round(time.time() - started, 2),
     }
     if args.export:
@@ -335,18 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         summary = run(args)
-    except ckpt.CheckpointMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (StorageError, CheckpointError, DatasetUnavailable, JobInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # Ray's TrainingFailedError and the like
-        reason = " ".join(str(exc).split())[:2000]
-        print(
-            f"error: training failed: {type(exc).__name__}: {reason}", file=sys.stderr
-        )
-        return 1
+    except Exception as exc:  # one line on stderr (mlcore.errors.failure_line)
+        # flags that do not fit a checkpoint or the data, found late: usage
+        return report_failure(exc, usage=(ckpt.CheckpointMismatch, JobInputError))
     m = summary["metrics"]
     print(f"checkpoint={summary['checkpoint']}")
     print(f"result={summary['storage_path']}/{args.run_name}/result.json")
