@@ -44,33 +44,42 @@ def train_args(work: dict, storage: Path, run_name: str) -> list[str]:
     ]
 
 
-def torchrun_argv(work: dict, out: Path) -> list[str]:
-    """torchrun with 2 ranks of the torchrun_worker module (run it with
-    proc.child_env, which makes the module and ray_jobs/ importable)."""
-    torchrun = str(Path(PY).with_name("torchrun"))
+def torchrun(module: str, args: list[str], nproc: int = 2) -> list[str]:
+    """torchrun with `nproc` ranks of `module` on a free loopback port (run it
+    with proc.child_env, which makes the module and ray_jobs/ importable)."""
     from raygpu.localray import free_port
 
     return [
-        torchrun,
+        str(Path(PY).with_name("torchrun")),
         "--nproc_per_node",
-        "2",
+        str(nproc),
         "--master_addr",
         LOOPBACK,
         "--master_port",
         str(free_port()),
         "-m",
-        TORCHRUN_WORKER,
-        "--model",
-        work["model"],
-        "--dataset",
-        work["dataset"],
-        "--epochs",
-        str(work["epochs"]),
-        "--batch-size",
-        str(work["batch_size"]),
-        "--out",
-        str(out),
+        module,
+        *args,
     ]
+
+
+def torchrun_argv(work: dict, out: Path) -> list[str]:
+    """torchrun with 2 ranks of the torchrun_worker module."""
+    return torchrun(
+        TORCHRUN_WORKER,
+        [
+            "--model",
+            work["model"],
+            "--dataset",
+            work["dataset"],
+            "--epochs",
+            str(work["epochs"]),
+            "--batch-size",
+            str(work["batch_size"]),
+            "--out",
+            str(out),
+        ],
+    )
 
 
 def training_command(

@@ -7,10 +7,14 @@
    times its steps between checkpoints), in alternating rounds; the target is a
    median paired ratio Ray/torchrun >= 0.95.
 2. Saving a checkpoint of preset "small" (model and AdamW state, 2 ranks, gloo)
-   to local disk: every rank writes its DCP shard (lm.checkpoint.save_shard,
-   with its files' digests) against the full state gathered to rank 0 and
-   written with torch.save (and its digest); alternating rounds; the target is
-   sharded/full <= 1.0.
+   the way training does (lm.loop.save_checkpoint: every rank writes its DCP
+   shard, hashing it as it goes, then rank 0 writes the manifest once all have)
+   against the full state gathered to rank 0 and written with torch.save, its
+   digest and a small meta.json beside it; to local disk (the target:
+   sharded/full <= 1.0) and to the S3 API on loopback (moto_server, started
+   here; each side stages locally and uploads, as Ray Train's report does:
+   reported). One untimed save of each kind first, then rounds in which the
+   four kinds take turns at going first.
 
 The harness side (`bench_lm(bench)`) runs the children below and reads the one
 `LM_BENCH {...}` line each prints:
@@ -18,7 +22,7 @@ The harness side (`bench_lm(bench)`) runs the children below and reads the one
     PYTHONPATH=ray_jobs:. torchrun --nproc_per_node 2 -m scripts.bench.lm local -- ARGS
     PYTHONPATH=ray_jobs:. python -m scripts.bench.lm driver -- ARGS   # $RAY_ADDRESS
     PYTHONPATH=ray_jobs:. torchrun --nproc_per_node 2 -m scripts.bench.lm save \\
-        --preset small --rounds 3 --out DIR
+        --preset small --rounds 4 --out DIR [--s3 s3://BUCKET/PREFIX]
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ LM_WORK = {
     "checkpoint_every": 20,
     "corpus_bytes": 2 << 20,
 }
-SAVE_WORK = {"preset": "small"}
+SAVE_WORK = {"preset": "small", "rounds": 4}
+SAVE_KINDS = ("sharded", "full")
 PREFIX = "LM_BENCH "
 VARIANTS = ("torchrun", "ray")
+S3_BUCKET = "rg-bench-lm"
 
 
 def lm_args(work: dict, storage: Path, run_name: str) -> list[str]:
@@ -106,11 +112,13 @@ def child_driver(argv: list[str]) -> int:
     return rc
 
 
-def child_save(preset: str, rounds: int, out: str) -> int:
-    """Each round: a sharded save (every rank its shard) and a full one (gather
-    to rank 0, torch.save), alternating which goes first; seconds to the last
-    rank done, files on local disk, caches of earlier rounds deleted."""
+def child_save(preset: str, rounds: int, out: str, s3: str | None = None) -> int:
+    """Each round every kind of save once, the order rotating; seconds from a
+    barrier before to a barrier after (the last rank done). Every save goes to
+    a fresh folder, removed (untimed) after it. `s3` adds the same saves to the
+    S3 API."""
     import shutil
+    import tempfile
     from datetime import timedelta
 
     import torch
@@ -118,11 +126,13 @@ def child_save(preset: str, rounds: int, out: str) -> int:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     from lm import checkpoint as ckpt
+    from lm.loop import local_session, save_checkpoint
     from lm.model import lm_loss, resolve_config
     from lm.parallelize import build_parallel_model
+    from mlcore.storage import parse_storage, write_text
 
     dist.init_process_group("gloo", timeout=timedelta(minutes=10))
-    rank = dist.get_rank()
+    rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
     config, _ = resolve_config(preset)
     model = build_parallel_model(config, "fsdp", torch.device("cpu"))
@@ -130,34 +140,65 @@ def child_save(preset: str, rounds: int, out: str) -> int:
     x = torch.randint(0, 256, (2, 33))
     lm_loss(model(x[:, :-1]), x[:, 1:]).backward()
     optimizer.step()  # the optimizer state exists, as in a checkpoint mid-run
+    cpu = torch.device("cpu")
+    roots = {"": parse_storage(out)} | ({"_s3": parse_storage(s3)} if s3 else {})
 
-    def sharded(folder: str) -> None:
-        ckpt.save_shard(os.path.join(folder, f"rank{rank}"), model, optimizer, rank)
+    def sharded(run, name: str) -> None:
+        session = local_session(run.uri, world, rank, cpu)
+        manifest = {"format": ckpt.FORMAT, "world_size": world}
+        save_checkpoint(session, model, optimizer, {}, manifest, name)
 
-    def full(folder: str) -> None:
+    def full(run, name: str) -> None:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(model, optimizer, options=options)
-        if rank == 0:  # with its digest, as the sharded side records its files'
-            torch.save({"model": model_sd, "optim": optim_sd}, folder + "/full.pt")
-            ckpt.sha256(folder + "/full.pt")
+        if rank != 0:
+            return
+        folder = run.join(name)
+        with tempfile.TemporaryDirectory(prefix="rg-full-") as tmp:
+            local = folder.path if not folder.is_remote else tmp
+            os.makedirs(local, exist_ok=True)
+            path = os.path.join(local, "full.pt")
+            torch.save({"model": model_sd, "optim": optim_sd}, path)
+            meta = {"files": {"full.pt": ckpt.file_digest(path)}}
+            if folder.is_remote:
+                import pyarrow.fs as pafs
 
-    results: dict[str, list[float]] = {"sharded": [], "full": []}
+                pafs.copy_files(
+                    path,
+                    folder.join("full.pt").path,
+                    source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=folder.filesystem,
+                )
+            write_text(folder.join("meta.json"), json.dumps(meta))
+
+    def stored_bytes(folder) -> int:
+        import pyarrow.fs as pafs
+
+        infos = folder.filesystem.get_file_info(
+            pafs.FileSelector(folder.path, recursive=True)
+        )
+        return sum(i.size for i in infos if i.type == pafs.FileType.File)
+
+    kinds = [(k + where, root) for where, root in roots.items() for k in SAVE_KINDS]
+    results: dict[str, list[float]] = {k: [] for k, _ in kinds}
     sizes: dict[str, int] = {}
-    for r in range(rounds):
-        order = ("sharded", "full") if r % 2 == 0 else ("full", "sharded")
-        for kind in order:
-            folder = os.path.join(out, f"{kind}-{r}")
-            os.makedirs(folder, exist_ok=True)
+    for r in range(-1, rounds):  # round -1: one untimed save of each kind
+        turn = r % len(kinds)
+        for kind, root in kinds[turn:] + kinds[:turn]:
+            name = f"{kind}-{r + 1}"
             dist.barrier()
             t0 = time.perf_counter()
-            (sharded if kind == "sharded" else full)(folder)
+            (sharded if kind.startswith("sharded") else full)(root, name)
             dist.barrier()
-            results[kind].append(time.perf_counter() - t0)
+            if r >= 0:
+                results[kind].append(time.perf_counter() - t0)
             if rank == 0:
-                sizes[kind] = sum(f.stat().st_size for f in Path(folder).rglob("*"))
+                sizes[kind] = stored_bytes(root.join(name))
+                if root.is_remote:
+                    root.filesystem.delete_dir(root.join(name).path)
+                else:
+                    shutil.rmtree(root.join(name).path)
             dist.barrier()
-            if rank == 0:
-                shutil.rmtree(folder)
     if rank == 0:
         print(PREFIX + json.dumps({"seconds": results, "bytes": sizes}))
     dist.destroy_process_group()
@@ -178,24 +219,10 @@ def _result(log: Path) -> dict[str, Any]:
     return _result_text(log.read_text(errors="replace"), str(log))
 
 
-def _torchrun(module_args: list[str]) -> list[str]:
-    from raygpu.localray import free_port
-    from raygpu.names import LOOPBACK
-    from scripts.bench.settings import PY
+def _torchrun(args: list[str]) -> list[str]:
+    from scripts.bench.commands import torchrun
 
-    torchrun = str(Path(PY).with_name("torchrun"))
-    return [
-        torchrun,
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        LOOPBACK,
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "scripts.bench.lm",
-        *module_args,
-    ]
+    return torchrun("scripts.bench.lm", args)
 
 
 def _run(bench, name: str, argv: list[str], env: dict) -> tuple[dict, float]:
@@ -240,17 +267,24 @@ def bench_lm(bench) -> dict[str, Any]:
             log(f"  {variant}: {steady[variant][-1]:.0f} tokens/s (steady)")
     bench.stop_head(head.temp_dir)
 
-    save_rounds = max(3, rounds)
-    saved, _ = _run(
-        bench,
-        "lm-save",
-        _torchrun(
-            ["save", "--preset", SAVE_WORK["preset"], "--rounds", str(save_rounds)]
-            + ["--out", str(bench.work / "lm-save")]
-        ),
-        child_env(),
-    )
+    from scripts.bench.s3 import loopback_s3
+
+    save_rounds = max(SAVE_WORK["rounds"], rounds)
+    argv = ["save", "--preset", SAVE_WORK["preset"], "--rounds", str(save_rounds)]
+    argv += ["--out", str(bench.work / "lm-save"), "--s3", f"s3://{S3_BUCKET}/saves"]
+    log(f"lm saves: {save_rounds} rounds, local disk and S3 on loopback")
+    with loopback_s3(S3_BUCKET) as s3_env:
+        saved, _ = _run(bench, "lm-save", _torchrun(argv), {**child_env(), **s3_env})
     seconds = saved["seconds"]
+
+    def save_stats(where: str) -> dict[str, Any]:
+        sharded, full = seconds["sharded" + where], seconds["full" + where]
+        return {
+            "sharded_s": stats(sharded),
+            "full_s": stats(full),
+            "sharded/full": paired_ratios(sharded, full),
+        }
+
     return {
         "work": LM_WORK,
         "head_start_s": round(head_s, 2),
@@ -259,9 +293,8 @@ def bench_lm(bench) -> dict[str, Any]:
         "ray/torchrun": paired_ratios(steady["ray"], steady["torchrun"]),
         "save": {
             "preset": SAVE_WORK["preset"],
-            "sharded_s": stats(seconds["sharded"]),
-            "full_s": stats(seconds["full"]),
-            "sharded/full": paired_ratios(seconds["sharded"], seconds["full"]),
+            **save_stats(""),
+            "s3": save_stats("_s3"),
             "bytes": saved["bytes"],
         },
         "targets": {"ray/torchrun": ">= 0.95", "save sharded/full": "<= 1.0"},
@@ -280,7 +313,9 @@ def main(argv: list[str]) -> int:
         return child_driver(rest)
     if mode == "save":
         opts = dict(zip(rest[::2], rest[1::2], strict=True))
-        return child_save(opts["--preset"], int(opts["--rounds"]), opts["--out"])
+        return child_save(
+            opts["--preset"], int(opts["--rounds"]), opts["--out"], opts.get("--s3")
+        )
     print(f"unknown mode {mode!r}")
     return 2
 

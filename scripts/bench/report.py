@@ -368,9 +368,18 @@ def lm_markdown(lm: dict[str, Any] | None) -> list[str]:
         ),
         "",
         f"- Ray Train / torchrun: {fmt_stats(lm['ray/torchrun'], 3)}",
-        f"- save, preset {save['preset']}: sharded {fmt_stats(save['sharded_s'], 3)} s,"
-        f" full {fmt_stats(save['full_s'], 3)} s, sharded/full "
-        f"{fmt_stats(save['sharded/full'], 3)}",
+        "",
+        f"| save, preset {save['preset']} | sharded s | full s | sharded/full |",
+        "|---|---|---|---|",
+        *(
+            f"| {where} | {fmt_stats(s['sharded_s'], 3)} | "
+            f"{fmt_stats(s['full_s'], 3)} | {fmt_stats(s['sharded/full'], 3)} |"
+            for where, s in (
+                ("local disk", save),
+                ("S3 API on loopback (moto)", save.get("s3")),
+            )
+            if s
+        ),
     ]
 
 

@@ -1,5 +1,6 @@
 """scripts/bench/lm.py: its children's arguments and result lines, and the save
-benchmark's rank program on a 2-rank gloo group (preset "nano", one round)."""
+benchmark's rank program on a 2-rank gloo group (preset "nano", one round, to
+local disk and to moto_server on loopback)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,50 @@ def test_the_result_is_the_last_marked_line(tmp_path):
         bench_lm._result(log)
 
 
-def test_the_save_benchmark_times_both_ways_on_two_ranks(tmp_path):
-    args = ["-m", "scripts.bench.lm", "save", "--preset", "nano", "--rounds", "2"]
-    procs = launch([*args, "--out", str(tmp_path)], world=2, port=free_port())
+def test_the_save_benchmark_times_both_ways_on_two_ranks(tmp_path, s3_bucket):
+    args = ["-m", "scripts.bench.lm", "save", "--preset", "nano", "--rounds", "1"]
+    args += ["--out", str(tmp_path), "--s3", f"s3://{s3_bucket}/saves"]
+    procs = launch(args, world=2, port=free_port())  # moto's endpoint in env
     assert all(p.returncode == 0 for p in procs), procs[0].stdout[-3000:]
     result = bench_lm._result_text(procs[0].stdout)
     assert {k: len(v) for k, v in result["seconds"].items()} == {
-        "sharded": 2,
-        "full": 2,
+        "sharded": 1,
+        "full": 1,
+        "sharded_s3": 1,
+        "full_s3": 1,
     }
     # the same model and optimizer state either way, within DCP's metadata
-    sharded, full = result["bytes"]["sharded"], result["bytes"]["full"]
-    assert 0.5 * full < sharded < 2 * full
+    sizes = result["bytes"]
+    assert 0.5 * sizes["full"] < sizes["sharded"] < 2 * sizes["full"]
+    assert sizes["full_s3"] == sizes["full"]
+    assert abs(sizes["sharded_s3"] - sizes["sharded"]) < 4096  # DCP's paths differ
     assert list(tmp_path.iterdir()) == []  # each round's files are removed
+    import boto3
+
+    listed = boto3.client("s3").list_objects_v2(Bucket=s3_bucket, Prefix="saves/")
+    assert [o["Key"] for o in listed.get("Contents", []) if o["Size"]] == []
+
+
+def test_the_report_shows_both_saves_and_targets_the_local_one():
+    from scripts.bench import report
+    from scripts.bench.stats import paired_ratios, stats
+
+    def save(sharded, full):
+        return {
+            "sharded_s": stats(sharded),
+            "full_s": stats(full),
+            "sharded/full": paired_ratios(sharded, full),
+        }
+
+    lm = {
+        "work": bench_lm.LM_WORK,
+        "tokens_per_s": {v: stats([100.0]) for v in bench_lm.VARIANTS},
+        "run_wall_s": {v: stats([9.0]) for v in bench_lm.VARIANTS},
+        "ray/torchrun": paired_ratios([96.0], [100.0]),
+        "save": {"preset": "small", **save([0.4], [0.5]), "s3": save([3.0], [2.0])},
+    }
+    lines = report.lm_markdown(lm)
+    assert "| local disk | 0.400 | 0.500 | 0.800 |" in lines
+    assert "| S3 API on loopback (moto) | 3.000 | 2.000 | 1.500 |" in lines
+    (target,) = [t for t in report.targets({"lm": lm}) if "save" in t["name"]]
+    assert target["median"] == 0.8 and target["met"] is True
