@@ -95,11 +95,22 @@ def save(
         "epoch": epoch,
         "model": spec.to_dict(),
         "metrics": metrics,
-        "files": {name: _sha256(os.path.join(directory, name)) for name in files},
         **(extra or {}),
+    }
+    write_meta(directory, files, meta)
+
+
+def write_meta(directory: str, files: list[str], meta: dict[str, Any]) -> dict:
+    """Write `meta` (plus the format and each of `files`' SHA-256) as meta.json,
+    last: what `verify` checks. Serving variants (mlcore.variants) use it too."""
+    meta = {
+        **meta,
+        "format": FORMAT_VERSION,
+        "files": {name: _sha256(os.path.join(directory, name)) for name in files},
     }
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f, indent=2, sort_keys=True)
+    return meta
 
 
 def verify(directory: str) -> dict[str, Any]:
@@ -122,14 +133,21 @@ def verify(directory: str) -> dict[str, Any]:
             raise CheckpointError(f"{directory} is incomplete: {name} is missing")
         if _sha256(path) != digest:
             raise CheckpointError(f"{directory} is corrupt: {name} fails its checksum")
-    if MODEL_FILE not in meta.get("files", {}):
-        raise CheckpointError(f"{directory} has no {MODEL_FILE}")
+    model_file = meta.get("model_file", MODEL_FILE)  # a variant's may differ
+    if model_file not in meta.get("files", {}):
+        raise CheckpointError(f"{directory} has no {model_file}")
     return meta
 
 
 def load_state(directory: str) -> tuple[dict, dict, dict | None]:
     """(meta, model state, optimizer state or None) from a verified checkpoint."""
     meta = verify(directory)
+    if meta.get("variant", "fp32") != "fp32":  # its weights need mlcore.variants
+        raise CheckpointError(
+            f"{directory} is the {meta['variant']} serving variant of a checkpoint, "
+            "not a training checkpoint; serve it with variant="
+            f"{meta['variant']}, or give the checkpoint it was made from"
+        )
     model_state = torch.load(
         os.path.join(directory, MODEL_FILE), map_location="cpu", weights_only=True
     )
