@@ -1,0 +1,1 @@
+"""tune.py's parts: the search space (space), a trial (trial), the results (results)."""
