@@ -7,8 +7,8 @@
 Each rule names the exporter its metric comes from (docs/operations.md cites where
 each name is defined). Thresholds are the fields of `Thresholds`, with their
 defaults declared there only; they are constants of the product, not stack
-config keys: one rules file serves every stack and the local cluster, and a team
-that needs other values passes its own `Thresholds`.
+config keys: one rules file serves every stack and the local cluster. To change
+one, change its default (then `--write` the docs' table); tests pass their own.
 
 `raygpu render` writes `prometheus_rule_manifest(cfg)` and fails when the rules do
 not pass `rulecheck.rule_problems` (structure always, `promtool check rules` when
@@ -31,9 +31,9 @@ PROMETHEUS_RULE_API_VERSION = "monitoring.coreos.com/v1"
 RULE_NAME = "raygpu-alerts"
 GROUP_NAME = "raygpu"
 
-# The Cluster Autoscaler names a node group after its Auto Scaling group, and EKS
-# names that group after the managed node group; infra/cluster.py names GPU node
-# groups `<cluster>-gpu-<pool>-...` and the system one `<cluster>-system-...`.
+# The Cluster Autoscaler names a node group after its Auto Scaling group, which EKS
+# names after the managed node group: `<cluster>-gpu-<pool>-...` for GPU pools
+# (infra/cluster.py). It manages only those today; the match keeps it so.
 GPU_NODE_GROUP_RE = ".*-gpu-.*"
 # The head's metrics target: prometheus-operator labels a PodMonitor's targets with
 # their container's name; the local config adds the same label (local.py).
