@@ -24,6 +24,7 @@ Files (numbered in apply order):
   templates/rayjob.yaml, templates/rayservice.yaml   what scripts/ fill in
   templates/rayjob-prepare.yaml, templates/rayjob-train-prepared.yaml
                                        the data path: prepare, then train on it
+  templates/rayjob-tune.yaml           a hyper-parameter search (tune.py)
   40-prometheusrule-raygpu-alerts.yaml the alert rules (raygpu/monitoring/alerts.py),
                                        checked by structure and promtool if present
 """
@@ -91,6 +92,13 @@ def example_templates(cfg, refs: manifests.ClusterRefs) -> dict[str, dict[str, A
             name="train-prepared-example",
             dataset="example",
             train_args=["--num-workers", "2", "--use-gpu", "--epochs", "10"],
+            runtime_env=env,
+        ),
+        "rayjob-tune.yaml": workloads.tune_rayjob_manifest(
+            cfg,
+            refs,
+            name="tune-example",
+            tune_args=["--use-gpu", "--num-samples", "16", "--max-concurrent", "2"],
             runtime_env=env,
         ),
         "rayjob-lm.yaml": workloads.lm_rayjob_manifest(

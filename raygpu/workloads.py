@@ -192,6 +192,31 @@ def train_prepared_rayjob_manifest(
     )
 
 
+def tune_rayjob_manifest(
+    cfg: StackConfig,
+    refs: ClusterRefs,
+    *,
+    name: str,
+    tune_args: Sequence[str] = (),
+    runtime_env: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A RayJob running tune.py: a hyper-parameter search whose experiment (every
+    trial's checkpoints, the results and plots) goes under the artifacts bucket's
+    runs/; the same name resumes it."""
+    entrypoint = shlex.join(
+        [
+            "python",
+            "tune.py",
+            "--storage-path",
+            f"s3://{refs.artifacts_bucket}/runs",
+            *tune_args,
+        ]
+    )
+    return rayjob_manifest(
+        cfg, refs, name=name, entrypoint=entrypoint, runtime_env=runtime_env
+    )
+
+
 def lm_rayjob_manifest(
     cfg: StackConfig,
     refs: ClusterRefs,

@@ -46,11 +46,12 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "templates/rayjob-lm.yaml",
         "templates/rayjob-prepare.yaml",
         "templates/rayjob-train-prepared.yaml",
+        "templates/rayjob-tune.yaml",
         "templates/rayjob.yaml",
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 22 files to {out}")
+    assert printed.startswith(f"wrote 23 files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
@@ -83,8 +84,9 @@ def test_rendered_ray_objects_validate_against_the_crds(stack, tmp_path):
         obj = load(path)
         crd_schema.validate_manifest(obj)
         kinds.append(obj["kind"])
-    # sorted file names: rayjob-prepare, rayjob-train-prepared, rayjob, rayservice
-    assert kinds == ["RayCluster", "RayJob", "RayJob", "RayJob", "RayJob", "RayService"]
+    # sorted file names: rayjob-lm, rayjob-prepare, rayjob-train-prepared,
+    # rayjob-tune, rayjob, rayservice
+    assert kinds == ["RayCluster", *["RayJob"] * 5, "RayService"]
 
 
 def test_outputs_file_fills_in_real_values(tmp_path):
