@@ -133,6 +133,8 @@ def cluster_autoscaler_values(
             "skip-nodes-with-system-pods": False,
             "skip-nodes-with-local-storage": True,
             "scale-down-unneeded-time": scale_down_unneeded_time,
+            # Per-group size and bounds metrics: the pool-at-maximum alert reads them.
+            "emit-per-nodegroup-metrics": True,
         },
         "replicaCount": 1,
         "nodeSelector": dict(cfg.system_pool.node_labels),

@@ -81,6 +81,7 @@ def test_values_flags_and_placement():
     assert args["skip-nodes-with-local-storage"] is True
     assert args["expander"] == "least-waste"
     assert args["scale-down-unneeded-time"] == "5m"
+    assert args["emit-per-nodegroup-metrics"] is True  # the pool-at-max alert
     assert values["nodeSelector"] == cfg.system_pool.node_labels
     assert not values.get("tolerations")  # never on the tainted GPU nodes
     assert values["podAnnotations"] == {
