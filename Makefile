@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 # pip on this kind of machine prints a warning per package for its local mirrors
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: help venv venv-operator venv-policy test test-fast lint fmt demo plan render train serve destroy orphans bench clean
+.PHONY: help venv venv-operator venv-policy test test-fast lint fmt demo tune plan render train serve destroy orphans bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -83,6 +83,9 @@ fmt: $(STAMP) ## ruff: fix and format
 
 demo: $(STAMP) ## the main job on a local Ray cluster: train (2 workers, digits), serve, check
 	$(RAYGPU) demo
+
+tune: $(STAMP) ## a small hyper-parameter search (Optuna + ASHA, 8 trials) on the digits MLP, local Ray; the same run resumes
+	cd ray_jobs && ../$(PY) tune.py --num-samples 8 --epochs 6 --storage-path ../demo-output/tune --name digits-mlp $(ARGS)
 
 plan: $(OPERATOR_STAMP) ## offline plan with hourly cost for STACK (no credentials, no Pulumi CLI)
 	$(RAYGPU) plan --stack $(STACK)
