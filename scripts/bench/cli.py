@@ -29,6 +29,7 @@ from scripts.bench.settings import REPO, SCHEMA, SECTIONS, BenchError, log
 from scripts.bench.startup import bench_plan, bench_startup
 from scripts.bench.stats import fmt
 from scripts.bench.training import bench_train
+from scripts.bench.tune import bench_tune
 
 DESCRIPTION = (
     "make bench: Ray Train against torchrun, Ray Serve against FastAPI, "
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "plan": bench_plan,
         "allocator": bench_allocator,
         "lm": bench_lm,
+        "tune": bench_tune,
     }
     previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

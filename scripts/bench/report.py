@@ -17,6 +17,7 @@ from scripts.bench.settings import (
     SERVE_MODELS,
 )
 from scripts.bench.stats import fmt, fmt_stats
+from scripts.bench.tune import tune_markdown, tune_targets
 
 
 def versions() -> dict[str, str]:
@@ -106,6 +107,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         (lm.get("save") or {}).get("sharded/full"),
         lambda v: v <= 1.0,
     )
+    tune_targets(results.get("tune", {}), add)
     return out
 
 
@@ -307,7 +309,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {k} | {fmt_stats(s, 2)} |")
 
     lines += lm_markdown(results.get("lm"))
-    for name in ("train", "startup", "serve", "allocator", "lm"):
+    for name in ("train", "startup", "serve", "allocator", "lm", "tune"):
         if "skipped" in results.get(name, {}):
             lines += ["", f"## {name}", "", f"skipped: {results[name]['skipped']}"]
     pl = results.get("plan")
@@ -320,6 +322,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             for s, st in pl["summary"].items():
                 lines.append(f"| {s} | {fmt_stats(st)} |")
     lines += allocator_markdown(results.get("allocator"))
+    lines += tune_markdown(results.get("tune"))
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 RAY_JOBS = REPO / "ray_jobs"
 PY = sys.executable
 SCHEMA = 1
-SECTIONS = ("train", "startup", "serve", "plan", "allocator", "lm")
+SECTIONS = ("train", "startup", "serve", "plan", "allocator", "lm", "tune")
 
 # The benchmark's own programs, run as modules (`python -m`) in child processes
 # whose PYTHONPATH holds ray_jobs/ and the repository (proc.child_env). The CPU
@@ -66,6 +66,8 @@ MODES = {
         "plan_rounds": 1,
         "allocator_rounds": 1,
         "lm_rounds": 1,
+        # A smoke run: a grid of 8 points (the is at least 16), 1 seed.
+        "tune": {"seeds": (0,), "grid_points": 2, "num_samples": 6, "epochs": 3},
     },
     "full": {
         "train_rounds": 3,
@@ -100,6 +102,26 @@ SLICE_S = 2.0
 STARTUP_WORK = {"model": "mlp", "dataset": "digits", "epochs": 3, "batch_size": 64}
 CONCURRENCY = (1, 8, 32)
 SERVE_MODELS = {"mlp": ("digits", (1, 8, 8)), "cnn": ("synthetic", (3, 32, 32))}
+# 8. tune (scripts/bench/tune.py): one search space for the grid and for ASHA
+# with Optuna; the grid takes 4 values of the log-uniform rate and every choice
+# (16 points). 2 trials at once, each 1 worker x 0.5 CPU, fit 2 cores.
+TUNE_WORK = {
+    "space": {
+        "parameters": {
+            "lr": {"distribution": "loguniform", "low": 3e-4, "high": 3e-2},
+            "batch_size": {"distribution": "choice", "values": [32, 128]},
+            "width": {"distribution": "choice", "values": [64, 256]},
+        }
+    },
+    "epochs": 9,
+    "grid_points": 4,
+    "num_samples": 16,
+    "grace_period": 1,
+    "reduction_factor": 3,
+    "max_concurrent": 2,
+    "cpus_per_worker": 0.5,
+    "seeds": (0, 1, 2),
+}
 
 
 class BenchError(RuntimeError):
