@@ -290,7 +290,7 @@ def connect_ray() -> None:
     if address:
         env = {"RAY_ADDRESS": address}
         job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}"))
-        if "RAY_ADDRESS" in job_env.get("runtime_env", {}).get("env_vars", {}):
+        if "RAY_ADDRESS" in ((job_env.get("runtime_env") or {}).get("env_vars") or {}):
             env = {}  # the job gives its actors one already
         ray.init(logging_level="WARNING", runtime_env={"env_vars": env})
         return

@@ -53,11 +53,18 @@ points_to_evaluate:
 
 @pytest.fixture(scope="module")
 def searched(ray_head, tmp_path_factory):
-    """python tune.py as a driver of the shared cluster: 4 trials (the 3 points,
-    then one of TPE's), 2 epochs each, 2 at once."""
+    """tune.py submitted as a job through raygpu submit, as users do: 4 trials
+    (the 3 points, then one of TPE's), 2 epochs each, 2 at once."""
     root = tmp_path_factory.mktemp("tune")
-    argv = [
+    cmd = [
         sys.executable,
+        "-m",
+        "raygpu",
+        "submit",
+        "--address",
+        ray_head.dashboard_url,
+        "--",
+        "python",
         "tune.py",
         "--space",
         write(root / "space.yaml", FAILING_SPACE),
@@ -70,14 +77,7 @@ def searched(ray_head, tmp_path_factory):
         "--name",
         "search",
     ]
-    done = subprocess.run(
-        argv,
-        cwd=RAY_JOBS,
-        env={**os.environ, **ray_head.env()},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-3000:]
     return root / "store" / "search", done.stdout
 
