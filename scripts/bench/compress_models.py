@@ -36,6 +36,9 @@ def train_checkpoint(
     from mlcore.loop import split_tensors, train_epochs
     from mlcore.models import ModelSpec, build_model
 
+    # One thread, as train.py's workers have one each by default: on a busy
+    # 2-core machine more of them mostly wait on each other.
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     ds = load_dataset(dataset)
     spec = ModelSpec(model, ds.image_shape, ds.num_classes)
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     reports: dict[str, list[dict]] = {"mlp": [], "cnn": []}
     for i, seed in enumerate(seeds):
         for model in reports:
-            ckpt = train_checkpoint(args.work / f"{model}-{seed}", model, "digits", seed)
+            folder = args.work / f"{model}-{seed}"
+            ckpt = train_checkpoint(folder, model, "digits", seed)
             rounds = args.rounds if i == 0 else 0
             reports[model].append(compress(ckpt, rounds, args.seconds))
     cnn32 = fresh_checkpoint(args.work / "cnn32", "cnn", (3, 32, 32))
