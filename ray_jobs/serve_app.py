@@ -23,18 +23,24 @@ Deploy with the application builder and typed arguments:
     serve run serve_app:build_app checkpoint=<run folder>/checkpoint_epoch0009_attempt01
 
 or import `app` (the checkpoint from $RAYGPU_CHECKPOINT).
+
+`variant=int8|onnx|onnx-int8` serves a variant compress.py made of the
+checkpoint (found in <checkpoint>/variants/<variant>/, or `checkpoint` names the
+variant's folder): torch with torchao's int8 weights, or ONNX Runtime with as
+many intra-op threads as the replica has CPUs. Its digests are checked when the
+replica loads it; a variant that fails them is refused (mlcore.variants).
 """
 
 import asyncio
 import json
 import math
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ray import serve
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 DEFAULT_MAX_INSTANCES = 256
@@ -46,6 +52,10 @@ DEFAULT_MAX_BATCH_SIZE = 32
 # starts, and every further millisecond of waiting leaves the replica's core
 # idle (measured in docs/performance.md).
 DEFAULT_BATCH_WAIT_S = 0.001
+# A body over max_body_bytes is still read (and dropped) up to this size before
+# the 413 goes out, so the client, still sending, reads the answer instead of
+# a reset; beyond it the connection is closed on it.
+DRAIN_LIMIT_BYTES = 64 * 1024 * 1024
 BINARY_TYPE = "application/octet-stream"
 INSTANCES_HEADER = "x-instances"
 
@@ -74,6 +84,10 @@ class ServeArgs(BaseModel):
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
     batching: bool = Field(True, description="dynamic batching (@serve.batch)")
+    # mlcore.variants.VARIANTS (this module imports no mlcore at import time)
+    variant: Literal["fp32", "int8", "onnx", "onnx-int8"] = Field(
+        "fp32", description="the checkpoint as trained, or a compress.py variant"
+    )
 
     @field_validator("checkpoint")
     @classmethod
@@ -88,6 +102,15 @@ class ServeArgs(BaseModel):
             raise ValueError(str(exc).removeprefix("checkpoint: ")) from None
         return value
 
+    @model_validator(mode="after")
+    def _variant_device(self) -> "ServeArgs":
+        if self.variant != "fp32" and self.num_gpus > 0:
+            raise ValueError(
+                f"variant {self.variant} runs on the CPU (torchao int8 / ONNX "
+                "Runtime's CPU build): set num_gpus to 0 or serve variant fp32"
+            )
+        return self
+
     @field_validator("max_queued_requests")
     @classmethod
     def _queue_limit(cls, value: int) -> int:
@@ -99,9 +122,16 @@ class ServeArgs(BaseModel):
 
 
 def parse_instances(
-    body: bytes, num_features: int, max_instances: int, max_body_bytes: int
+    body: bytes,
+    num_features: int,
+    max_instances: int,
+    max_body_bytes: int,
+    image_shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """Validate a JSON body; return float32 instances of shape (n, num_features)."""
+    """Validate a JSON body; return float32 instances of shape (n, num_features).
+
+    An instance is a flat list of num_features numbers or, given `image_shape`,
+    nested exactly as that shape (C x H x W); no other nesting."""
     if len(body) > max_body_bytes:
         raise BadRequest(413, f"request body is larger than {max_body_bytes} bytes")
     try:
@@ -138,11 +168,23 @@ def parse_instances(
         raise BadRequest(
             400, f"each instance must have {num_features} features (got {got})"
         )
+    allowed = [(num_features,)] + ([tuple(image_shape)] if image_shape else [])
+    if arr.shape[1:] not in allowed:
+        nested = f" or nested as {_dims(image_shape)}" if image_shape else ""
+        raise BadRequest(
+            400,
+            f"each instance must be a flat list of {num_features} numbers{nested} "
+            f"(got {_dims(arr.shape[1:])})",
+        )
     with np.errstate(over="ignore"):  # beyond float32's range -> inf, refused below
         out = arr.reshape(len(arr), num_features).astype(np.float32)
     if not np.isfinite(out).all():
         raise BadRequest(400, "instances must hold only finite numbers (no NaN/inf)")
     return out
+
+
+def _dims(shape) -> str:
+    return "x".join(str(int(v)) for v in shape)
 
 
 def parse_binary(
@@ -188,13 +230,35 @@ def parse_request(
     num_features: int,
     max_instances: int,
     max_body_bytes: int,
+    image_shape: tuple[int, ...] | None = None,
 ) -> np.ndarray:
     """JSON or binary instances, chosen by Content-Type."""
     if (content_type or "").split(";")[0].strip().lower() == BINARY_TYPE:
         return parse_binary(
             body, instances_header, num_features, max_instances, max_body_bytes
         )
-    return parse_instances(body, num_features, max_instances, max_body_bytes)
+    return parse_instances(
+        body, num_features, max_instances, max_body_bytes, image_shape
+    )
+
+
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The request's body, at most max_body_bytes (413 beyond). What comes past
+    the limit is read and dropped, up to DRAIN_LIMIT_BYTES: see there."""
+    declared = int(request.headers.get("content-length") or 0)  # ValueError: 400
+    too_large = BadRequest(413, f"request body is larger than {max_body_bytes} bytes")
+    if declared > DRAIN_LIMIT_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= max_body_bytes:
+            chunks.append(chunk)
+        elif size > DRAIN_LIMIT_BYTES:
+            break
+    if size > max_body_bytes:
+        raise too_large
+    return b"".join(chunks)
 
 
 # The app's two routes, matched by hand in ModelServer.__call__. No FastAPI
@@ -218,7 +282,7 @@ class ModelServer:
         import torch
 
         from mlcore.allocator import keep_freed_memory
-        from mlcore.checkpointing import load_model, local_copy
+        from mlcore.variants import load_uri
 
         # Serve runs the handlers in a thread of their own (its default), where
         # glibc's arena gives each batch's freed buffers back to the kernel.
@@ -230,13 +294,15 @@ class ModelServer:
                 "no checkpoint: set RAYGPU_CHECKPOINT, or deploy "
                 "serve_app:build_app with checkpoint=<folder or s3:// URI>"
             )
-        torch.set_num_threads(max(1, int(self.args.num_cpus or 1)))
-        with local_copy(self.args.checkpoint, "checkpoint") as directory:
-            model, meta = load_model(directory)
+        # One math thread per CPU of the replica, for torch and ONNX Runtime.
+        threads = max(1, int(self.args.num_cpus or 1))
+        torch.set_num_threads(threads)
         self.device = (
             "cuda" if self.args.num_gpus and torch.cuda.is_available() else "cpu"
         )
-        self.model = model.to(self.device)
+        self.predictor, meta = load_uri(
+            self.args.checkpoint, self.args.variant, threads, self.device
+        )
         self.meta = meta
         self.normalisation = None
         if "normalisation" in meta:  # trained on a prepared dataset
@@ -257,13 +323,13 @@ class ModelServer:
         self.predict_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
+        """Probabilities for instances of shape (n, num_features)."""
         if self.normalisation is not None:
             x = self.normalisation.apply(x)
-        with torch.inference_mode():
-            t = torch.from_numpy(x).view(len(x), *self.image_shape).to(self.device)
-            return torch.softmax(self.model(t).float(), dim=1).cpu().numpy()
+        logits = self.predictor.logits(x.reshape(len(x), *self.image_shape))
+        logits = logits.astype(np.float32, copy=False)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
 
     @serve.batch(
         max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S
@@ -294,12 +360,7 @@ class ModelServer:
 
     async def predict(self, request: Request) -> JSONResponse:
         try:
-            declared = int(request.headers.get("content-length") or 0)
-            if declared > self.args.max_body_bytes:
-                raise BadRequest(
-                    413, f"request body is larger than {self.args.max_body_bytes} bytes"
-                )
-            body = await request.body()
+            body = await read_body(request, self.args.max_body_bytes)
             x = parse_request(
                 body,
                 request.headers.get("content-type"),
@@ -307,6 +368,7 @@ class ModelServer:
                 self.num_features,
                 self.args.max_instances,
                 self.args.max_body_bytes,
+                self.image_shape,
             )
             if self.args.batching:
                 probs = await asyncio.wait_for(
@@ -318,6 +380,8 @@ class ModelServer:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except ValueError:  # a malformed Content-Length header
             return JSONResponse({"error": "invalid Content-Length"}, status_code=400)
+        except ClientDisconnect:  # gone before its body arrived: nobody to answer
+            return JSONResponse({"error": "client disconnected"}, status_code=400)
         except TimeoutError:
             return JSONResponse(
                 {"error": f"no answer within {self.args.request_timeout_s}s"},
@@ -336,13 +400,15 @@ class ModelServer:
                 "status": "ok",
                 "model": self.meta["model"],
                 "epoch": self.meta["epoch"],
+                "variant": self.predictor.variant,
+                "backend": self.predictor.backend,
                 "device": self.device,
                 "data": self.meta.get("data"),
             }
         )
 
     def check_health(self) -> None:
-        if self.model is None:  # pragma: no cover - guarded by __init__
+        if self.predictor is None:  # pragma: no cover - guarded by __init__
             raise RuntimeError("model not loaded")
 
 

@@ -2,6 +2,7 @@
 
     raygpu serve --stack dev --checkpoint s3://<artifacts>/runs/<run>/checkpoint_...
     raygpu serve --address http://127.0.0.1:8265 --checkpoint /path/to/checkpoint
+    raygpu serve --stack dev --checkpoint s3://... --variant onnx-int8
 
 1. Packages ray_jobs/ as a zip, byte for byte the same for the same files (sorted
    entries, fixed timestamps and modes), named by its SHA-256: `packages/<sha>.zip`
@@ -54,6 +55,9 @@ EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", "data", ".ipynb_checkpoints"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 FAILED_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
+# The serving variants (ray_jobs/mlcore/variants.py's VARIANTS, which this
+# package cannot import; tests check the two agree): fp32 is the checkpoint.
+VARIANTS = ("fp32", "int8", "onnx", "onnx-int8")
 
 
 # ------------------------------------------------------------------------ package
@@ -338,6 +342,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", required=True, help="checkpoint folder (s3:// on a stack)"
     )
+    parser.add_argument(
+        "--variant",
+        default="fp32",
+        choices=VARIANTS,
+        help="fp32 (as trained) or a variant compress.py made of the checkpoint",
+    )
     parser.add_argument("--num-replicas", type=int, default=1)
     parser.add_argument(
         "--num-gpus", type=float, default=None, help="GPUs per replica (default 0)"
@@ -368,6 +378,11 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("--num-replicas: must be >= 1")
     if args.num_gpus is not None and args.num_gpus < 0:
         parser.error("--num-gpus: must be >= 0")
+    if args.variant != "fp32" and args.num_gpus:
+        parser.error(
+            f"--num-gpus: the {args.variant} variant runs on the CPU; leave "
+            "--num-gpus out or serve --variant fp32"
+        )
     if not args.checkpoint.strip():
         parser.error("--checkpoint: must not be empty")
 
@@ -376,6 +391,8 @@ def run(args: argparse.Namespace) -> int:
     app_args: dict[str, Any] = {"num_replicas": args.num_replicas}
     if args.num_gpus is not None:
         app_args["num_gpus"] = args.num_gpus
+    if args.variant != "fp32":
+        app_args["variant"] = args.variant
     if args.address:
         return serve_on_address(
             args.address,

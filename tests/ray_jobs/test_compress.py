@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+import serve_app
 from mlcore import checkpointing, variants
 from mlcore import prepared as prep
 from mlcore.data import load_dataset
 from mlcore.errors import CheckpointError
 from mlcore.models import ModelSpec, build_model
+from raygpu import serve as raygpu_serve
 from scripts.bench.compress_models import train_checkpoint
 
 
@@ -140,6 +142,11 @@ def test_tampered_variants_are_refused_at_load(mlp, tmp_path):
     onnx.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="model.onnx fails its checksum"):
         variants.load_uri(str(copy), "onnx-int8")
+    # The Serve app's replica constructor (what a deploy runs) refuses it too.
+    with pytest.raises(CheckpointError, match="fails its checksum"):
+        serve_app.ModelServer.func_or_class(
+            {"checkpoint": str(copy), "variant": "onnx-int8"}
+        )
     # A variant left beside a checkpoint that was replaced: another source.
     meta = json.loads((copy / "meta.json").read_text())
     checkpointing.write_meta(
@@ -174,14 +181,16 @@ def test_prepared_checkpoints_keep_their_statistics(tmp_path, capsys):
     assert abs(report["variants"]["onnx"]["accuracy_delta_points"]) <= 100 / 64
     meta = checkpointing.verify(str(out / "onnx"))
     assert meta["normalisation"] == manifest["normalisation"]
-    # A variant folder named directly, outside the checkpoint, loads as well.
-    found, _ = variants.load_uri(str(out / "onnx"), "onnx")
+    # A variant folder named directly, outside the checkpoint, serves as well.
+    server = serve_app.ModelServer.func_or_class(
+        {"checkpoint": str(out / "onnx"), "variant": "onnx"}
+    )
     x = next(prep.iter_split(prep.open_prepared(str(data)), "test"))[0]
     model, _ = checkpointing.load_model(str(ckpt))
     norm = prep.Normalisation.from_dict(manifest["normalisation"])
     with torch.no_grad():
-        want = model(torch.from_numpy(norm.apply(x))).numpy()
-    np.testing.assert_allclose(found.logits(norm.apply(x)), want, atol=1e-4)
+        want = torch.softmax(model(torch.from_numpy(norm.apply(x))), dim=1).numpy()
+    np.testing.assert_allclose(server.forward(x.reshape(len(x), -1)), want, atol=1e-5)
     # The dataset changed since training: refused unless --data names one.
     (data / "manifest.json").write_text(
         json.dumps({**manifest, "sources": {"changed": True}})
@@ -206,3 +215,8 @@ def test_a_checkpoint_that_does_not_say_its_data_needs_dataset(tmp_path, capsys)
     assert report["variants"]["int8"]["size_ratio"] <= 0.3
     assert compress.main(["--checkpoint", str(tmp_path / "variants" / "int8")]) == 1
     assert "is the int8 serving variant" in capsys.readouterr().err
+
+
+def test_the_variant_names_agree_everywhere():
+    literal = serve_app.ServeArgs.model_fields["variant"].annotation.__args__
+    assert literal == variants.VARIANTS == raygpu_serve.VARIANTS

@@ -96,6 +96,8 @@ BAD = [
     (json.dumps({"instances": [["x"] * 64]}).encode(), "only numbers"),
     (b'{"instances": [[' + b",".join([b"NaN"] * 64) + b"]]}", "finite"),
     (json.dumps({"instances": [[0] * 64] * 101}).encode(), "more than the maximum"),
+    # 64 one-element lists hold 64 numbers, but not as a flat row or 1x8x8
+    (json.dumps({"instances": [[[0.0]] * 64]}).encode(), "nested as 1x8x8 (got 64x1)"),
 ]
 
 

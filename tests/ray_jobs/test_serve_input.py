@@ -8,6 +8,7 @@ import pytest
 from serve_app import BadRequest, ServeArgs, parse_instances
 
 F = 64
+SHAPE = (1, 8, 8)
 
 
 def body(obj) -> bytes:
@@ -20,8 +21,30 @@ def test_valid_instances_become_float32_rows():
 
 
 def test_image_shaped_instances_are_accepted():
-    inst = np.zeros((3, 1, 8, 8)).tolist()
-    assert parse_instances(body({"instances": inst}), F, 10, 1 << 20).shape == (3, F)
+    inst = np.zeros((3, *SHAPE)).tolist()
+    x = parse_instances(body({"instances": inst}), F, 10, 1 << 20, SHAPE)
+    assert x.shape == (3, F)
+
+
+@pytest.mark.parametrize(
+    "inst,got",
+    [
+        (np.zeros((1, F, 1)), "64x1"),  # 64 one-element lists
+        (np.zeros((1, 8, 8)), "8x8"),  # the image without its channel
+        (np.zeros((1, 1, 1, F)), "1x1x64"),
+        (np.zeros((1, 2, 32)), "2x32"),
+    ],
+)
+def test_instances_nested_other_than_the_image_are_refused(inst, got):
+    with pytest.raises(BadRequest) as err:
+        parse_instances(body({"instances": inst.tolist()}), F, 10, 1 << 20, SHAPE)
+    assert err.value.status == 400
+    assert err.value.message == (
+        f"each instance must be a flat list of {F} numbers or nested as 1x8x8 "
+        f"(got {got})"
+    )
+    with pytest.raises(BadRequest, match=f"flat list of {F} numbers \\(got {got}"):
+        parse_instances(body({"instances": inst.tolist()}), F, 10, 1 << 20)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +88,8 @@ def test_bad_bodies_get_a_clear_4xx(raw, status, fragment):
         ({"checkpoint": "x", "request_timeout_s": 0}, "request_timeout_s"),
         ({"checkpoint": "x", "num_replicas": 0}, "num_replicas"),
         ({"checkpoint": "x", "num_cpus": -1}, "num_cpus"),
+        ({"checkpoint": "x", "variant": "int4"}, "variant"),
+        ({"checkpoint": "x", "variant": "onnx", "num_gpus": 1}, "num_gpus to 0"),
     ],
 )
 def test_serve_args_name_the_bad_field(args, field):

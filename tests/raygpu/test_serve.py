@@ -232,3 +232,27 @@ def test_deploy_on_a_local_cluster_until_running(ray_head, tmp_path, monkeypatch
             capture_output=True,
             timeout=120,
         )
+
+
+def test_variant_goes_to_the_app_and_a_gpu_for_it_is_refused(
+    tmp_path, capsys, monkeypatch
+):
+    seen = []
+
+    def deploy(address, checkpoint, args, timeout_s, **_):  # the deploy seam
+        seen.append(args)
+        return 0
+
+    monkeypatch.setattr(serve_mod, "serve_on_address", deploy)
+    base = ["serve", "--address", "http://127.0.0.1:1", "--checkpoint", str(tmp_path)]
+    assert cli.main([*base, "--variant", "onnx-int8"]) == 0
+    assert cli.main(base) == 0
+    assert seen == [{"num_replicas": 1, "variant": "onnx-int8"}, {"num_replicas": 1}]
+    capsys.readouterr()
+    assert cli.main([*base, "--variant", "int8", "--num-gpus", "1"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "raygpu serve: error: --num-gpus: the int8 variant runs on the CPU; leave "
+        "--num-gpus out or serve --variant fp32\n"
+    )
+    assert cli.main([*base, "--variant", "int4"]) == 2
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
