@@ -21,6 +21,7 @@ from typing import Any
 
 from scripts.bench import load
 from scripts.bench.allocator import bench_allocator
+from scripts.bench.compress import bench_compress
 from scripts.bench.lm import bench_lm
 from scripts.bench.proc import Bench
 from scripts.bench.report import check_schema, render_markdown, targets, versions
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "allocator": bench_allocator,
         "lm": bench_lm,
         "tune": bench_tune,
+        "compress": bench_compress,
     }
     previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -8,6 +8,7 @@ import json
 import platform
 from typing import Any
 
+from scripts.bench.compress import compress_markdown, compress_targets
 from scripts.bench.load import generator_name
 from scripts.bench.settings import (
     CONCURRENCY,
@@ -108,6 +109,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         lambda v: v <= 1.0,
     )
     tune_targets(results.get("tune", {}), add)
+    compress_targets(results.get("compress", {}), add)
     return out
 
 
@@ -323,6 +325,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                 lines.append(f"| {s} | {fmt_stats(st)} |")
     lines += allocator_markdown(results.get("allocator"))
     lines += tune_markdown(results.get("tune"))
+    lines += compress_markdown(results.get("compress"))
     return "\n".join(lines) + "\n"
 
 

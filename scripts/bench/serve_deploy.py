@@ -4,8 +4,9 @@
         --port 8000 --replicas 2 --apps '{"cnn-serve_batched": [CKPT, true]}'
 
 Deletes the apps already there, then runs `serve_app.build_app` once per app
-(name -> [checkpoint, batching]) at route /<name>, ray_jobs/ shipped as the
-job's working directory as `raygpu serve` ships it. Prints `deployed` when done.
+(name -> [checkpoint, batching] or [checkpoint, batching, variant]) at route
+/<name>, ray_jobs/ shipped as the job's working directory as `raygpu serve`
+ships it. Prints `deployed` when done.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", required=True, help="the head's GCS address")
     p.add_argument("--port", type=int, required=True, help="Serve's HTTP port")
     p.add_argument("--replicas", type=int, required=True, help="replicas per app")
-    p.add_argument("--apps", required=True, help="JSON: name -> [ckpt, batching]")
+    p.add_argument(
+        "--apps", required=True, help="JSON: name -> [ckpt, batching(, variant)]"
+    )
     p.add_argument("--access-log", action="store_true")
     args = p.parse_args(argv)
 
@@ -45,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.start(http_options={"host": LOOPBACK, "port": args.port})
     for name in list(serve.status().applications):  # one model's apps at a time
         serve.delete(name)
-    for name, (ckpt, batching) in json.loads(args.apps).items():
+    for name, (ckpt, batching, *variant) in json.loads(args.apps).items():
         app_args = serve_app.ServeArgs(
             checkpoint=ckpt,
             batching=batching,
+            variant=variant[0] if variant else "fp32",
             num_replicas=args.replicas,
             num_cpus=0.5,
             max_ongoing_requests=64,

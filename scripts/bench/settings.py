@@ -10,7 +10,16 @@ REPO = Path(__file__).resolve().parents[2]
 RAY_JOBS = REPO / "ray_jobs"
 PY = sys.executable
 SCHEMA = 1
-SECTIONS = ("train", "startup", "serve", "plan", "allocator", "lm", "tune")
+SECTIONS = (
+    "train",
+    "startup",
+    "serve",
+    "plan",
+    "allocator",
+    "lm",
+    "tune",
+    "compress",
+)
 
 # The benchmark's own programs, run as modules (`python -m`) in child processes
 # whose PYTHONPATH holds ray_jobs/ and the repository (proc.child_env). The CPU
@@ -22,6 +31,7 @@ SERVE_DEPLOY = "scripts.bench.serve_deploy"
 SERVE_MODELS_PROGRAM = "scripts.bench.serve_models"
 LOAD_GENERATOR = "scripts.bench.load"
 ALLOCATOR_PROBE = "scripts.bench.allocator_probe"
+COMPRESS_MODELS_PROGRAM = "scripts.bench.compress_models"
 
 # The variable that names a run's timing-marks file: mlcore.marks.MARKS_ENV
 # (this process does not import ray_jobs code; tests/scripts checks the two agree).
@@ -66,6 +76,9 @@ MODES = {
         "plan_rounds": 1,
         "allocator_rounds": 1,
         "lm_rounds": 1,
+        "compress_seeds": (0,),
+        "compress_rounds": 1,
+        "compress_seconds": 0.5,
         # A smoke run: a grid of 8 points (the is at least 16), 1 seed.
         "tune": {"seeds": (0,), "grid_points": 2, "num_samples": 6, "epochs": 3},
     },
@@ -86,6 +99,9 @@ MODES = {
         "plan_rounds": 3,
         "allocator_rounds": 3,
         "lm_rounds": 3,
+        "compress_seeds": (0, 1, 2),
+        "compress_rounds": 3,
+        "compress_seconds": 1.0,
     },
 }
 TRAIN_WORK = {
