@@ -220,3 +220,34 @@ def test_a_checkpoint_that_does_not_say_its_data_needs_dataset(tmp_path, capsys)
 def test_the_variant_names_agree_everywhere():
     literal = serve_app.ServeArgs.model_fields["variant"].annotation.__args__
     assert literal == variants.VARIANTS == raygpu_serve.VARIANTS
+
+
+def test_a_checkpoint_in_s3_gets_its_variants_in_s3(moto_server, s3_bucket, tmp_path):
+    """compress.py reads and writes s3:// (a real S3 API on loopback); the app's
+    loader finds the variant there and copies only the variant's folder."""
+    import pyarrow.fs as pafs
+
+    from mlcore.storage import parse_storage
+
+    local = tmp_path / "ckpt"
+    local.mkdir()
+    spec = ModelSpec("mlp", (1, 8, 8), 10)
+    checkpointing.save(str(local), build_model(spec), None, 0, spec, {})
+    uri = f"s3://{s3_bucket}/runs/r/checkpoint_epoch0000_attempt01"
+    remote = parse_storage(uri)
+    pafs.copy_files(str(local), remote.path, destination_filesystem=remote.filesystem)
+    argv = ["--checkpoint", uri, "--variants", "int8", "--dataset", "digits"]
+    report = run([*argv, "--rounds", "0"])
+    assert report["out"] == f"{uri}/variants"
+    listed = {
+        info.path.removeprefix(remote.path + "/")
+        for info in remote.filesystem.get_file_info(
+            pafs.FileSelector(remote.path, recursive=True)
+        )
+        if info.type == pafs.FileType.File
+    }
+    assert {"variants/int8/model.pt", "variants/int8/meta.json"} <= listed
+    assert {"variants/report.json", "variants/report.md"} <= listed
+    predictor, meta = variants.load_uri(uri, "int8")
+    assert meta["variant"] == "int8" and predictor.backend == "torch+torchao"
+    assert predictor.logits(np.zeros((3, 1, 8, 8), np.float32)).shape == (3, 10)
