@@ -31,9 +31,6 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-from tuning import results
-from tuning.space import FLAGS, PARAMS, Space, load_space
-from tuning.trial import METRIC, MODE, RUNS_FOLDER, TIME_ATTR, TrialSettings, run_trial
 
 from mlcore.data import DATASETS, load_dataset
 from mlcore.errors import DatasetUnavailable, JobInputError, StorageError
@@ -44,6 +41,9 @@ from mlcore.storage import (
     read_text,
     write_text,
 )
+from tuning import results
+from tuning.space import FLAGS, PARAMS, Space, load_space
+from tuning.trial import METRIC, MODE, RUNS_FOLDER, TIME_ATTR, TrialSettings, run_trial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SPACE = os.path.join(HERE, "search_spaces", "digits_mlp.yaml")

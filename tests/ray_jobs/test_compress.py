@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import compress
 import numpy as np
 import pytest
 import torch
 
+import compress
 import serve_app
 from mlcore import checkpointing, variants
 from mlcore import prepared as prep

@@ -10,10 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 
-import compress
 import numpy as np
 import pytest
 
+import compress
 import serve_app
 from mlcore import variants
 from mlcore.data import load_dataset

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
-import tune
-from tuning import space as tspace
 
+import tune
 from mlcore import checkpointing
 from mlcore.checkpointing import list_checkpoints
 from mlcore.errors import CheckpointError
 from mlcore.models import ModelSpec, build_model
 from tests.conftest import RAY_JOBS
+from tuning import space as tspace
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
