@@ -22,6 +22,7 @@ from typing import Any
 from scripts.bench import load
 from scripts.bench.allocator import bench_allocator
 from scripts.bench.compress import bench_compress
+from scripts.bench.data import bench_data
 from scripts.bench.lm import bench_lm
 from scripts.bench.proc import Bench
 from scripts.bench.report import check_schema, render_markdown, targets, versions
@@ -34,7 +35,8 @@ from scripts.bench.tune import bench_tune
 
 DESCRIPTION = (
     "make bench: Ray Train against torchrun, Ray Serve against FastAPI, "
-    "start-up cost, the offline plan, the allocator settings"
+    "start-up cost, the offline plan, the allocator settings, Ray Data "
+    "ingestion and preparation"
 )
 
 
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "plan": bench_plan,
         "allocator": bench_allocator,
         "lm": bench_lm,
+        "data": bench_data,
         "tune": bench_tune,
         "compress": bench_compress,
     }

@@ -1,305 +1,379 @@
-"""Data benchmarks: Ray Data streaming against in-memory loading, and preparation
-throughput against a single-process pandas implementation of the same cleaning.
+"""7. data: Ray Data streaming against in-memory loading, the accuracy either
+way gives, and preparation throughput against a single-process pandas
+implementation of the same cleaning. One local head of 2 CPUs (lean), shared
+by every run of the section; what runs is in settings.DATA_WORK.
 
-    PYTHONPATH=ray_jobs python -m scripts.bench.data      # the full measurement
-    PYTHONPATH=ray_jobs python -m scripts.bench.data --rows 2000 --rounds 1 \
-        --epochs 1 --model mlp --prepare-rows 20000     # a smoke run
+1. ingest: train.py on a prepared synthetic dataset (seeded random 3x32x32
+   images in 10 classes, mlcore.prepared.write_synthetic) with the same model,
+   global batch, workers, CPUs per worker, epochs and seed, streamed through
+   Ray Data (`--data`) and loaded whole into each worker (`--data-in-memory`,
+   a DataLoader), in alternating order. The figure is the samples/s of each
+   run's last epoch (the training loop's own: samples over training-loop
+   seconds, the epoch's Ray Data start-up included, validation excluded); the
+   target is the median of the paired ratios streaming / in-memory >= 0.9.
+   The labels are random: accuracy means nothing here.
+2. accuracy: the prepared digits (prepare.py --format digits --seed 0), the
+   MLP streamed and held in memory, one pair of runs per train seed; the test
+   split (269 rows, about 0.4 point a row) is the same for both.
+3. prepare: prepare.py on a dirty Parquet table (data_prepare.dirty_table)
+   against data_prepare.pandas_prepare on the same files, alternating; rows/s
+   each (rows read over the seconds of the whole preparation; Ray's start-up
+   not counted, its Data tasks' start-up counted), and whether both dropped
+   the same rows and wrote byte-identical shards.
 
-1. ingest: train.py on a synthetic prepared dataset (seeded 3x32x32 images in 10
-   classes, mlcore.prepared.write_synthetic) with the same model, global batch,
-   workers and seed, once streaming it through Ray Data (`--data`) and once
-   loading it whole into each worker (`--data-in-memory`, a DataLoader), in
-   alternating order for --rounds rounds. The figure is the samples/s of each
-   run's last epoch (the loop's own measure: training seconds, no start-up);
-   the result is the ratio of the medians (target >= 0.9). Every run's workers
-   take --cpus-per-worker CPUs of one local Ray head started with --cpus CPUs,
-   so that Ray Data has the rest to read with: Train reserves its workers' CPUs
-   first.
-2. prepare: prepare.py on a synthetic table (dirty rows of every kind, exact
-   duplicates) on a local Ray, against `pandas_prepare`: the same cleaning,
-   split, shuffle, statistics and Parquet shards in one process. rows/s each,
-   Ray's start-up not counted.
+Ray Data room: Train reserves its workers' CPUs (num_workers x cpus_per_worker
+logical CPUs) before Ray Data gets any, and Data's read tasks need 1 CPU
+each; with 2 workers at 0.5 CPU on the 2-CPU head one CPU is left to Data.
 
-The seeds: the data's (--seed), train.py's --seed 0 and prepare.py's --seed 0.
-Not a section of `python -m scripts.bench` (scripts/bench/cli.py does not call
-it); `bench_data(work, args)` returns the section's result dict for that.
+The harness (`bench_data(bench)`) runs ray_jobs code only in child programs,
+each printing one `DATA_BENCH {...}` line:
+
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.data synthetic OUT ROWS SEED
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.data dirty OUT ROWS SEED
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.data prepare ray|pandas SRC OUT
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.data digits OUT
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-RAY_JOBS = REPO / "ray_jobs"
-TARGET_RATIO = 0.9
+PREFIX = "DATA_BENCH "
+MODES = ("streaming", "in_memory")
+SIDES = ("ray", "pandas")
+CLASSES = [str(i) for i in range(10)]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(RAY_JOBS), str(REPO)])
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-    return env
+# ------------------------------------------------------------------ children
 
 
-def log(text: str) -> None:
-    print(f"[bench data] {text}", file=sys.stderr, flush=True)
-
-
-# -------------------------------------------------------------------- ingest
-
-
-def train_run(data: Path, runs: Path, name: str, args, in_memory: bool) -> float:
-    """One train.py run in a fresh local Ray; its last epoch's samples/s."""
-    argv = [sys.executable, "train.py", "--data", str(data)]
-    argv += ["--model", args.model, "--epochs", str(args.epochs)]
-    argv += ["--batch-size", str(args.batch_size), "--seed", "0"]
-    argv += ["--num-workers", str(args.workers)]
-    argv += ["--cpus-per-worker", f"{args.cpus_per_worker:g}"]
-    argv += ["--storage-path", str(runs), "--run-name", name]
-    if in_memory:
-        argv.append("--data-in-memory")
-    env = {**_env(), **args.head_env}
-    proc = subprocess.run(
-        [*argv, "--keep-checkpoints", "1"],
-        cwd=RAY_JOBS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=args.timeout,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"train.py {name} failed: {proc.stderr[-2000:]}")
-    result = json.loads((runs / name / "result.json").read_text())
-    return float(result["metrics"]["samples_per_second"])
-
-
-def bench_ingest(work: Path, args) -> dict[str, Any]:
-    from mlcore.prepared import write_synthetic
-
-    data = work / "synthetic"
-    started = time.monotonic()
-    manifest = write_synthetic(str(data), rows=args.rows, seed=args.seed)
-    mib = (
-        sum(s["bytes"] for p in manifest["splits"].values() for s in p["shards"])
-        / 2**20
-    )
-    log(f"wrote {args.rows} rows ({mib:.0f} MiB) in {time.monotonic() - started:.1f}s")
-    rates: dict[str, list[float]] = {"streaming": [], "in_memory": []}
-    for r in range(args.rounds):
-        order = ("streaming", "in_memory") if r % 2 == 0 else ("in_memory", "streaming")
-        for mode in order:
-            rate = train_run(
-                data, work / "runs", f"{mode}-{r}", args, mode == "in_memory"
-            )
-            rates[mode].append(rate)
-            log(f"round {r + 1} {mode}: {rate:.1f} samples/s")
-    medians = {mode: statistics.median(v) for mode, v in rates.items()}
-    ratio = medians["streaming"] / medians["in_memory"]
-    return {
-        "rows": args.rows,
-        "mib": round(mib, 1),
-        "model": args.model,
-        "global_batch": args.batch_size,
-        "workers": args.workers,
-        "cpus_per_worker": args.cpus_per_worker,
-        "epochs": args.epochs,
-        "seeds": {"data": args.seed, "train": 0},
-        "samples_per_second": rates,
-        "median": medians,
-        "ratio": round(ratio, 3),
-        "target": TARGET_RATIO,
-        "met": ratio >= TARGET_RATIO,
-    }
-
-
-# ------------------------------------------------------------------- prepare
-
-
-def dirty_table(path: Path, rows: int, features: int = 16, seed: int = 0) -> None:
-    """A CSV of `rows` rows: about 1% each missing, non-finite, unknown label,
-    exact duplicate."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    x = rng.random((rows, features)).round(5)
-    labels = rng.integers(0, 10, rows).astype(str).astype(object)
-    kind = rng.integers(0, 100, rows)
-    x[kind == 0, 0] = np.nan
-    x[kind == 1, 1] = np.inf
-    labels[kind == 2] = "unknown"
-    # a duplicate copies a good row (one whose kind is 4 or more)
-    dup = np.flatnonzero((kind == 3) & (np.roll(kind, 1) >= 4))
-    dup = dup[dup > 0]
-    x[dup], labels[dup] = x[dup - 1], labels[dup - 1]
-    df = pd.DataFrame(x, columns=[f"f{i}" for i in range(features)])
-    df["label"] = labels
-    df.to_csv(path, index=False)
-
-
-def pandas_prepare(
-    csv: Path, out: Path, classes: list[str], seed: int = 0, shard_rows: int = 65536
-) -> dict[str, Any]:
-    """The same cleaning as prepare.py, in pandas in this one process."""
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    df = pd.read_csv(csv, dtype={"label": str}, keep_default_na=False, na_values=[""])
-    features = [c for c in df.columns if c != "label"]
-    values = df[features].to_numpy(np.float32)
-    missing = df[features].isna().any(axis=1).to_numpy() | df["label"].isna()
-    non_finite = ~missing & ~np.isfinite(values).all(axis=1)
-    unknown = ~missing & ~non_finite & ~df["label"].isin(classes).to_numpy()
-    ok = ~(missing | non_finite | unknown)
-    kept = df[ok]
-    duplicate = kept.duplicated().to_numpy()
-    kept = kept[~duplicate]
-    h = pd.util.hash_pandas_object(kept, index=False).to_numpy(np.uint64)
-    mix = np.uint64((seed * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-    with np.errstate(over="ignore"):
-        u = ((h ^ mix) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(11)
-    u = u.astype(np.float64) / 2.0**53
-    split = np.where(u < 0.7, "train", np.where(u < 0.85, "val", "test"))
-    kept = kept.assign(_order=h ^ mix, _split=split).sort_values("_order")
-    x = kept[features].to_numpy(np.float32)
-    y = kept["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    train = kept["_split"].to_numpy() == "train"
-    mean, std = x[train].mean(axis=0), x[train].std(axis=0)
-    for name in ("train", "val", "test"):
-        rows = kept["_split"].to_numpy() == name
-        xs, ys = x[rows], y[rows]
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for i, start in enumerate(range(0, len(xs), shard_rows)):
-            flat = pa.array(xs[start : start + shard_rows].ravel())
-            table = pa.table(
-                {
-                    "x": pa.FixedSizeListArray.from_arrays(flat, len(features)),
-                    "y": pa.array(ys[start : start + shard_rows]),
-                }
-            )
-            pq.write_table(table, out / name / f"part-{i:05d}.parquet")
-    return {
-        "kept": int(len(kept)),
-        "dropped": {
-            "missing": int(missing.sum()),
-            "non_finite": int(non_finite.sum()),
-            "unknown_label": int(unknown.sum()),
-            "duplicate": int(duplicate.sum()),
-        },
-        "mean": mean.tolist()[:2],
-        "std": std.tolist()[:2],
-    }
-
-
-def bench_prepare(work: Path, args) -> dict[str, Any]:
-    import ray
-
-    import prepare
-
-    csv_dir = work / "table"
-    csv_dir.mkdir(parents=True, exist_ok=True)
-    csv = csv_dir / "t.csv"
-    dirty_table(csv, args.prepare_rows, seed=args.seed)
-    classes = [str(i) for i in range(10)]
-    started = time.monotonic()
-    baseline = pandas_prepare(csv, work / "pandas-out", classes)
-    pandas_s = time.monotonic() - started
-    log(f"pandas: {args.prepare_rows / pandas_s:.0f} rows/s ({pandas_s:.1f}s)")
-
-    ray.init(address=args.address, logging_level="WARNING", log_to_driver=False)
-    try:
-        argv = ["--format", "csv", "--source", str(csv_dir), "--output"]
-        argv += [str(work / "ray-out"), "--classes", ",".join(classes)]
-        started = time.monotonic()
-        manifest = prepare.run(prepare.parse_args(argv))
-        ray_s = time.monotonic() - started
-    finally:
-        ray.shutdown()
-    log(f"prepare.py: {args.prepare_rows / ray_s:.0f} rows/s ({ray_s:.1f}s)")
-    kept = sum(manifest["splits"][s]["rows"] for s in ("train", "val", "test"))
-    return {
-        "rows": args.prepare_rows,
-        "ray_data": {
-            "seconds": round(ray_s, 2),
-            "rows_per_second": round(args.prepare_rows / ray_s),
-            "kept": kept,
-            "dropped": manifest["dropped"],
-        },
-        "pandas": {
-            "seconds": round(pandas_s, 2),
-            "rows_per_second": round(args.prepare_rows / pandas_s),
-            "kept": baseline["kept"],
-            "dropped": baseline["dropped"],
-        },
-    }
-
-
-# ----------------------------------------------------------------------- CLI
-
-
-def bench_data(work: Path, args) -> dict[str, Any]:
-    """Both parts on one local Ray head of --cpus CPUs, stopped afterwards."""
-    from raygpu.localray import start_head, stop_head
-    from raygpu.rayclient import client_auth_env
-
-    os.environ.update(client_auth_env())  # token auth, and 127.0.0.1 kept as is
-    head = start_head(num_cpus=args.cpus, temp_dir=str(work / "ray"))
-    args.address, args.head_env = head.address, head.env()
-    result: dict[str, Any] = {"cluster_cpus": args.cpus}
-    try:
-        if "ingest" in args.parts:
-            result["ingest"] = bench_ingest(work, args)
-        if "prepare" in args.parts:
-            result["prepare"] = bench_prepare(work, args)
-    finally:
-        stop_head(head.temp_dir)
-    return result
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m scripts.bench.data", description=__doc__.split("\n\n")[0]
-    )
-    p.add_argument("--parts", default="ingest,prepare", help="ingest,prepare")
-    p.add_argument("--rows", type=int, default=50_000, help="train rows (50000)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
-    p.add_argument("--epochs", type=int, default=2, help="the last one is measured")
-    p.add_argument("--model", default="cnn")
-    p.add_argument("--batch-size", type=int, default=256, help="global batch")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="Ray's CPUs")
-    p.add_argument("--prepare-rows", type=int, default=200_000)
-    p.add_argument("--seed", type=int, default=0, help="the synthetic data's seed")
-    p.add_argument("--timeout", type=float, default=3600.0, help="per train run")
-    p.add_argument("--out", type=Path, help="write the result here as JSON")
-    args = p.parse_args(argv)
-    args.parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="rg-bench-data-") as tmp:
-        result = bench_data(Path(tmp), args)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+def _say(result: dict[str, Any]) -> int:
+    print(PREFIX + json.dumps(result), flush=True)
     return 0
 
 
+def _ray_init() -> None:
+    import ray
+
+    # Data's tasks import mlcore from ray_jobs/, found through the PYTHONPATH
+    # the harness gave (no working_dir upload).
+    ray.init(
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}},
+    )
+
+
+def child_prepare(side: str, source: str, out: str, shape, seed: int) -> int:
+    shape_arg = ",".join(str(v) for v in shape)
+    if side == "ray":
+        import prepare
+
+        _ray_init()
+        args = prepare.parse_args(
+            ["--format", "parquet", "--source", source, "--output", out]
+            + ["--shape", shape_arg, "--classes", ",".join(CLASSES)]
+            + ["--seed", str(seed)]
+        )
+        started = time.perf_counter()
+        prepare.run(args)
+    else:
+        from scripts.bench.data_prepare import pandas_prepare
+
+        started = time.perf_counter()
+        pandas_prepare(Path(source), Path(out), tuple(shape), CLASSES, seed=seed)
+    return _say({"seconds": time.perf_counter() - started})
+
+
+def child(argv: list[str]) -> int:
+    from scripts.bench.settings import DATA_WORK
+
+    mode, rest = argv[0], argv[1:]
+    if mode == "synthetic":
+        from mlcore.prepared import write_synthetic
+
+        out, rows, seed = rest[0], int(rest[1]), int(rest[2])
+        started = time.perf_counter()
+        manifest = write_synthetic(out, rows=rows, seed=seed)
+        shards = [s for p in manifest["splits"].values() for s in p["shards"]]
+        return _say(
+            {
+                "mib": sum(s["bytes"] for s in shards) / 2**20,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+    if mode == "dirty":
+        from scripts.bench.data_prepare import dirty_table
+
+        out, rows, seed = Path(rest[0]), int(rest[1]), int(rest[2])
+        shape = tuple(DATA_WORK["prepare_shape"])
+        files = DATA_WORK["prepare_files"]
+        return _say({"planted": dirty_table(out, rows, shape, files, seed)})
+    if mode == "prepare":
+        side, source, out = rest
+        return child_prepare(
+            side, source, out, DATA_WORK["prepare_shape"], DATA_WORK["prepare_seed"]
+        )
+    if mode == "digits":
+        import prepare
+
+        _ray_init()
+        seed = str(DATA_WORK["prepare_seed"])
+        return prepare.main(["--format", "digits", "--output", rest[0], "--seed", seed])
+    print(f"unknown mode {mode!r}; one of synthetic, dirty, prepare, digits")
+    return 2
+
+
+# ------------------------------------------------------------------- harness
+
+
+def child_result(log: Path) -> dict[str, Any]:
+    """The one DATA_BENCH line a child printed into its log."""
+    for line in reversed(log.read_text(errors="replace").splitlines()):
+        if line.startswith(PREFIX):
+            return json.loads(line[len(PREFIX) :])
+    raise ValueError(f"no {PREFIX.strip()} line in {log}")
+
+
+def epoch_rates(marks: list[dict[str, Any]]) -> dict[int, float]:
+    """samples/s of each epoch from the workers' epoch_end marks: all ranks'
+    samples over the slowest rank's training-loop seconds."""
+    by_epoch: dict[int, list[dict]] = {}
+    for m in marks:
+        if m.get("event") == "epoch_end":
+            by_epoch.setdefault(int(m["epoch"]), []).append(m)
+    return {
+        e: sum(m["samples"] for m in ms) / max(max(m["seconds"] for m in ms), 1e-9)
+        for e, ms in sorted(by_epoch.items())
+    }
+
+
+def compare(ray: dict[str, Any], pandas: dict[str, Any]) -> dict[str, Any]:
+    """Whether both manifests dropped the same rows and list the same shards."""
+
+    def shard_sums(m: dict) -> list[str]:
+        return [s["sha256"] for p in m["splits"].values() for s in p["shards"]]
+
+    a, b = ray["normalisation"], pandas["normalisation"]
+    diff = max(
+        abs(x - y) for k in ("mean", "std") for x, y in zip(a[k], b[k], strict=True)
+    )
+    return {
+        "same_drops": ray["dropped"] == pandas["dropped"],
+        "same_rows": {s: p["rows"] for s, p in ray["splits"].items()}
+        == {s: p["rows"] for s, p in pandas["splits"].items()},
+        "same_shards": shard_sums(ray) == shard_sums(pandas),
+        "normalisation_max_abs_diff": diff,
+    }
+
+
+def train_argv(data: Path, runs: Path, name: str, work: dict, mode: str):
+    from scripts.bench.settings import PY, RAYTRAIN_DRIVER
+
+    argv = [PY, "-m", RAYTRAIN_DRIVER, "--", "--data", str(data)]
+    for flag in ("model", "epochs", "batch_size", "num_workers", "cpus_per_worker"):
+        argv += [
+            f"--{flag.replace('_', '-')}",
+            f"{work[flag]:g}" if isinstance(work[flag], float) else str(work[flag]),
+        ]
+    argv += ["--seed", str(work["seed"]), "--storage-path", str(runs)]
+    argv += ["--run-name", name, "--keep-checkpoints", "1", "--max-failures", "0"]
+    return argv + (["--data-in-memory"] if mode == "in_memory" else [])
+
+
+class Section:
+    """The section's runs on one head; every child's log in the work dir."""
+
+    def __init__(self, bench, head):
+        from scripts.bench.proc import child_env
+        from scripts.bench.settings import LEAN_ENV
+
+        self.bench = bench
+        self.env = {**child_env(), **LEAN_ENV, **head.env()}
+
+    def child(self, name: str, args: list[str], timeout_s: float = 900) -> dict:
+        from scripts.bench.proc import run_logged, tail
+        from scripts.bench.settings import PY, BenchError
+
+        log = self.bench.new_path(name, ".log")
+        argv = [PY, "-m", "scripts.bench.data", *map(str, args)]
+        rc, t0, t1 = run_logged(argv, log, self.env, timeout_s)
+        if rc != 0:
+            raise BenchError(f"data {name} exited with {rc}; log {log}:\n{tail(log)}")
+        if args[0] == "digits":
+            return {"seconds": t1 - t0}
+        return child_result(log)
+
+    def train(self, data: Path, name: str, work: dict, mode: str) -> dict:
+        from scripts.bench.marks import read_marks
+        from scripts.bench.proc import run_logged, tail
+        from scripts.bench.settings import BenchError
+
+        runs = self.bench.work / "data-runs"
+        log = self.bench.new_path(name, ".log")
+        argv = train_argv(data, runs, name, work, mode)
+        load0 = os.getloadavg()[0]
+        rc, t0, t1 = run_logged(argv, log, self.env, timeout_s=1800)
+        if rc != 0:
+            raise BenchError(f"{name} exited with {rc}; log {log}:\n{tail(log)}")
+        result = json.loads((runs / name / "result.json").read_text())
+        # The workers write their marks to the head's file (Bench.start_head).
+        marks = read_marks(self.bench.work / "head-marks.jsonl")
+        rates = epoch_rates([m for m in marks if t0 <= m["t"] <= t1])
+        metrics = result["metrics"]
+        return {
+            "samples_per_s": float(metrics["samples_per_second"]),
+            "epoch_samples_per_s": [round(rates[e], 1) for e in sorted(rates)],
+            "test_accuracy": float(metrics["test_accuracy"]),
+            "test_samples": int(metrics["test_samples"]),
+            "wall_s": round(t1 - t0, 1),
+            # the machine's 1-minute load average when the run started and ended
+            "loadavg": [round(load0, 1), round(os.getloadavg()[0], 1)],
+        }
+
+
+def bench_ingest(section: Section, rows: int, rounds: int) -> dict[str, Any]:
+    from scripts.bench.settings import DATA_WORK, log
+    from scripts.bench.stats import fmt, paired_ratios, stats
+
+    work = DATA_WORK["ingest"]
+    data = section.bench.work / "data-synthetic"
+    made = section.child("data-synthetic", ["synthetic", data, rows, work["data_seed"]])
+    log(f"data: wrote {rows} rows ({made['mib']:.0f} MiB) in {made['seconds']:.1f}s")
+    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for mode in MODES if r % 2 == 0 else MODES[::-1]:
+            res = section.train(data, f"data-{mode}-{r}", work, mode)
+            runs[mode].append(res)
+            log(
+                f"data ingest round {r + 1} {mode}: {fmt(res['samples_per_s'])} "
+                f"samples/s (epochs {res['epoch_samples_per_s']}), {res['wall_s']}s"
+            )
+    rate = {m: [x["samples_per_s"] for x in runs[m]] for m in MODES}
+    return {
+        "rows": rows,
+        "mib": round(made["mib"], 1),
+        "work": work,
+        "runs": runs,
+        "samples_per_s": {m: stats(rate[m]) for m in MODES},
+        "streaming/in_memory": paired_ratios(rate["streaming"], rate["in_memory"]),
+    }
+
+
+def bench_accuracy(section: Section, seeds: list[int]) -> dict[str, Any]:
+    from scripts.bench.settings import DATA_WORK, log
+    from scripts.bench.stats import stats
+
+    work = DATA_WORK["accuracy"]
+    data = section.bench.work / "data-digits"
+    section.child("data-digits", ["digits", data])
+    acc: dict[str, list[float]] = {m: [] for m in MODES}
+    test_rows = 0
+    for i, seed in enumerate(seeds):
+        for mode in MODES if i % 2 == 0 else MODES[::-1]:
+            res = section.train(
+                data, f"data-acc-{mode}-{seed}", {**work, "seed": seed}, mode
+            )
+            acc[mode].append(res["test_accuracy"])
+            test_rows = res["test_samples"]
+            log(f"data accuracy seed {seed} {mode}: {res['test_accuracy']:.4f}")
+    points = [
+        100 * (s - m) for s, m in zip(acc["streaming"], acc["in_memory"], strict=True)
+    ]
+    return {
+        "work": work,
+        "train_seeds": seeds,
+        "test_rows": test_rows,
+        "prepare_seed": DATA_WORK["prepare_seed"],
+        "test_accuracy": {m: stats(acc[m]) for m in MODES},
+        "per_seed": {m: acc[m] for m in MODES},
+        "streaming-in_memory points": stats(points),
+    }
+
+
+def bench_prepare(section: Section, rows: int, rounds: int) -> dict[str, Any]:
+    from scripts.bench.settings import DATA_WORK, log
+    from scripts.bench.stats import paired_ratios, stats
+
+    source = section.bench.work / "data-dirty"
+    made = section.child("data-dirty", ["dirty", source, rows, DATA_WORK["table_seed"]])
+    seconds: dict[str, list[float]] = {s: [] for s in SIDES}
+    checks = []
+    for r in range(rounds):
+        outs = {}
+        for side in SIDES if r % 2 == 0 else SIDES[::-1]:
+            outs[side] = section.bench.work / f"data-prepared-{side}-{r}"
+            res = section.child(
+                f"data-prepare-{side}-{r}", ["prepare", side, source, outs[side]]
+            )
+            seconds[side].append(res["seconds"])
+            log(
+                f"data prepare round {r + 1} {side}: {rows / res['seconds']:.0f} rows/s"
+            )
+        manifests = {
+            s: json.loads((p / "manifest.json").read_text()) for s, p in outs.items()
+        }
+        checks.append(compare(manifests["ray"], manifests["pandas"]))
+    rates = {s: [rows / v for v in seconds[s]] for s in SIDES}
+    last = manifests["ray"]
+    return {
+        "rows": rows,
+        "shape": DATA_WORK["prepare_shape"],
+        "files": DATA_WORK["prepare_files"],
+        "planted": made["planted"],
+        "dropped": last["dropped"],
+        "kept": {s: p["rows"] for s, p in last["splits"].items()},
+        "seconds": {s: stats(seconds[s]) for s in SIDES},
+        "rows_per_s": {s: stats(rates[s]) for s in SIDES},
+        "ray/pandas": paired_ratios(rates["ray"], rates["pandas"]),
+        "same_output": all(
+            c["same_drops"] and c["same_rows"] and c["same_shards"] for c in checks
+        ),
+        "checks": checks,
+    }
+
+
+def bench_data(bench) -> dict[str, Any]:
+    """The section: ingest, accuracy and prepare on one lean head."""
+    from scripts.bench.settings import DATA_WORK, BenchError, log
+
+    cfg = bench.cfg
+    head, head_s = bench.start_head(lean=True)
+    section = Section(bench, head)
+    out: dict[str, Any] = {"head_start_s": round(head_s, 2), "cluster_cpus": 2}
+    parts = (
+        ("ingest", lambda: bench_ingest(section, cfg["data_rows"], cfg["data_rounds"])),
+        ("accuracy", lambda: bench_accuracy(section, list(cfg["data_accuracy_seeds"]))),
+        (
+            "prepare",
+            lambda: bench_prepare(
+                section, cfg["data_prepare_rows"], cfg["data_rounds"]
+            ),
+        ),
+    )
+    try:
+        for name, run in parts:
+            try:
+                out[name] = run()
+            except BenchError as exc:
+                log(f"data {name} FAILED: {exc}")
+                out[name] = {"skipped": f"failed: {str(exc).splitlines()[0]}"}
+    finally:
+        bench.stop_head(head.temp_dir)
+    out["seeds"] = {
+        "synthetic_data": DATA_WORK["ingest"]["data_seed"],
+        "ingest_train": DATA_WORK["ingest"]["seed"],
+        "dirty_table": DATA_WORK["table_seed"],
+        "prepare": DATA_WORK["prepare_seed"],
+        "accuracy_train": list(cfg["data_accuracy_seeds"]),
+    }
+    return out
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(child(sys.argv[1:]))

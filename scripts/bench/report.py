@@ -9,6 +9,7 @@ import platform
 from typing import Any
 
 from scripts.bench.compress import compress_markdown, compress_targets
+from scripts.bench.data_report import data_markdown
 from scripts.bench.load import generator_name
 from scripts.bench.settings import (
     CONCURRENCY,
@@ -95,6 +96,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             sv.get("summary", {}).get(f"mlp/{variant}/c8", {}).get("p99_ms"),
             lambda v: v < 50,
         )
+    data = results.get("data", {})
+    add(
+        "Ray Data streaming / in-memory DataLoader samples/s (CNN, prepared 3x32x32)",
+        ">= 0.9",
+        (data.get("ingest") or {}).get("streaming/in_memory"),
+        lambda v: v >= 0.9,
+    )
+    add(
+        "digits test accuracy, streamed - in memory (points, median over seeds)",
+        ">= -1.0",
+        (data.get("accuracy") or {}).get("streaming-in_memory points"),
+        lambda v: v >= -1.0,
+    )
     lm = results.get("lm", {})
     add(
         "LM FSDP: Ray Train / torchrun tokens/s",
@@ -311,7 +325,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {k} | {fmt_stats(s, 2)} |")
 
     lines += lm_markdown(results.get("lm"))
-    for name in ("train", "startup", "serve", "allocator", "lm", "tune"):
+    lines += data_markdown(results.get("data"))
+    for name in ("train", "startup", "serve", "allocator", "lm", "data", "tune"):
         if "skipped" in results.get(name, {}):
             lines += ["", f"## {name}", "", f"skipped: {results[name]['skipped']}"]
     pl = results.get("plan")

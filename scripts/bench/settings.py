@@ -17,6 +17,7 @@ SECTIONS = (
     "plan",
     "allocator",
     "lm",
+    "data",
     "tune",
     "compress",
 )
@@ -81,6 +82,11 @@ MODES = {
         "compress_seconds": 0.5,
         # A smoke run: a grid of 8 points (the issue's is at least 16), 1 seed.
         "tune": {"seeds": (0,), "grid_points": 2, "num_samples": 6, "epochs": 3},
+        # Fewer rows than the issue's 50,000: a check that the section runs.
+        "data_rows": 8_000,
+        "data_rounds": 1,
+        "data_accuracy_seeds": (0,),
+        "data_prepare_rows": 50_000,
     },
     "full": {
         "train_rounds": 3,
@@ -102,6 +108,10 @@ MODES = {
         "compress_seeds": (0, 1, 2),
         "compress_rounds": 3,
         "compress_seconds": 1.0,
+        "data_rows": 50_000,
+        "data_rounds": 3,
+        "data_accuracy_seeds": (0, 1, 2),
+        "data_prepare_rows": 200_000,
     },
 }
 TRAIN_WORK = {
@@ -117,6 +127,31 @@ INTERLEAVED_WORK = {**TRAIN_WORK, "epochs": 8}
 SLICE_S = 2.0
 STARTUP_WORK = {"model": "mlp", "dataset": "digits", "epochs": 3, "batch_size": 64}
 CONCURRENCY = (1, 8, 32)
+# 7. data (scripts/bench/data.py). Both ingest modes run train.py with the same
+# work; 2 workers at 0.5 CPU leave Ray Data one of the head's 2 CPUs (Train
+# reserves its workers' CPUs first, and each Data read task asks for 1).
+DATA_WORK = {
+    "ingest": {
+        "model": "cnn",
+        "epochs": 2,
+        "batch_size": 256,
+        "num_workers": 2,
+        "cpus_per_worker": 0.5,
+        "seed": 0,
+        "data_seed": 0,
+    },
+    "accuracy": {
+        "model": "mlp",
+        "epochs": 10,
+        "batch_size": 64,
+        "num_workers": 2,
+        "cpus_per_worker": 0.5,
+    },
+    "table_seed": 0,
+    "prepare_seed": 0,
+    "prepare_shape": (3, 8, 8),
+    "prepare_files": 4,
+}
 SERVE_MODELS = {"mlp": ("digits", (1, 8, 8)), "cnn": ("synthetic", (3, 32, 32))}
 # 8. tune (scripts/bench/tune.py): one search space for the grid and for ASHA
 # with Optuna; the grid takes 4 values of the log-uniform rate and every choice
