@@ -80,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--grid-points", type=int, default=3, help="grid: points per range (3)"
     )
+    p.add_argument(
+        "--startup-trials", type=int, help="optuna: random trials first (its 10)"
+    )
     p.add_argument("--max-concurrent", type=int, default=2, help="trials at once (2)")
     p.add_argument(
         "--time-budget-s", type=float, help="stop starting trials after this"
@@ -151,6 +154,10 @@ def validate(args: argparse.Namespace) -> None:
         at_least("--num-samples", args.num_samples, 1)
     at_least("--grid-points", args.grid_points, 2)
     at_least("--max-concurrent", args.max_concurrent, 1)
+    if args.startup_trials is not None:
+        if args.search != "optuna":
+            raise JobInputError("--startup-trials", "goes with --search optuna")
+        at_least("--startup-trials", args.startup_trials, 1)
     if args.time_budget_s is not None and not args.time_budget_s > 0:
         raise JobInputError(
             "--time-budget-s", f"must be positive (got {args.time_budget_s})"
@@ -198,7 +205,8 @@ def validate(args: argparse.Namespace) -> None:
 def request(args: argparse.Namespace, space: Space) -> dict:
     """What defines the search: a rerun resumes it only when this is the same."""
     keys = (
-        "search scheduler num_samples grid_points epochs grace_period reduction_factor "
+        "search scheduler num_samples grid_points startup_trials epochs "
+        "grace_period reduction_factor "
         "seed dataset num_workers cpus_per_worker use_gpu keep_checkpoints"
     ).split()
     return {"space": space.to_dict()["parameters"], "points": space.points} | {
@@ -232,8 +240,17 @@ def build_tune_config(args: argparse.Namespace, space: Space):
     if args.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
+        seeding: dict = {"seed": args.seed}
+        if args.startup_trials is not None:
+            from optuna.samplers import TPESampler
+
+            seeding = {
+                "sampler": TPESampler(
+                    seed=args.seed, n_startup_trials=args.startup_trials
+                )
+            }
         search_alg = OptunaSearch(
-            points_to_evaluate=[dict(p) for p in space.points] or None, seed=args.seed
+            points_to_evaluate=[dict(p) for p in space.points] or None, **seeding
         )
     elif space.points:  # random or grid: Tune's own generator tries them first
         from ray.tune.search import BasicVariantGenerator
@@ -420,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"trials={trials['total']} done={trials['done']} stopped_early="
         f"{trials['stopped_early']} errored={trials['errored']} "
-        f"epochs_trained={summary['epochs_trained']}"
+        f"epochs_trained={summary['epochs_trained']} "
+        f"epochs_reported={summary['epochs_reported']}"
     )
     print(f"result={summary['files']['json']}")
     if best is None:

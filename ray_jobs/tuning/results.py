@@ -111,7 +111,8 @@ class Row:
     trial_id: str
     status: str  # done, stopped early, error
     config: dict
-    epochs: int = 0  # epochs trained (distinct epochs reported)
+    epochs: int = 0  # epochs trained (its checkpoints' record)
+    reported: int = 0  # epochs whose results Tune took
     best: float | None = None  # best validation accuracy over its epochs
     best_epoch: int | None = None  # epochs done at the best (1-based)
     last: float | None = None
@@ -155,7 +156,10 @@ def collect(grid, runs: StoragePath, epochs: int) -> list[Row]:
         config = {k: v for k, v in (result.config or {}).items() if k in PARAMS}
         row = Row(trial_id=trial_id, status="done", config=config)
         history, folders = trial_history(runs.join(trial_id))
-        by_epoch = {int(m[TIME_ATTR]): m for m in history or _reported(result)}
+        reported = _reported(result)
+        seen = {int(m[TIME_ATTR]) for m in reported}
+        row.reported = len(seen)
+        by_epoch = {int(m[TIME_ATTR]): m for m in history or reported}
         if by_epoch:
             done = sorted(by_epoch)
             row.curve = [(e, float(by_epoch[e][METRIC])) for e in done]
@@ -170,7 +174,9 @@ def collect(grid, runs: StoragePath, epochs: int) -> list[Row]:
             row.finished_at = float(metrics["timestamp"])
         if result.error is not None:
             row.status, row.error = "error", error_line(str(result.error))
-        elif row.epochs < epochs:
+        elif max(seen or {row.epochs}) < epochs:
+            # Tune's word: ASHA stopped it (it may have trained on a little
+            # while it was torn down)
             row.status = "stopped early"
         rows.append(row)
     rows.sort(key=lambda r: (r.status == "error", -(r.best or 0.0), r.trial_id))
@@ -191,6 +197,7 @@ def _columns() -> list[str]:
         "status",
         *PARAMS,
         "epochs",
+        "epochs_reported",
         f"best_{METRIC}",
         "best_epoch",
         f"last_{METRIC}",
@@ -205,6 +212,7 @@ def _values(row: Row) -> list:
         row.status,
         *(row.config.get(k, "") for k in PARAMS),
         row.epochs,
+        row.reported,
         "" if row.best is None else round(row.best, 6),
         "" if row.best_epoch is None else row.best_epoch,
         "" if row.last is None else round(row.last, 6),
@@ -258,6 +266,8 @@ def summary(rows: list[Row], experiment: StoragePath, request: dict) -> dict:
             "errored": sum(r.status == "error" for r in rows),
         },
         "epochs_trained": sum(r.epochs for r in rows),
+        # what Tune took; the rest a stopped trial trained while torn down
+        "epochs_reported": sum(r.reported for r in rows),
         "errors": {r.trial_id: r.error for r in rows if r.error},
         "request": request,
         "files": {k: experiment.join(v).uri for k, v in FILES.items()},

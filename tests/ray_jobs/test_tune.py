@@ -306,6 +306,7 @@ def test_a_bad_space_stops_the_job_before_any_trial(tmp_path, capsys):
         (["--search", "grid", "--num-samples", "4"], "--num-samples: a grid runs"),
         (["--grace-period", "5", "--epochs", "2"], "--grace-period: must be at most"),
         (["--max-concurrent", "0"], "--max-concurrent: must be a number >= 1"),
+        (["--search", "grid", "--startup-trials", "3"], "--startup-trials: goes with"),
         (["--name", "../x"], "--name: use 1-100 letters"),
     ],
 )
