@@ -81,7 +81,13 @@ MODES = {
         "compress_rounds": 1,
         "compress_seconds": 0.5,
         # A smoke run: a grid of 8 points (the is at least 16), 1 seed.
-        "tune": {"seeds": (0,), "grid_points": 2, "num_samples": 6, "epochs": 3},
+        "tune": {
+            "seeds": (0,),
+            "grid_points": 2,
+            "num_samples": 6,
+            "startup_trials": 3,
+            "epochs": 3,
+        },
         # Fewer rows than the 50,000: a check that the section runs.
         "data_rows": 8_000,
         "data_rounds": 1,
@@ -166,9 +172,10 @@ TUNE_WORK = {
     },
     "epochs": 9,
     "grid_points": 4,
-    "num_samples": 16,
+    "num_samples": 12,
+    "startup_trials": 4,
     "grace_period": 1,
-    "reduction_factor": 3,
+    "reduction_factor": 4,
     "max_concurrent": 2,
     "cpus_per_worker": 0.5,
     "seeds": (0, 1, 2),

@@ -14,6 +14,7 @@ def search(best: float, epochs: int, done: int, stopped: int = 0) -> dict:
     return {
         "best": {"val_accuracy": best, "config": {"lr": 0.003, "width": 256}},
         "epochs_trained": epochs,
+        "epochs_reported": epochs - stopped,
         "trials": {"done": done, "stopped_early": stopped, "errored": 0},
         "wall_s": 60.0,
     }
@@ -51,8 +52,9 @@ def test_the_tune_section_reaches_targets_and_markdown():
     md = report.render_markdown(res)
     assert "## 8. Tune: ASHA with Optuna against a grid (digits MLP)" in md
     assert "Grid: 16 points (4 per range" in md
-    assert "| grid | 0 | 0.9800 | - | 144 | 1 | 16/0/0 | 60.0 |" in md
-    assert "| ASHA + Optuna | 1 | 0.9700 | -1.00 | 55 | 0.382 | 3/13/0 | 60.0 |" in md
+    assert "| grid | 0 | 0.9800 | - | 144 | 1 | 144 | 16/0/0 | 60.0 |" in md
+    row = "| ASHA + Optuna | 1 | 0.9700 | -1.00 | 55 | 0.382 | 42 | 3/13/0 | 60.0 |"
+    assert row in md
     assert report.check_schema(res) == []
     json.dumps(res)
 
