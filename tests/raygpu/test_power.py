@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from raygpu import cli
+from raygpu.localray import start_head, stop_head
 from raygpu.names import NODE_ROLE_LABEL, SYSTEM_NODE_ROLE
 from raygpu.offline import ROOT
 from raygpu.rayclient import local_token, ray_cli, ray_client_env
@@ -94,11 +95,23 @@ def ray_job(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="module")
+def own_head():
+    """A head of its own: the session's head has this process's driver on it (a
+    running job to sleep's eyes) and whatever other tests left deployed."""
+    head = start_head(num_cpus=1)
+    try:
+        yield head
+    finally:
+        stop_head(head.temp_dir)
+
+
 @pytest.mark.slow
 def test_sleep_refuses_while_a_job_runs(
-    ray_head, fake_kubectl, fake_pulumi, tmp_path, monkeypatch, capsys
+    own_head, fake_kubectl, fake_pulumi, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("FAKE_TOKEN", local_token())
+    ray_head = own_head
     monkeypatch.setenv("FAKE_TARGET_PORT", str(urlparse(ray_head.dashboard_url).port))
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps(OUTPUTS))
