@@ -43,6 +43,8 @@ from ray import serve
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from mlcore.autoscaling import ServeAutoscaling
+
 DEFAULT_MAX_INSTANCES = 256
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -78,7 +80,9 @@ class ServeArgs(BaseModel):
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096)
     batch_wait_timeout_s: float = Field(DEFAULT_BATCH_WAIT_S, ge=0.0, le=5.0)
     request_timeout_s: float = Field(10.0, gt=0.0, le=600.0)
-    num_replicas: int = Field(1, ge=1, le=1000)
+    # A fixed count, or `autoscaling` (one or the other; neither: 1 replica).
+    num_replicas: int | None = Field(None, ge=1, le=1000)
+    autoscaling: ServeAutoscaling | None = None
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(256, ge=-1)
     num_cpus: float = Field(1.0, ge=0.0)
@@ -110,6 +114,21 @@ class ServeArgs(BaseModel):
                 "Runtime's CPU build): set num_gpus to 0 or serve variant fp32"
             )
         return self
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "ServeArgs":
+        if self.num_replicas is not None and self.autoscaling is not None:
+            raise ValueError(
+                "num_replicas and autoscaling: give a fixed count or autoscaling "
+                "bounds, not both"
+            )
+        return self
+
+    def replica_options(self) -> dict[str, Any]:
+        """Serve's deployment options for the replica count."""
+        if self.autoscaling is not None:
+            return {"autoscaling_config": self.autoscaling.to_serve()}
+        return {"num_replicas": self.num_replicas or 1}
 
     @field_validator("max_queued_requests")
     @classmethod
@@ -417,7 +436,7 @@ def build_app(args: ServeArgs):
     if isinstance(args, dict):
         args = ServeArgs(**args)
     return ModelServer.options(
-        num_replicas=args.num_replicas,
+        **args.replica_options(),
         max_ongoing_requests=args.max_ongoing_requests,
         max_queued_requests=args.max_queued_requests,
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
