@@ -119,6 +119,25 @@ INSTANCE_TYPES: dict[str, InstanceSpec] = {
 }
 
 
+# Memory of one GPU by `gpu_model`, in GiB as NVIDIA's data sheets give it (what a
+# process can allocate is a little less). The names are also Ray's accelerator types
+# (ray.util.accelerators), which Serve LLM's `accelerator_type` takes. A100-80G and
+# H100 have no instance type above (p4de, p5) but are sized for in docs/serving-llm.md.
+GPU_MEMORY_GIB: dict[str, int] = {
+    "T4": 16,
+    "A10G": 24,
+    "L4": 24,
+    "L40S": 48,
+    "A100-80G": 80,
+    "H100": 80,
+}
+
+
+def gpu_memory_gib(gpu_model: str | None) -> int | None:
+    """Memory of one GPU of `gpu_model`, or None when the table does not know it."""
+    return GPU_MEMORY_GIB.get(gpu_model or "")
+
+
 def is_known(name: str) -> bool:
     return name in INSTANCE_TYPES
 

@@ -20,6 +20,21 @@ RAY_IMAGE_CPU = f"{RAY_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_PYTHON_TAG}"
 # GPU image (CUDA runtime) for GPU worker groups.
 RAY_IMAGE_GPU = f"{RAY_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_PYTHON_TAG}-gpu"
 
+# Ray Serve LLM's image (Ray with vLLM and its CUDA stack) for `raygpu serve --llm`.
+# Its Python and CUDA are ray-llm's own, not RAY_PYTHON_TAG: ray-llm images are built
+# for Python 3.12 + CUDA 13.0 only since ray-project/ray#62458 deprecated the
+# py311/cu128 ones (#64498: "ray-llm stays py3.12-only"); a cluster runs one Python,
+# so an LLM RayService uses this image for its head as well as its GPU workers.
+RAY_LLM_IMAGE_REPOSITORY = "rayproject/ray-llm"
+RAY_LLM_PYTHON_TAG = "py312"
+RAY_LLM_CUDA_TAG = "cu130"
+RAY_LLM_IMAGE = (
+    f"{RAY_LLM_IMAGE_REPOSITORY}:{RAY_VERSION}-{RAY_LLM_PYTHON_TAG}-{RAY_LLM_CUDA_TAG}"
+)
+# The vLLM that Ray 2.60's `ray[llm]` pins, inside RAY_LLM_IMAGE: recorded, never
+# installed here (it needs torch 2.13.0; requirements.txt has torch 2.14.1).
+VLLM_VERSION = "0.29.0"
+
 KUBERAY_CHART_VERSION = "1.7.0"
 KUBERAY_HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
 KUBERAY_OPERATOR_IMAGE_REPOSITORY = "quay.io/kuberay/operator"
@@ -74,6 +89,7 @@ CLUSTER_IMAGES = (
 APPROVED_IMAGE_REPOSITORIES = frozenset(
     {
         RAY_IMAGE_REPOSITORY,
+        RAY_LLM_IMAGE_REPOSITORY,
         KUBERAY_OPERATOR_IMAGE_REPOSITORY,
         CLUSTER_AUTOSCALER_IMAGE_REPOSITORY,
     }
