@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from raygpu.config.table import DOC, config_table, with_table
+from raygpu.config.table import DOC, config_table, with_tables
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help=f"rewrite {DOC}")
     args = parser.parse_args(argv)
     if args.write:
-        DOC.write_text(with_table(DOC.read_text()))
+        DOC.write_text(with_tables(DOC.read_text()))
     else:
         print(config_table(), end="")
     return 0

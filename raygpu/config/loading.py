@@ -2,7 +2,8 @@
 
 `load_config(stack, values)` takes the plain mapping of a `Pulumi.<stack>.yaml`
 (`raygpu:` keys without their prefix, camelCase, plus `aws:region`) and returns a
-`StackConfig`, or raises `ConfigError` listing *every* bad key with what is
+`StackConfig` (`raygpu:cloud` picks the model: AWS's, or `GcpStackConfig` of
+raygpu.config.gcp), or raises `ConfigError` listing *every* bad key with what is
 allowed. `from_pulumi()` is the only place that touches `pulumi.Config`;
 `load_stack_file()` reads a stack file for the offline commands. Nothing here
 imports Pulumi at module level.
@@ -19,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from raygpu import clouds
+from raygpu.config import gcp
 from raygpu.config.messages import (
     CONFIG_DOC,
     ConfigError,
@@ -35,15 +38,40 @@ from raygpu.config.model import (
 )
 from raygpu.config.placeholders import refuse_placeholders
 
+CLOUD_KEY = "cloud"
+MODELS: dict[str, type[Any]] = {
+    clouds.AWS.name: StackConfig,
+    gcp.CLOUD: gcp.GcpStackConfig,
+}
+# Keys of the cloud providers' own namespaces that the models read.
+PROVIDER_KEYS = (REGION_KEY, *gcp.PROVIDER_KEYS)
+
 
 def _rkey(key: str) -> str:
     return f"{NAMESPACE}:{key}"
 
 
+def model_for(values: Mapping[str, Any]) -> type[Any]:
+    """The config model of the cloud `values` name (`cloud`; AWS by default)."""
+    cloud = values.get(CLOUD_KEY, clouds.AWS.name)
+    if cloud in MODELS:
+        return MODELS[cloud]
+    known = ", ".join(MODELS)
+    if cloud in clouds.PLANNED:
+        raise ConfigError(
+            _rkey(CLOUD_KEY), f"{cloud!r} is not yet supported; allowed: {known}"
+        )
+    raise ConfigError(_rkey(CLOUD_KEY), f"must be one of {known}, got {cloud!r}")
+
+
 def load_config(
     stack: str, values: Mapping[str, Any], *, project: str = DEFAULT_PROJECT
-) -> StackConfig:
-    """Validate `values` (YAML keys without `raygpu:`, plus `aws:region`)."""
+) -> Any:
+    """Validate `values` (YAML keys without `raygpu:`, plus the provider keys
+    such as `aws:region`): a `StackConfig`, or the model `raygpu:cloud` names."""
+    model = model_for(values)
+    if model is StackConfig:  # the AWS model has no `cloud` key: it is the default
+        values = {k: v for k, v in values.items() if k != CLOUD_KEY}
     errors = [
         (_rkey(name), f"is not a known key; see {CONFIG_DOC}")
         for name in IDENTITY_FIELDS
@@ -51,11 +79,11 @@ def load_config(
     ]
     data = {k: v for k, v in values.items() if k not in IDENTITY_FIELDS}
     try:
-        cfg = StackConfig.model_validate(
+        cfg = model.model_validate(
             {**data, "stack": stack, "project": project}, by_alias=True, by_name=False
         )
     except ValidationError as exc:
-        raise ConfigError(errors + describe(exc, StackConfig)) from None
+        raise ConfigError(errors + describe(exc, model)) from None
     if errors:
         raise ConfigError(errors)
     return cfg
@@ -64,9 +92,9 @@ def load_config(
 # ---------------------------------------------------------------------- engine
 
 
-def _is_text(key: str) -> bool:
+def _is_text(key: str, model: type[Any]) -> bool:
     """Whether the key holds text (the engine's string is then the value)."""
-    info = fields_by_key(StackConfig).get(key)
+    info = fields_by_key(model).get(key)
     if info is None:
         return True  # unknown: validation names it
     for inner in unwrap(info.annotation):
@@ -77,8 +105,8 @@ def _is_text(key: str) -> bool:
     return False
 
 
-def _decode(key: str, text: Any) -> Any:
-    if _is_text(key) or not isinstance(text, str):
+def _decode(key: str, text: Any, model: type[Any]) -> Any:
+    if _is_text(key, model) or not isinstance(text, str):
         return text
     try:
         return json.loads(text)
@@ -100,18 +128,20 @@ def values_from_engine(engine: Mapping[str, Any]) -> dict[str, Any]:
     """The engine's `raygpu:*` strings and `aws:region` as load_config takes them:
     the engine hands every value over as a string, so each key's declared type
     says whether to decode it ("1.33" stays text; numbers, lists, maps are JSON)."""
+    cloud = engine.get(_rkey(CLOUD_KEY))
+    model = MODELS.get(cloud, StackConfig) if cloud is not None else StackConfig
     values: dict[str, Any] = {}
     for full, text in engine.items():
-        if full == REGION_KEY:
-            values[REGION_KEY] = text
+        if full in PROVIDER_KEYS:
+            values[full] = text
         elif full.startswith(f"{NAMESPACE}:"):
             key = full[len(NAMESPACE) + 1 :]
-            values[key] = _decode(key, text)
+            values[key] = _decode(key, text, model)
     return values
 
 
-def from_pulumi() -> StackConfig:
-    """Read `raygpu:*` and `aws:region` from the running Pulumi program."""
+def from_pulumi() -> Any:
+    """Read `raygpu:*` and the provider keys from the running Pulumi program."""
     import pulumi
     from pulumi.runtime import config as runtime_config
 
@@ -123,9 +153,11 @@ def from_pulumi() -> StackConfig:
         for full in sorted(all_keys)
         if full.startswith(prefix)
     }
-    region = pulumi.Config("aws").get("region")
-    if region is not None:
-        engine[REGION_KEY] = region
+    for full in PROVIDER_KEYS:
+        namespace, _, name = full.partition(":")
+        value = pulumi.Config(namespace).get(name)
+        if value is not None:
+            engine[full] = value
     values = values_from_engine(engine)
     cfg = load_config(pulumi.get_stack(), values, project=pulumi.get_project())
     if not _under_mocks():
@@ -169,8 +201,8 @@ def stack_file_values(path: str | Path) -> dict[str, Any]:
                     "secrets, keep this key in plain text",
                 )
             values[key] = value
-        elif full == REGION_KEY:
-            values[REGION_KEY] = value
+        elif full in PROVIDER_KEYS:
+            values[full] = value
     return values
 
 
@@ -184,7 +216,7 @@ def stack_from_path(path: str | Path) -> str:
 
 def load_stack_file(
     path: str | Path, stack: str | None = None, *, project: str = DEFAULT_PROJECT
-) -> StackConfig:
+) -> Any:
     """Read and validate `Pulumi.<stack>.yaml` (the stack name comes from the file
     name unless given)."""
     stack = stack if stack is not None else stack_from_path(path)

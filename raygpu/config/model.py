@@ -12,7 +12,7 @@ read the input itself and add to the keys' errors (which keys were given).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BeforeValidator,
@@ -157,6 +157,7 @@ def _fits_system_node(problem: Callable[[str, int, float], str | None]) -> Any:
 class StackConfig(ConfigModel):
     """One stack: the `raygpu:*` keys and `aws:region` of `Pulumi.<stack>.yaml`."""
 
+    cloud: ClassVar[str] = "aws"  # `raygpu:cloud` (raygpu.config.loading)
     stack: _Name20 = Field(description="Stack name")
     project: _Name20 = Field(DEFAULT_PROJECT, description="Pulumi project name")
     region: _Region = Field(

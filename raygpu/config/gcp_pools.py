@@ -1,0 +1,250 @@
+"""The node pools of a Google Cloud stack: the CPU system pool and the GPU pools.
+
+They offer what the Kubernetes layer reads of a pool on any cloud (name, vcpus,
+memory_gib, gpus_per_node, node_labels, taints, sizes), so raygpu/manifests.py
+builds the same Ray worker groups from them as from the AWS pools. GKE node pool
+sizes here are totals over the stack's zones (`total_*_node_count`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validator
+
+from raygpu import clouds
+from raygpu.config.fields import ConfigModel, bad, matching
+from raygpu.config.pools import (
+    MAX_DISK_GIB,
+    MAX_POOL_NODES,
+    SYSTEM_DESIRED_SIZE,
+    _desired_within,
+    _max_not_below_min,
+)
+from raygpu.names import (
+    GPU_MODEL_LABEL,
+    GPU_NODE_ROLE,
+    GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY,
+    NODE_ROLE_LABEL,
+    POOL_LABEL,
+    SYSTEM_NODE_ROLE,
+)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    vcpus: int
+    memory_gib: float
+    # (accelerator type, count) a machine family comes with; None for N1, which
+    # takes attached T4s (ATTACHABLE), and for CPU machines.
+    gpus: tuple[str, int] | None = None
+
+
+# GKE accelerator types (the `cloud.google.com/gke-accelerator` label) and the GPU
+# model they carry (the `raygpu.io/gpu-model` label, spelled as on AWS).
+ACCELERATORS = {
+    "nvidia-l4": "L4",
+    "nvidia-tesla-t4": "T4",
+    "nvidia-tesla-a100": "A100",
+    "nvidia-a100-80gb": "A100-80GB",
+    "nvidia-h100-80gb": "H100",
+}
+# Accelerators attached to N1 machines, and the counts GKE accepts.
+ATTACHABLE = {"nvidia-tesla-t4": (1, 2, 4)}
+
+# Compute Engine machine types (cloud.google.com/compute/docs/machine-resource).
+MACHINES = {
+    "e2-standard-4": MachineSpec(4, 16),
+    "e2-standard-8": MachineSpec(8, 32),
+    "n2-standard-4": MachineSpec(4, 16),
+    "n2-standard-8": MachineSpec(8, 32),
+    "n1-standard-4": MachineSpec(4, 15),
+    "n1-standard-8": MachineSpec(8, 30),
+    "n1-standard-16": MachineSpec(16, 60),
+    "g2-standard-4": MachineSpec(4, 16, ("nvidia-l4", 1)),
+    "g2-standard-8": MachineSpec(8, 32, ("nvidia-l4", 1)),
+    "g2-standard-12": MachineSpec(12, 48, ("nvidia-l4", 1)),
+    "g2-standard-16": MachineSpec(16, 64, ("nvidia-l4", 1)),
+    "g2-standard-24": MachineSpec(24, 96, ("nvidia-l4", 2)),
+    "g2-standard-48": MachineSpec(48, 192, ("nvidia-l4", 4)),
+    "a2-highgpu-1g": MachineSpec(12, 85, ("nvidia-tesla-a100", 1)),
+    "a2-highgpu-2g": MachineSpec(24, 170, ("nvidia-tesla-a100", 2)),
+    "a2-ultragpu-1g": MachineSpec(12, 170, ("nvidia-a100-80gb", 1)),
+    "a3-highgpu-8g": MachineSpec(208, 1872, ("nvidia-h100-80gb", 8)),
+}
+CPU_MACHINES = tuple(n for n, s in MACHINES.items() if s.gpus is None)
+GPU_MACHINES = tuple(n for n, s in MACHINES.items() if s.gpus is not None)
+ATTACHING_MACHINES = tuple(n for n in CPU_MACHINES if n.startswith("n1-"))
+
+_PoolName = matching(
+    r"^[a-z][a-z0-9-]{0,29}$",
+    "1-30 lowercase letters, digits or '-', starting with a letter",
+)
+_Machine = matching(r"^[a-z0-9]+-[a-z0-9-]+$", "a machine type like g2-standard-8")
+_Accelerator = matching(r"^nvidia-[a-z0-9-]+$", "a GKE accelerator like nvidia-l4")
+_Nodes = Annotated[StrictInt, Field(le=MAX_POOL_NODES)]
+
+
+def _allowed(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
+class GcpGpuPoolConfig(ConfigModel):
+    """One GKE GPU node pool (and one Ray worker group)."""
+
+    name: _PoolName = Field(
+        description="Pool name, unique; the `raygpu.io/pool` label and the Ray "
+        "worker group",
+    )
+    machine_type: _Machine = Field(
+        description="A GPU machine type (G2, A2, A3) or an N1 type with attached "
+        "T4s, from raygpu/config/gcp_pools.py",
+    )
+    accelerator_type: _Accelerator = Field(
+        description="The GKE accelerator: the one a G2/A2/A3 type comes with, "
+        "nvidia-tesla-t4 on N1",
+    )
+    accelerator_count: StrictInt = Field(
+        ge=1,
+        le=8,
+        description="GPUs per node: the machine type's own count; 1, 2 or 4 T4s on N1",
+    )
+    spot: StrictBool = Field(False, description="Spot VMs (preemptible, cheaper)")
+    min_size: _Nodes = Field(0, ge=0, description="Minimum nodes; 0 scales to zero")
+    max_size: _Nodes = Field(2, ge=1, description="Maximum nodes, >= minSize")
+    disk_size_gib: StrictInt = Field(
+        200,
+        ge=100,
+        le=MAX_DISK_GIB,
+        description="Boot disk in GiB (pd-balanced, encrypted); Ray GPU images "
+        "are large",
+    )
+
+    _check_max = field_validator("max_size")(_max_not_below_min)
+
+    @field_validator("machine_type")
+    @classmethod
+    def _gpu_machine(cls, name: str) -> str:
+        if name not in GPU_MACHINES + ATTACHING_MACHINES:
+            raise bad(
+                f"{name!r} is not a known GPU machine type; allowed: "
+                f"{_allowed(GPU_MACHINES + ATTACHING_MACHINES)}"
+            )
+        return name
+
+    @field_validator("accelerator_type")
+    @classmethod
+    def _machine_accelerator(cls, accel: str, info: ValidationInfo) -> str:
+        machine = info.data.get("machine_type")
+        spec = MACHINES.get(machine) if machine else None
+        if spec is None:
+            return accel  # machineType is wrong, and says so
+        allowed = (spec.gpus[0],) if spec.gpus else tuple(ATTACHABLE)
+        if accel not in allowed:
+            raise bad(f"{machine} takes {_allowed(allowed)}, got {accel!r}")
+        return accel
+
+    @field_validator("accelerator_count")
+    @classmethod
+    def _machine_count(cls, count: int, info: ValidationInfo) -> int:
+        machine, accel = (
+            info.data.get("machine_type"),
+            info.data.get("accelerator_type"),
+        )
+        if machine is None or accel is None:
+            return count
+        spec = MACHINES[machine]
+        allowed = (spec.gpus[1],) if spec.gpus else ATTACHABLE[accel]
+        if count not in allowed:
+            listed = ", ".join(str(c) for c in allowed)
+            raise bad(f"{machine} with {accel} takes {listed} GPUs, got {count}")
+        return count
+
+    @property
+    def instance_types(self) -> tuple[str, ...]:
+        return (self.machine_type,)
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.accelerator_count
+
+    @property
+    def vcpus(self) -> int:
+        return MACHINES[self.machine_type].vcpus
+
+    @property
+    def memory_gib(self) -> float:
+        return MACHINES[self.machine_type].memory_gib
+
+    @property
+    def gpu_model(self) -> str:
+        return ACCELERATORS[self.accelerator_type]
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """The labels the stack sets; GKE adds its accelerator label itself."""
+        return {
+            NODE_ROLE_LABEL: GPU_NODE_ROLE,
+            POOL_LABEL: self.name,
+            GPU_MODEL_LABEL: self.gpu_model,
+        }
+
+    @property
+    def taints(self) -> tuple[tuple[str, str, str], ...]:
+        """(key, value, effect) in Kubernetes spelling: GKE's own GPU taint."""
+        return ((GPU_TAINT_KEY, clouds.GCP.gpu_taint_value, GPU_TAINT_EFFECT),)
+
+
+class GcpSystemPoolConfig(ConfigModel):
+    """The on-demand CPU node pool of the operators and the Ray head."""
+
+    machine_type: _Machine = Field(
+        "e2-standard-4",
+        description="A CPU machine type from raygpu/config/gcp_pools.py",
+    )
+    min_size: _Nodes = Field(2, ge=1, description="Minimum nodes")
+    max_size: _Nodes = Field(3, ge=1, description="Maximum nodes, >= minSize")
+    desired_size: _Nodes | None = Field(
+        None,
+        ge=0,
+        description="Nodes at creation, minSize..maxSize",
+        json_schema_extra={
+            "shown_default": f"`{SYSTEM_DESIRED_SIZE}`, moved into minSize..maxSize"
+        },
+    )
+    disk_size_gib: StrictInt = Field(
+        50,
+        ge=20,
+        le=MAX_DISK_GIB,
+        description="Boot disk in GiB (pd-balanced, encrypted)",
+    )
+
+    _check_max = field_validator("max_size")(_max_not_below_min)
+    _check_desired = field_validator("desired_size")(
+        _desired_within(lambda low, high: min(max(SYSTEM_DESIRED_SIZE, low), high))
+    )
+
+    @field_validator("machine_type")
+    @classmethod
+    def _cpu_machine(cls, name: str) -> str:
+        if name not in CPU_MACHINES:
+            what = "a GPU" if name in GPU_MACHINES else "an unknown"
+            raise bad(
+                f"{name!r} is {what} machine type; the system pool runs the "
+                f"operators and the Ray head on: {_allowed(CPU_MACHINES)}"
+            )
+        return name
+
+    @property
+    def vcpus(self) -> int:
+        return MACHINES[self.machine_type].vcpus
+
+    @property
+    def memory_gib(self) -> float:
+        return MACHINES[self.machine_type].memory_gib
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        return {NODE_ROLE_LABEL: SYSTEM_NODE_ROLE}
