@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from raygpu import manifests, options, workloads
+from raygpu import llm, manifests, options, workloads
 from raygpu.errors import CommandError
 from raygpu.names import SERVE_PORT
 from raygpu.rayclient import check_address, dashboard_get, ray_cli, ray_client_env
@@ -339,9 +339,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_cluster_target(
         parser, "dashboard URL of a Ray cluster on this machine (package as file://)"
     )
-    parser.add_argument(
-        "--checkpoint", required=True, help="checkpoint folder (s3:// on a stack)"
-    )
+    parser.add_argument("--checkpoint", help="checkpoint folder (s3:// on a stack)")
     parser.add_argument(
         "--variant",
         default="fp32",
@@ -370,10 +368,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --stack: do not pip-install ray_jobs/requirements.txt",
     )
+    llm.add_arguments(parser)  # --llm MODEL: Ray Serve LLM instead of the app
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     options.check_cluster_target(parser, args)
+    llm.check_arguments(parser, args)
+    if args.llm:
+        return
+    if args.checkpoint is None:
+        parser.error("give --checkpoint URI (the app) or --llm MODEL (Serve LLM)")
     if args.num_replicas < 1:
         parser.error("--num-replicas: must be >= 1")
     if args.num_gpus is not None and args.num_gpus < 0:
@@ -388,6 +392,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.llm:
+        return llm.run(args)
     app_args: dict[str, Any] = {"num_replicas": args.num_replicas}
     if args.num_gpus is not None:
         app_args["num_gpus"] = args.num_gpus
