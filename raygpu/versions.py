@@ -57,6 +57,58 @@ CLUSTER_AUTOSCALER_IMAGE_REPOSITORY = "registry.k8s.io/autoscaling/cluster-autos
 CLUSTER_AUTOSCALER_IMAGE_TAG = "v1.33.5"
 CLUSTER_AUTOSCALER_KUBERNETES_MINOR = "1.33"
 
+# kube-prometheus-stack: the newest release in github.com/prometheus-community/
+# helm-charts (tag kube-prometheus-stack-88.5.3, commit ea930baeebeba39f56d6b44e351
+# f23b2a072a600; kubeVersion >=1.25). Its appVersion is the prometheus-operator
+# release whose CRDs the chart ships (vendored in raygpu/crds/prometheus-operator/);
+# operator >= 0.84 needs Kubernetes >= 1.25 (its getting-started/compatibility.md).
+KUBE_PROMETHEUS_STACK_CHART_VERSION = "88.5.3"
+KUBE_PROMETHEUS_STACK_HELM_REPO = "https://prometheus-community.github.io/helm-charts"
+PROMETHEUS_OPERATOR_VERSION = "0.93.1"
+# The images that chart's values.yaml names at that tag (and its subcharts' at the
+# versions it depends on: kube-state-metrics 8.4.0, prometheus-node-exporter 4.56.1,
+# grafana 12.11.1 from github.com/grafana-community/helm-charts); raygpu's values set
+# each one, so the chart runs these and nothing it might default to later.
+PROMETHEUS_OPERATOR_IMAGE_REPOSITORY = "quay.io/prometheus-operator/prometheus-operator"
+PROMETHEUS_CONFIG_RELOADER_IMAGE_REPOSITORY = (
+    "quay.io/prometheus-operator/prometheus-config-reloader"
+)
+PROMETHEUS_OPERATOR_IMAGE_TAG = f"v{PROMETHEUS_OPERATOR_VERSION}"
+PROMETHEUS_IMAGE_REPOSITORY = "quay.io/prometheus/prometheus"
+PROMETHEUS_IMAGE_TAG = "v3.14.0-distroless"
+ALERTMANAGER_IMAGE_REPOSITORY = "quay.io/prometheus/alertmanager"
+ALERTMANAGER_IMAGE_TAG = "v0.34.0"
+KUBE_STATE_METRICS_IMAGE_REPOSITORY = (
+    "registry.k8s.io/kube-state-metrics/kube-state-metrics"
+)
+KUBE_STATE_METRICS_IMAGE_TAG = "v2.20.0"  # chart 8.4.0's appVersion
+NODE_EXPORTER_IMAGE_REPOSITORY = "quay.io/prometheus/node-exporter"
+NODE_EXPORTER_IMAGE_TAG = "v1.12.1"  # chart 4.56.1's appVersion
+GRAFANA_IMAGE_REPOSITORY = "docker.io/grafana/grafana"
+GRAFANA_IMAGE_TAG = "13.2.0"  # chart 12.11.1's appVersion
+GRAFANA_SIDECAR_IMAGE_REPOSITORY = "quay.io/kiwigrid/k8s-sidecar"
+GRAFANA_SIDECAR_IMAGE_TAG = "2.10.1"
+
+# NVIDIA's DCGM exporter chart: the newest tag in github.com/NVIDIA/dcgm-exporter
+# (4.5.3-4.8.2, 691c92762eb551313c825f6efe4ceeee20982801; deployment/Chart.yaml
+# version 4.8.2, kubeVersion >= 1.19), its Helm repo as the README gives it, and the
+# image its values.yaml names.
+DCGM_EXPORTER_CHART_VERSION = "4.8.2"
+DCGM_EXPORTER_HELM_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
+DCGM_EXPORTER_IMAGE_REPOSITORY = "nvcr.io/nvidia/k8s/dcgm-exporter"
+DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
+MONITORING_IMAGES = (
+    (PROMETHEUS_OPERATOR_IMAGE_REPOSITORY, PROMETHEUS_OPERATOR_IMAGE_TAG),
+    (PROMETHEUS_CONFIG_RELOADER_IMAGE_REPOSITORY, PROMETHEUS_OPERATOR_IMAGE_TAG),
+    (PROMETHEUS_IMAGE_REPOSITORY, PROMETHEUS_IMAGE_TAG),
+    (ALERTMANAGER_IMAGE_REPOSITORY, ALERTMANAGER_IMAGE_TAG),
+    (KUBE_STATE_METRICS_IMAGE_REPOSITORY, KUBE_STATE_METRICS_IMAGE_TAG),
+    (NODE_EXPORTER_IMAGE_REPOSITORY, NODE_EXPORTER_IMAGE_TAG),
+    (GRAFANA_IMAGE_REPOSITORY, GRAFANA_IMAGE_TAG),
+    (GRAFANA_SIDECAR_IMAGE_REPOSITORY, GRAFANA_SIDECAR_IMAGE_TAG),
+    (DCGM_EXPORTER_IMAGE_REPOSITORY, DCGM_EXPORTER_IMAGE_TAG),
+)
+
 
 @dataclass(frozen=True)
 class ImageDigest:
@@ -84,6 +136,7 @@ CLUSTER_IMAGES = (
     RAY_IMAGE_GPU,
     f"{KUBERAY_OPERATOR_IMAGE_REPOSITORY}:{KUBERAY_OPERATOR_IMAGE_TAG}",
     f"{CLUSTER_AUTOSCALER_IMAGE_REPOSITORY}:{CLUSTER_AUTOSCALER_IMAGE_TAG}",
+    *(f"{repository}:{tag}" for repository, tag in MONITORING_IMAGES),
 )
 # Where the cluster's images may come from (the policy's image rule).
 APPROVED_IMAGE_REPOSITORIES = frozenset(
@@ -92,6 +145,7 @@ APPROVED_IMAGE_REPOSITORIES = frozenset(
         RAY_LLM_IMAGE_REPOSITORY,
         KUBERAY_OPERATOR_IMAGE_REPOSITORY,
         CLUSTER_AUTOSCALER_IMAGE_REPOSITORY,
+        *(repository for repository, _ in MONITORING_IMAGES),
     }
 )
 
