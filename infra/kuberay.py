@@ -1,7 +1,8 @@
 """RayOnKubernetes: the Kubernetes layer of the stack.
 
-Installs, through a Kubernetes provider built from the EKS cluster's kubeconfig:
-the NVIDIA device plugin (GPU nodes only), the KubeRay operator with its CRDs
+Installs, through a Kubernetes provider built from the cluster's kubeconfig (EKS
+or GKE): the NVIDIA device plugin (GPU nodes only; not on GKE, which installs its
+own with the driver: raygpu/clouds.py), the KubeRay operator with its CRDs
 (system nodes), the Ray namespace, its two IRSA service accounts (the head's, and
 the workers' without an API token), the NetworkPolicies of both namespaces
 (raygpu/network_policies.py), and the RayCluster.
@@ -21,7 +22,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import helm
-from raygpu import helm_values, manifests, network_policies
+from raygpu import clouds, helm_values, manifests, network_policies
 from raygpu.config import StackConfig
 from raygpu.names import KUBERAY_NAMESPACE
 
@@ -33,10 +34,11 @@ HELM_TIMEOUT_SECONDS = 900
 class RayOnKubernetesArgs:
     config: StackConfig
     kubeconfig: pulumi.Input[str]
-    # Resources the Kubernetes provider waits for (the EKS node groups).
+    # Resources the Kubernetes provider waits for (the node groups or pools).
     node_groups: Sequence[pulumi.Resource]
     data_bucket: pulumi.Input[str]
     artifacts_bucket: pulumi.Input[str]
+    # The cloud identity of Ray's service accounts (manifests.ClusterRefs).
     irsa_role_arn: pulumi.Input[str]
 
 
@@ -112,11 +114,14 @@ class RayOnKubernetes(pulumi.ComponentResource):
                 spec=obj["spec"],
                 opts=k8s_opts(namespaces[meta["namespace"]]),
             )
-        device_plugin = self._release(
-            f"{name}-device-plugin",
-            releases[helm_values.DEVICE_PLUGIN_RELEASE],
-            k8s_opts(),
-        )
+        gpu_ready = []  # what GPU workers wait for to see nvidia.com/gpu
+        if clouds.of(cfg).installs_device_plugin:
+            device_plugin = self._release(
+                f"{name}-device-plugin",
+                releases[helm_values.DEVICE_PLUGIN_RELEASE],
+                k8s_opts(),
+            )
+            gpu_ready.append(device_plugin)
         # The operator's namespaced RBAC lands in the Ray namespace: create it first.
         operator = self._release(
             f"{name}-kuberay-operator",
@@ -132,7 +137,7 @@ class RayOnKubernetes(pulumi.ComponentResource):
             # The CRDs and the operator come with the chart; GPU workers need the
             # device plugin to advertise nvidia.com/gpu.
             opts=k8s_opts(
-                operator, device_plugin, service_account, worker_service_account
+                operator, *gpu_ready, service_account, worker_service_account
             ),
         )
 

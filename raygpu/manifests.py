@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raygpu import names, network_policies, versions
+from raygpu import clouds, names, network_policies, versions
 from raygpu.config import GpuPoolConfig, StackConfig
 from raygpu.errors import UsageError
 from raygpu.names import (  # noqa: E402  (re-exported: manifests users name them)
@@ -82,7 +82,7 @@ INTERNAL_LB_ANNOTATIONS = {
     "service.beta.kubernetes.io/aws-load-balancer-internal": "true",
     "service.beta.kubernetes.io/aws-load-balancer-scheme": "internal",
 }
-IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+IRSA_ANNOTATION = clouds.AWS.identity_annotation
 
 
 class ManifestError(UsageError, ValueError):
@@ -91,11 +91,13 @@ class ManifestError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class ClusterRefs:
-    """Values known once the AWS resources exist: Outputs under Pulumi, strings
+    """Values known once the cloud's resources exist: Outputs under Pulumi, strings
     elsewhere."""
 
     data_bucket: Any
     artifacts_bucket: Any
+    # The identity the service accounts are bound to (raygpu.clouds): the IRSA
+    # role's ARN on AWS, the Google service account's email on GCP.
     irsa_role_arn: Any
 
 
@@ -221,7 +223,7 @@ def service_account_manifest(cfg: StackConfig, refs: ClusterRefs) -> dict[str, A
             "name": cfg.ray_service_account,
             "namespace": cfg.ray_namespace,
             "labels": common_labels(cfg),
-            "annotations": {IRSA_ANNOTATION: refs.irsa_role_arn},
+            "annotations": {clouds.of(cfg).identity_annotation: refs.irsa_role_arn},
         },
     }
 
@@ -238,7 +240,7 @@ def worker_service_account_manifest(
 
 def ray_env(cfg: StackConfig, refs: ClusterRefs) -> list[dict[str, Any]]:
     return [
-        {"name": "AWS_REGION", "value": cfg.region},
+        {"name": clouds.of(cfg).region_env, "value": cfg.region},
         {"name": "RAYGPU_STACK", "value": cfg.stack},
         {"name": "RAYGPU_DATA_BUCKET", "value": refs.data_bucket},
         {"name": "RAYGPU_ARTIFACTS_BUCKET", "value": refs.artifacts_bucket},
@@ -310,11 +312,11 @@ def pod_volumes(
     return volumes, mounts
 
 
-def gpu_toleration() -> dict[str, Any]:
+def gpu_toleration(cfg: StackConfig) -> dict[str, Any]:
     return {
         "key": names.GPU_TAINT_KEY,
         "operator": "Equal",
-        "value": names.GPU_TAINT_VALUE,
+        "value": clouds.of(cfg).gpu_taint_value,
         "effect": names.GPU_TAINT_EFFECT,
     }
 
@@ -381,7 +383,7 @@ def worker_group_spec(
                 "serviceAccountName": cfg.ray_worker_service_account,
                 "automountServiceAccountToken": False,
                 "nodeSelector": {names.POOL_LABEL: pool.name},
-                "tolerations": [gpu_toleration()],
+                "tolerations": [gpu_toleration(cfg)],
                 "securityContext": pod_security_context(),
                 "containers": [container],
                 "volumes": volumes,
