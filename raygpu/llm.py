@@ -374,14 +374,14 @@ LLM_ONLY = (
 
 
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """With --llm: the checkpoint app's options are refused, and the reverse."""
+    """With --llm the checkpoint app's options are refused, and the reverse."""
     if not args.llm:
         for dest in LLM_ONLY:
             if getattr(args, dest) not in (None, False):
-                parser.error(f"--{dest.replace('_', '-')}: only with --llm")
+                raise UsageError(f"--{dest.replace('_', '-')}: only with --llm")
         return
     if args.address:
-        parser.error("--llm: needs --stack (Serve LLM runs on a stack's GPU pools)")
+        raise UsageError("--llm: needs --stack (Serve LLM runs on a stack's GPU pools)")
     for flag, given in (
         ("--checkpoint", args.checkpoint),
         ("--variant", args.variant != "fp32"),
@@ -389,13 +389,13 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         ("--no-requirements", args.no_requirements),
     ):
         if given:
-            parser.error(f"{flag}: not with --llm (it serves the checkpoint app)")
+            raise UsageError(f"{flag}: not with --llm (it serves the checkpoint app)")
     if args.min_replicas is not None and args.min_replicas < 0:
-        parser.error(f"--min-replicas: must be >= 0, got {args.min_replicas}")
+        raise UsageError(f"--min-replicas: must be >= 0, got {args.min_replicas}")
     if args.out and not args.render_only:
-        parser.error("--out: only with --render-only")
+        raise UsageError("--out: only with --render-only")
     if args.name and (len(args.name) > MAX_NAME or not _DNS1035.match(args.name)):
-        parser.error(
+        raise UsageError(
             f"--name: {args.name!r} is not allowed; at most {MAX_NAME} lower-case "
             "letters, digits and '-', starting with a letter"
         )
@@ -403,9 +403,10 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if secret is not None and (
         len(secret) > 253 or not _DNS1123_SUBDOMAIN.match(secret)
     ):
-        parser.error(
-            f"--hf-token-secret: {secret!r} is not a Secret name (lower-case letters, "
-            "digits, '-' and '.'); give the name, never the token"
+        # Not echoed: a token given here by mistake must not reach the terminal.
+        raise UsageError(
+            "--hf-token-secret: not a Secret name (at most 253 lower-case letters, "
+            "digits, '-' and '.'); give the Secret's name, never the token"
         )
 
 
