@@ -3,6 +3,10 @@
 autoscaler) and export the outputs that scripts/ use. It creates no cloud resource
 itself; the explicit AWS provider it builds carries the stack's region and default
 tags to every child.
+
+`raygpu:cloud: gcp` builds the same stack on Google Cloud from infra/gcp/ (VPC and
+Cloud NAT, GCS and Cloud KMS, GKE, Workload Identity, a billing budget) with the
+same Kubernetes layer; its provider carries the project, region and labels.
 """
 
 from __future__ import annotations
@@ -18,10 +22,16 @@ if _ROOT not in sys.path:
 
 import pulumi  # noqa: E402
 import pulumi_aws as aws  # noqa: E402
+import pulumi_gcp as gcp  # noqa: E402
 
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs  # noqa: E402
 from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
 from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
+from infra.gcp.budget import GcpBudget, GcpBudgetArgs  # noqa: E402
+from infra.gcp.cluster import GkeCluster, GkeClusterArgs  # noqa: E402
+from infra.gcp.identity import GcpIdentity, GcpIdentityArgs  # noqa: E402
+from infra.gcp.network import GcpNetwork, GcpNetworkArgs  # noqa: E402
+from infra.gcp.storage import GcpStorage, GcpStorageArgs  # noqa: E402
 from infra.identity import Identity, IdentityArgs  # noqa: E402
 from infra.kuberay import RayOnKubernetes, RayOnKubernetesArgs  # noqa: E402
 from infra.network import Network, NetworkArgs  # noqa: E402
@@ -36,6 +46,13 @@ def main() -> dict[str, object]:
         # One line naming every bad key, no traceback.
         raise pulumi.RunError(f"invalid stack config: {exc}") from None
 
+    outputs = _gcp(cfg) if cfg.cloud == "gcp" else _aws(cfg)
+    for name, value in outputs.items():
+        pulumi.export(name, value)
+    return outputs
+
+
+def _aws(cfg: config_mod.StackConfig) -> dict[str, object]:
     provider = aws.Provider(
         f"{cfg.name_prefix}-aws",
         region=cfg.region,
@@ -109,9 +126,64 @@ def main() -> dict[str, object]:
             for pool, group in cluster.gpu_node_groups.items()
         },
     }
-    for name, value in outputs.items():
-        pulumi.export(name, value)
     return outputs
+
+
+def _gcp(cfg) -> dict[str, object]:
+    provider = gcp.Provider(
+        f"{cfg.name_prefix}-gcp",
+        project=cfg.gcp_project,
+        region=cfg.region,
+        default_labels=cfg.labels,
+    )
+    opts = pulumi.ResourceOptions(providers=[provider])
+    prefix = cfg.name_prefix
+
+    network = GcpNetwork(f"{prefix}-net", GcpNetworkArgs.from_config(cfg), opts)
+    storage = GcpStorage(f"{prefix}-storage", GcpStorageArgs.from_config(cfg), opts)
+    cluster = GkeCluster(
+        f"{prefix}-cluster", GkeClusterArgs.from_config(cfg, network), opts
+    )
+    identity = GcpIdentity(
+        f"{prefix}-identity",
+        GcpIdentityArgs.from_config(
+            cfg,
+            data_bucket=storage.data_bucket,
+            artifacts_bucket=storage.artifacts_bucket,
+        ),
+        opts,
+    )
+    GcpBudget(f"{prefix}-cost", GcpBudgetArgs.from_config(cfg), opts)
+    # GKE's own cluster autoscaler grows the GPU pools from zero: no chart here.
+    ray = RayOnKubernetes(
+        f"{prefix}-ray",
+        RayOnKubernetesArgs(
+            config=cfg,
+            kubeconfig=cluster.kubeconfig,
+            node_groups=cluster.node_pools,
+            data_bucket=storage.data_bucket,
+            artifacts_bucket=storage.artifacts_bucket,
+            irsa_role_arn=identity.email,
+        ),
+    )
+    return {
+        "cloud": cfg.cloud,
+        "cluster_name": cluster.cluster_name,
+        "region": cfg.region,
+        "gcp_project": cfg.gcp_project,
+        "kubeconfig": cluster.kubeconfig,
+        "vpc_id": network.network_id,
+        "data_bucket": storage.data_bucket,
+        "artifacts_bucket": storage.artifacts_bucket,
+        "ray_namespace": ray.ray_namespace,
+        "ray_service_account": ray.ray_service_account,
+        "ray_google_service_account": identity.email,
+        "ray_cluster_name": ray.ray_cluster_name,
+        "ray_head_service": ray.ray_head_service,
+        "gpu_node_pools": {
+            pool: node_pool.name for pool, node_pool in cluster.gpu_node_pools.items()
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ KUBERAY_OPERATOR_IMAGE_TAG = f"v{KUBERAY_CHART_VERSION}"
 
 NVIDIA_DEVICE_PLUGIN_CHART_VERSION = "0.17.1"
 NVIDIA_DEVICE_PLUGIN_HELM_REPO = "https://nvidia.github.io/k8s-device-plugin"
+# GKE installs the NVIDIA driver on GPU nodes (and its own device plugin): the
+# newest driver of the node's GKE version, so CUDA 12 images of Ray run.
+GKE_GPU_DRIVER_VERSION = "LATEST"
 
 # Default EKS Kubernetes version; a stack may override it with `clusterVersion`.
 KUBERNETES_VERSION = "1.33"
