@@ -61,9 +61,8 @@ class LLMAutoscaling:
     min 1: a request to a replica scaled to zero waits for a GPU node, the ray-llm
     image and the weights, minutes; `--min-replicas 0` trades that for no idle GPU.
     target 32: vLLM batches continuously, so a replica's throughput still grows
-    with dozens of sequences in flight; Serve's default (2) would add a GPU per two
-    requests. downscale 900 s: a replica costs minutes to bring back, so a lull of
-    a few minutes does not drop one."""
+    with dozens of sequences in flight; Serve LLM's own default (1e9) never scales
+    out on load. downscale 900 s: a replica costs minutes to bring back."""
 
     min_replicas: int = 1
     max_replicas: int | None = None  # None: as many as the pool holds

@@ -37,6 +37,14 @@ def render(capsys, *words: str) -> tuple[int, dict | None, str]:
     return code, (yaml.safe_load(out) if code == 0 else None), err
 
 
+@pytest.fixture(scope="module")
+def ray_llm_config():
+    """Ray 2.60's own LLMConfig model (its module imports without vLLM)."""
+    from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
+
+    return LLMConfig
+
+
 def serve_config(manifest: dict) -> dict:
     return yaml.safe_load(manifest["spec"]["serveConfigV2"])
 
@@ -50,7 +58,7 @@ def containers(manifest: dict) -> list[dict]:
 # ------------------------------------------------------------------- the manifest
 
 
-def test_the_rayservice_is_valid_private_and_on_the_gpu_pool(capsys):
+def test_the_rayservice_is_valid_private_and_on_the_gpu_pool(capsys, ray_llm_config):
     code, manifest, err = render(capsys, "--llm", LLAMA_8B)
     assert code == 0, err
     assert llm.manifest_problems(manifest) == []
@@ -104,6 +112,11 @@ def test_the_rayservice_is_valid_private_and_on_the_gpu_pool(capsys):
         "downscale_delay_s": 900.0,
     }
     assert config["deployment_config"]["max_ongoing_requests"] == 128
+    # Ray Serve LLM itself takes it: its pydantic model refuses unknown fields,
+    # accelerator types and autoscaling bounds (shown on a misspelt field).
+    assert ray_llm_config.model_validate(config).accelerator_type == "L4"
+    with pytest.raises(ValueError, match="acelerator_type"):
+        ray_llm_config.model_validate({**config, "acelerator_type": "L4"})
     # No token wanted, none referenced.
     assert not any(e.get("valueFrom") for c in containers(manifest) for e in c["env"])
     assert "sizing: Llama-3.1-8B on 1 x L4 (24 GiB)" in err
@@ -121,7 +134,7 @@ def test_the_checks_refuse_what_the_cluster_would(capsys):
 
 
 def test_flags_reach_the_llm_config_and_the_token_only_by_reference(
-    capsys, monkeypatch
+    capsys, monkeypatch, ray_llm_config
 ):
     monkeypatch.setenv("HF_TOKEN", TOKEN)  # a user's own token: never read
     code, manifest, err = render(
@@ -149,6 +162,7 @@ def test_flags_reach_the_llm_config_and_the_token_only_by_reference(
     assert (auto["min_replicas"], auto["max_replicas"]) == (0, 6)
     assert auto["target_ongoing_requests"] == 8.0
     assert config["deployment_config"]["max_ongoing_requests"] == 32
+    ray_llm_config.model_validate(config)
     for container in containers(manifest):
         (ref,) = [e for e in container["env"] if e["name"] == "HF_TOKEN"]
         assert ref == {
@@ -159,7 +173,7 @@ def test_flags_reach_the_llm_config_and_the_token_only_by_reference(
     assert "min_replicas 0: no GPU node stays up" in err
 
 
-def test_an_s3_model_of_the_artifacts_bucket(capsys, tmp_path):
+def test_an_s3_model_of_the_artifacts_bucket(capsys, tmp_path, ray_llm_config):
     outputs = write_outputs(tmp_path)
     model = f"s3://{ARTIFACTS}/models/my-llama/"
     code, manifest, err = render(
@@ -172,6 +186,8 @@ def test_an_s3_model_of_the_artifacts_bucket(capsys, tmp_path):
         "model_source": {"bucket_uri": f"s3://{ARTIFACTS}/models/my-llama"},
     }
     assert manifest["metadata"]["name"] == "llm-my-llama"
+    loading = ray_llm_config.model_validate(config).model_loading_config
+    assert loading.model_source.bucket_uri == f"s3://{ARTIFACTS}/models/my-llama"
     env = {e["name"]: e.get("value") for e in containers(manifest)[0]["env"]}
     assert env["RAYGPU_ARTIFACTS_BUCKET"] == ARTIFACTS  # the stack's own outputs
 
@@ -281,6 +297,13 @@ def test_llm_needs_a_stack(capsys):
 
 
 # ---------------------------------------------------------------------- sizing
+
+
+def test_every_gpu_model_is_a_ray_accelerator_type(ray_llm_config):
+    base = {"model_loading_config": {"model_id": "m", "model_source": "o/m"}}
+    for gpu in instance_types.GPU_MEMORY_GIB:
+        config = ray_llm_config.model_validate({**base, "accelerator_type": gpu})
+        assert config.accelerator_type == gpu
 
 
 def test_the_arithmetic():
