@@ -244,12 +244,14 @@ def idle_cost(pool: GpuPoolConfig, min_replicas: int, tp: int) -> str:
         return "min_replicas 0: no GPU node stays up; the first request waits for one"
     nodes = math.ceil(min_replicas * tp / pool.gpus_per_node)
     itype = pool.instance_types[0]
+    kept = f"min_replicas {min_replicas} keeps {nodes} node(s) of pool {pool.name!r} up"
     found = instance_types.spec(itype)
-    spot = pool.capacity_type == "SPOT"
-    price = (found.spot_usd_hour if spot else found.on_demand_usd_hour) if found else 0
+    if found is None:  # a machine type of another cloud: no price in the table
+        return f"{kept} while the service exists ({itype})"
+    spot = getattr(pool, "capacity_type", "ON_DEMAND") == "SPOT"
+    price = found.spot_usd_hour if spot else found.on_demand_usd_hour
     kind = "spot estimate" if spot else "on demand"
     return (
-        f"min_replicas {min_replicas} keeps {nodes} node(s) of pool {pool.name!r} up "
-        f"while the service exists ({itype}: about ${nodes * price:.2f}/h {kind}, "
-        "raygpu/instance_types.py)"
+        f"{kept} while the service exists ({itype}: about ${nodes * price:.2f}/h "
+        f"{kind}, raygpu/instance_types.py)"
     )

@@ -328,6 +328,17 @@ def test_the_arithmetic():
     }
 
 
+def test_the_idle_cost_of_the_minimum():
+    a10g, l4x4 = PROD.gpu_pools
+    price = instance_types.spec("g5.2xlarge").on_demand_usd_hour
+    assert (
+        f"keeps 2 node(s) of pool 'a10g' up while the service exists (g5.2xlarge: "
+        f"about ${2 * price:.2f}/h on demand" in sizing.idle_cost(a10g, 2, 1)
+    )
+    assert "keeps 1 node(s) of pool 'l4x4'" in sizing.idle_cost(l4x4, 2, 2)
+    assert sizing.idle_cost(l4x4, 0, 2).startswith("min_replicas 0: no GPU node")
+
+
 def test_the_docs_table_is_the_codes():
     doc = (REPO_ROOT / "docs" / "serving-llm.md").read_text(encoding="utf-8")
     assert sizing.sizing_table() in doc
