@@ -149,6 +149,9 @@ def test_workload_identity_and_shielded_nodes_everywhere(run):
 def test_gpu_pools_scale_from_zero_tainted_with_gke_installing_the_driver(private_run):
     pools = {p["inputs"]["name"]: p["inputs"] for p in gpu_pools(private_run)}
     assert set(pools) == {"l4-spot", "t4"}
+    for res in gpu_pools(private_run):
+        # The autoscaler owns the size; a new initial count would replace the pool.
+        assert res["options"]["ignore_changes"] == ["initialNodeCount"]
     for name, pool in pools.items():
         assert pool["autoscaling"]["totalMinNodeCount"] == 0, name
         assert pool["initialNodeCount"] == 0, name
