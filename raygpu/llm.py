@@ -277,14 +277,7 @@ def build_spec(
         problem = sizing.disk_problem(shape, pool)
         if problem:
             raise UsageError(problem)
-    auto = LLMAutoscaling()
-    auto = LLMAutoscaling(
-        min_replicas=auto.min_replicas if args.min_replicas is None
-        else args.min_replicas,
-        max_replicas=args.max_replicas,
-        target_ongoing_requests=args.target_ongoing_requests
-        or auto.target_ongoing_requests,
-    )  # fmt: skip
+    auto = LLMAutoscaling(**options.autoscaling_given(args))
     spec = LLMSpec(
         name=args.name or default_name(model_id),
         model_id=model_id,
@@ -339,25 +332,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"context length ({sizing.DEFAULT_MAX_MODEL_LEN})",
     )
     group.add_argument(
-        "--min-replicas",
-        type=int,
-        metavar="N",
-        help=f"({LLMAutoscaling.min_replicas})",
-    )
-    group.add_argument(
-        "--max-replicas",
-        type=options.positive_int("--max-replicas"),
-        metavar="N",
-        help="(as many as the pool holds)",
-    )
-    group.add_argument(
-        "--target-ongoing-requests",
-        type=options.positive("--target-ongoing-requests"),
-        metavar="N",
-        help="requests in flight per replica "
-        f"({LLMAutoscaling.target_ongoing_requests:g})",
-    )
-    group.add_argument(
         "--render-only", action="store_true", help="print the RayService, apply nothing"
     )
     group.add_argument(
@@ -367,8 +341,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 LLM_ONLY = (
     "shape", "name", "hf_token_secret", "gpu_pool", "tensor_parallel_size",
-    "max_model_len", "min_replicas", "max_replicas", "target_ongoing_requests",
-    "render_only", "out",
+    "max_model_len", "render_only", "out",
 )  # fmt: skip
 
 
@@ -385,12 +358,11 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         ("--checkpoint", args.checkpoint),
         ("--variant", args.variant != "fp32"),
         ("--num-gpus", args.num_gpus is not None),
+        ("--num-replicas", args.num_replicas is not None),
         ("--no-requirements", args.no_requirements),
     ):
         if given:
             raise UsageError(f"{flag}: not with --llm (it serves the checkpoint app)")
-    if args.min_replicas is not None and args.min_replicas < 0:
-        raise UsageError(f"--min-replicas: must be >= 0, got {args.min_replicas}")
     if args.out and not args.render_only:
         raise UsageError("--out: only with --render-only")
     if args.name and (len(args.name) > MAX_NAME or not _DNS1035.match(args.name)):

@@ -346,7 +346,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=VARIANTS,
         help="fp32 (as trained) or a variant compress.py made of the checkpoint",
     )
-    parser.add_argument("--num-replicas", type=int, default=1)
+    parser.add_argument(
+        "--num-replicas",
+        type=options.positive_int("--num-replicas"),
+        metavar="N",
+        help="a fixed number of replicas (default 1), instead of autoscaling",
+    )
     parser.add_argument(
         "--num-gpus", type=float, default=None, help="GPUs per replica (default 0)"
     )
@@ -368,6 +373,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --stack: do not pip-install ray_jobs/requirements.txt",
     )
+    options.add_autoscaling(parser)
     llm.add_arguments(parser)  # --llm MODEL: Ray Serve LLM instead of the app
 
 
@@ -378,8 +384,11 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         return
     if args.checkpoint is None:
         parser.error("give --checkpoint URI (the app) or --llm MODEL (Serve LLM)")
-    if args.num_replicas < 1:
-        parser.error("--num-replicas: must be >= 1")
+    if args.num_replicas is not None and options.autoscaling_given(args):
+        parser.error(
+            "--num-replicas: a fixed count, or autoscaling (--min-replicas, "
+            "--max-replicas, ...), not both"
+        )
     if args.num_gpus is not None and args.num_gpus < 0:
         parser.error("--num-gpus: must be >= 0")
     if args.variant != "fp32" and args.num_gpus:
@@ -394,7 +403,11 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 def run(args: argparse.Namespace) -> int:
     if args.llm:
         return llm.run(args)
-    app_args: dict[str, Any] = {"num_replicas": args.num_replicas}
+    app_args: dict[str, Any] = {}
+    if args.num_replicas is not None:
+        app_args["num_replicas"] = args.num_replicas
+    if autoscaling := options.autoscaling_given(args):
+        app_args["autoscaling"] = autoscaling
     if args.num_gpus is not None:
         app_args["num_gpus"] = args.num_gpus
     if args.variant != "fp32":

@@ -247,7 +247,7 @@ def test_variant_goes_to_the_app_and_a_gpu_for_it_is_refused(
     base = ["serve", "--address", "http://127.0.0.1:1", "--checkpoint", str(tmp_path)]
     assert cli.main([*base, "--variant", "onnx-int8"]) == 0
     assert cli.main(base) == 0
-    assert seen == [{"num_replicas": 1, "variant": "onnx-int8"}, {"num_replicas": 1}]
+    assert seen == [{"variant": "onnx-int8"}, {}]  # the app's own replica default
     capsys.readouterr()
     assert cli.main([*base, "--variant", "int8", "--num-gpus", "1"]) == 2
     assert capsys.readouterr().err.endswith(
@@ -256,3 +256,36 @@ def test_variant_goes_to_the_app_and_a_gpu_for_it_is_refused(
     )
     assert cli.main([*base, "--variant", "int4"]) == 2
     assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_replicas_fixed_or_autoscaled_reach_the_app(tmp_path, capsys, monkeypatch):
+    """--num-replicas N is a fixed count; the autoscaling flags give the app only
+    the bounds set (the app's ServeAutoscaling defaults fill the rest); not both."""
+    from serve_app import ServeArgs
+
+    seen = []
+    monkeypatch.setattr(
+        serve_mod, "serve_on_address", lambda a, c, args, t, **_: seen.append(args) or 0
+    )
+    base = ["serve", "--address", "http://127.0.0.1:1", "--checkpoint", str(tmp_path)]
+    assert cli.main([*base, "--num-replicas", "3"]) == 0
+    scaled = ["--min-replicas", "0", "--max-replicas", "5", "--downscale-delay", "30"]
+    assert cli.main([*base, *scaled]) == 0
+    assert seen == [
+        {"num_replicas": 3},
+        {
+            "autoscaling": {
+                "min_replicas": 0,
+                "max_replicas": 5,
+                "downscale_delay_s": 30.0,
+            }
+        },
+    ]
+    auto = ServeArgs(checkpoint=str(tmp_path), **seen[1]).replica_options()
+    assert auto["autoscaling_config"]["max_replicas"] == 5
+    assert auto["autoscaling_config"]["target_ongoing_requests"] == 16  # default
+    capsys.readouterr()
+    assert cli.main([*base, "--num-replicas", "2", "--max-replicas", "4"]) == 2
+    assert "--num-replicas: a fixed count, or autoscaling" in capsys.readouterr().err
+    assert cli.main([*base, "--min-replicas", "-1"]) == 2
+    assert "--min-replicas: must be >= 0, got -1" in capsys.readouterr().err
