@@ -1,4 +1,4 @@
-"""Check KubeRay manifests offline, the way the API server and the operator would.
+"""Check KubeRay and prometheus-operator objects offline, as the API server would.
 
 Two layers, both needed because neither catches everything:
 
@@ -11,6 +11,11 @@ Two layers, both needed because neither catches everything:
 2. The rules the operator enforces in code (ray-operator/controllers/ray/utils/
    validation.go) that no schema holds: name lengths, minReplicas <= maxReplicas,
    token auth needs rayVersion >= 2.52.0, restartPolicy with autoscaler v2, and more.
+
+PodMonitor, ServiceMonitor and PrometheusRule (the monitoring stack) get the first
+layer, against the CRDs the pinned kube-prometheus-stack chart ships
+(`raygpu/crds/prometheus-operator/`); the operator's own checks of rules are
+`raygpu.monitoring.rulecheck`'s.
 
 The CRD YAML takes seconds to parse, so the extracted spec schema is cached twice:
 in memory for the process, and as JSON on disk keyed by the CRD file's SHA-256 (under
@@ -37,6 +42,8 @@ from raygpu import versions
 from raygpu.kuberay_rules import KINDS, metadata_problems, operator_problems
 from raygpu.names import RAY_API_VERSION
 
+MONITORING_API_VERSION = "monitoring.coreos.com/v1"
+
 CRD_VERSION = f"v{versions.KUBERAY_CHART_VERSION}"
 CRD_FILES = {kind: f"ray.io_{kind.lower()}s.yaml" for kind in KINDS}
 CRD_DIR_ENV = "RAYGPU_KUBERAY_CRDS"
@@ -44,6 +51,15 @@ CRD_DIR_ENV = "RAYGPU_KUBERAY_CRDS"
 _CACHE_FORMAT = 2
 # KubeRay's CRD files of the pinned version, with its LICENSE (see README there).
 VENDORED_CRDS = Path(__file__).resolve().parent / "crds" / "kuberay"
+# prometheus-operator's, as the pinned kube-prometheus-stack chart ships them.
+MONITORING_CRD_VERSION = f"v{versions.PROMETHEUS_OPERATOR_VERSION}"
+MONITORING_CRD_FILES = {
+    kind: f"monitoring.coreos.com_{kind.lower()}s.yaml"
+    for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule")
+}
+VENDORED_MONITORING_CRDS = (
+    Path(__file__).resolve().parent / "crds" / "prometheus-operator"
+)
 
 
 class CrdNotFoundError(FileNotFoundError):
@@ -128,17 +144,37 @@ def _extract_spec_schema(crd_file: Path) -> dict[str, Any]:
     raise CrdNotFoundError(f"{crd_file} has no v1 version")
 
 
-@functools.cache
-def spec_schema(kind: str, crd_dir: str | None = None) -> dict[str, Any]:
-    """The Draft 7 schema for `<kind>.spec`, from the disk cache or the CRD YAML."""
+def _api_version(kind: str) -> str:
+    return MONITORING_API_VERSION if kind in MONITORING_CRD_FILES else RAY_API_VERSION
+
+
+def _crd_file(kind: str, crd_dir: str | None) -> tuple[Path, str]:
+    """(CRD file, version) of `kind`; `crd_dir` overrides KubeRay's folder only."""
+    if kind in MONITORING_CRD_FILES:
+        folder = VENDORED_MONITORING_CRDS / MONITORING_CRD_VERSION
+        crd_file = folder / MONITORING_CRD_FILES[kind]
+        if not crd_file.is_file():
+            raise CrdNotFoundError(
+                f"prometheus-operator {MONITORING_CRD_VERSION} CRD {crd_file} not "
+                "found (raygpu/crds/prometheus-operator/README.md)"
+            )
+        return crd_file, MONITORING_CRD_VERSION
     if kind not in CRD_FILES:
-        raise ValueError(f"kind: {kind!r} is not one of {sorted(CRD_FILES)}")
+        known = sorted([*CRD_FILES, *MONITORING_CRD_FILES])
+        raise ValueError(f"kind: {kind!r} is not one of {known}")
     folder = Path(crd_dir) if crd_dir is not None else default_crd_dir()
     crd_file = folder / CRD_FILES[kind]
     if not crd_file.is_file():
         raise CrdNotFoundError(crd_dir_problem(folder) or str(crd_file))
+    return crd_file, CRD_VERSION
+
+
+@functools.cache
+def spec_schema(kind: str, crd_dir: str | None = None) -> dict[str, Any]:
+    """The Draft 7 schema for `<kind>.spec`, from the disk cache or the CRD YAML."""
+    crd_file, version = _crd_file(kind, crd_dir)
     digest = hashlib.sha256(crd_file.read_bytes()).hexdigest()[:24]
-    cached = _cache_dir() / f"{kind}-{CRD_VERSION}-{digest}-f{_CACHE_FORMAT}.json"
+    cached = _cache_dir() / f"{kind}-{version}-{digest}-f{_CACHE_FORMAT}.json"
     try:
         with cached.open(encoding="utf-8") as fh:
             return json.load(fh)
@@ -173,11 +209,13 @@ def schema_problems(
     """Every way `manifest` breaks the API server's checks (schema and metadata)."""
     problems: list[str] = []
     kind = manifest.get("kind")
-    if kind not in CRD_FILES:
-        return [f"kind: {kind!r} is not one of {sorted(CRD_FILES)}"]
-    if manifest.get("apiVersion") != RAY_API_VERSION:
+    if kind not in CRD_FILES and kind not in MONITORING_CRD_FILES:
+        known = sorted([*CRD_FILES, *MONITORING_CRD_FILES])
+        return [f"kind: {kind!r} is not one of {known}"]
+    api_version = _api_version(kind)
+    if manifest.get("apiVersion") != api_version:
         problems.append(
-            f"apiVersion: {manifest.get('apiVersion')!r} must be {RAY_API_VERSION!r}"
+            f"apiVersion: {manifest.get('apiVersion')!r} must be {api_version!r}"
         )
     unknown = sorted(set(manifest) - {"apiVersion", "kind", "metadata", "spec"})
     if unknown:
@@ -196,8 +234,12 @@ def schema_problems(
 def manifest_problems(
     manifest: Mapping[str, Any], crd_dir: str | Path | None = None
 ) -> list[str]:
-    """Schema problems followed by operator-rule problems; empty when valid."""
-    return schema_problems(manifest, crd_dir) + operator_problems(manifest)
+    """Schema problems followed by KubeRay operator-rule problems (KubeRay's kinds
+    only); empty when valid."""
+    problems = schema_problems(manifest, crd_dir)
+    if manifest.get("kind") in KINDS:
+        problems += operator_problems(manifest)
+    return problems
 
 
 def validate_manifest(

@@ -86,7 +86,8 @@ KUBE_STATE_METRICS_IMAGE_REPOSITORY = (
 )
 KUBE_STATE_METRICS_IMAGE_TAG = "v2.20.0"  # chart 8.4.0's appVersion
 NODE_EXPORTER_IMAGE_REPOSITORY = "quay.io/prometheus/node-exporter"
-NODE_EXPORTER_IMAGE_TAG = "v1.12.1"  # chart 4.56.1's appVersion
+# chart 4.56.1's appVersion, distroless (kube-prometheus-stack sets image.distroless)
+NODE_EXPORTER_IMAGE_TAG = "v1.12.1-distroless"
 GRAFANA_IMAGE_REPOSITORY = "docker.io/grafana/grafana"
 GRAFANA_IMAGE_TAG = "13.2.0"  # chart 12.11.1's appVersion
 GRAFANA_SIDECAR_IMAGE_REPOSITORY = "quay.io/kiwigrid/k8s-sidecar"

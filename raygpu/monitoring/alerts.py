@@ -25,6 +25,7 @@ from typing import Any
 
 from raygpu import manifests
 from raygpu.config import StackConfig
+from raygpu.monitoring import stack
 from raygpu.monitoring.rulecheck import dump
 
 PROMETHEUS_RULE_API_VERSION = "monitoring.coreos.com/v1"
@@ -239,7 +240,7 @@ def prometheus_rule_manifest(
     cfg: StackConfig, t: Thresholds = DEFAULTS
 ) -> dict[str, Any]:
     """The same rules as a prometheus-operator PrometheusRule in the monitoring
-    namespace (the operator's ruleSelector must match its labels). A stack asleep
+    namespace, labelled for the stack Prometheus's ruleSelector. A stack asleep
     (`raygpu sleep`) has no Ray head on purpose: no RayHeadDown then."""
     leave_out = frozenset({"RayHeadDown"}) if cfg.asleep else frozenset()
     return {
@@ -248,7 +249,7 @@ def prometheus_rule_manifest(
         "metadata": {
             "name": RULE_NAME,
             "namespace": cfg.monitoring_namespace,
-            "labels": manifests.common_labels(cfg),
+            "labels": stack.monitor_labels(cfg),
         },
         "spec": {"groups": rule_groups(t, leave_out)},
     }
