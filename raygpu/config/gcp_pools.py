@@ -47,8 +47,8 @@ class MachineSpec:
 ACCELERATORS = {
     "nvidia-l4": "L4",
     "nvidia-tesla-t4": "T4",
-    "nvidia-tesla-a100": "A100",
-    "nvidia-a100-80gb": "A100-80GB",
+    "nvidia-tesla-a100": "A100-40G",
+    "nvidia-a100-80gb": "A100-80G",
     "nvidia-h100-80gb": "H100",
 }
 # Accelerators attached to N1 machines, and the counts GKE accepts.
