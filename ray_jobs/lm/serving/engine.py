@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -122,7 +123,7 @@ class Scheduler:
         self.limits = limits
         self.cache = KVCache(model, limits.max_seqs, limits.context)
         self.context = self.cache.context
-        self.free = list(range(limits.max_seqs))[::-1]
+        self.free = list(range(limits.max_seqs))  # a heap
         self.waiting: collections.deque[Sequence] = collections.deque()
         self.running: dict[int, Sequence] = {}  # slot -> sequence
         self.in_flight: set[Sequence] = set()
@@ -155,10 +156,11 @@ class Scheduler:
 
     # ------------------------------------------------------------ one iteration
     def plan(self) -> Plan:
-        plan = Plan(decode=list(self.running.values()))
+        # in slot order: neighbouring slots are read as one view (kvcache.decode)
+        plan = Plan(decode=[self.running[slot] for slot in sorted(self.running)])
         while self.free and self.waiting:
             seq = self.waiting.popleft()
-            seq.slot = self.free.pop()
+            seq.slot = heapq.heappop(self.free)  # the lowest: slots stay packed
             self.running[seq.slot] = seq
             plan.prefill.append(seq)
         for seq in plan.decode:
@@ -187,10 +189,12 @@ class Scheduler:
         if not seqs:
             return []
         cpu = torch.stack(rows).float().cpu()  # one transfer per step
-        return [
-            sample(row, s.params.temperature, s.params.top_p, s.generator)
-            for row, s in zip(cpu, seqs, strict=True)
-        ]
+        return sample(
+            cpu,
+            [s.params.temperature for s in seqs],
+            [s.params.top_p for s in seqs],
+            [s.generator for s in seqs],
+        )
 
     def apply(self, plan: Plan, tokens: list[int]) -> None:
         """Hand each planned sequence its token; end and free what is done."""
@@ -240,7 +244,7 @@ class Scheduler:
         seq.finish_reason = reason
         if self.running.get(seq.slot) is seq:
             del self.running[seq.slot]
-            self.free.append(seq.slot)
+            heapq.heappush(self.free, seq.slot)
         self.finished[reason] += 1
         self.recent[seq.id] = seq.record()
         while len(self.recent) > RECENT_RECORDS:

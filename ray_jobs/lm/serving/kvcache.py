@@ -91,6 +91,8 @@ def decode(
     # (batch, 1 query, width keys): each row sees its own positions 0..p only
     mask = torch.arange(width, device=device)[None, :] <= pos_t[:, None]
     mask = mask[:, None, None, :]
+    lo = slots[0]
+    contiguous = slots == list(range(lo, lo + len(slots)))
     idx = torch.tensor(tokens, dtype=torch.long, device=device)[:, None]
     x = model.tok_emb(idx) + model.pos_emb(pos_t)[:, None, :]
     for layer, block in enumerate(model.blocks):
@@ -100,8 +102,12 @@ def decode(
         # advanced indices around a slice: the batch dimension comes first
         cache.k[layer][slot_t, :, pos_t] = k[:, :, 0]
         cache.v[layer][slot_t, :, pos_t] = v[:, :, 0]
-        keys = cache.k[layer][slot_t, :, :width]
-        values = cache.v[layer][slot_t, :, :width]
+        if contiguous:  # a view: no copy of the cached prefixes
+            keys = cache.k[layer][lo : lo + len(slots), :, :width]
+            values = cache.v[layer][lo : lo + len(slots), :, :width]
+        else:
+            keys = cache.k[layer][:, :, :width].index_select(0, slot_t)
+            values = cache.v[layer][:, :, :width].index_select(0, slot_t)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         x = x + attn.proj(y.transpose(1, 2).reshape(len(slots), 1, -1))
         x = x + block.mlp(block.ln_2(x))
@@ -110,21 +116,27 @@ def decode(
 
 def sample(
     logits: torch.Tensor,
-    temperature: float,
-    top_p: float,
-    generator: torch.Generator | None,
-) -> int:
-    """One token id from next-token logits (vocab,) on the CPU: the most likely at
-    temperature 0, else drawn from the tempered distribution cut to its top-p
-    nucleus. Ids past EOT are the vocabulary's padding, never seen in training:
-    never drawn."""
-    logits = logits.float()[: EOT + 1]
-    if temperature == 0.0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
+    temperatures: list[float],
+    top_ps: list[float],
+    generators: list[torch.Generator],
+) -> list[int]:
+    """One token id per row of next-token logits (batch, vocab) on the CPU: the
+    most likely at temperature 0, else drawn (with the row's own generator) from
+    the tempered distribution cut to its top-p nucleus. Ids past EOT are the
+    vocabulary's padding, never seen in training: never drawn."""
+    logits = logits.float()[:, : EOT + 1]
+    out = logits.argmax(-1).tolist()
+    rows = [i for i, t in enumerate(temperatures) if t > 0.0]
+    if not rows:
+        return out
+    temps = torch.tensor([temperatures[i] for i in rows])[:, None]
+    probs = torch.softmax(logits[rows] / temps, dim=-1)
+    top_p = torch.tensor([top_ps[i] for i in rows])[:, None]
+    if bool((top_p < 1.0).any()):
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         # keep the smallest head whose mass reaches top_p (at least one token)
         keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
-        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
+        probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs * keep)
+    for j, i in enumerate(rows):
+        out[i] = int(torch.multinomial(probs[j], 1, generator=generators[i]))
+    return out
