@@ -211,7 +211,6 @@ def _grafana(cfg: StackConfig) -> dict[str, Any]:
                 "label": dashboards.SIDECAR_LABEL,
                 "labelValue": dashboards.SIDECAR_LABEL_VALUE,
                 "searchNamespace": cfg.monitoring_namespace,
-                "folderAnnotation": None,
             },
         },
     }

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
-from raygpu import crd_schema, manifests, names, network_policies, sizing, versions
+from raygpu import (
+    crd_schema,
+    manifests,
+    names,
+    network_policies,
+    render,
+    sizing,
+    versions,
+)
 from raygpu.monitoring import alerts, dashboards, dcgm, footprint, remote_write, stack
 from tests.raygpu.test_manifests import STACKS, stack_config
 
@@ -87,6 +95,35 @@ def test_a_misspelt_field_or_a_bad_label_is_refused(dev):
     rule["apiVersion"] = "monitoring.coreos.com/v1beta1"
     assert crd_schema.schema_problems(rule) == [
         "apiVersion: 'monitoring.coreos.com/v1beta1' must be 'monitoring.coreos.com/v1'"
+    ]
+
+
+def test_render_writes_the_monitoring_objects_and_fails_on_a_broken_one(
+    tmp_path, monkeypatch
+):
+    result = render.render("dev", tmp_path / "ok")
+    assert result.problems == []
+    written = {p.name for p in result.written}
+    assert {
+        "04-namespace-monitoring.yaml",
+        "13-helm-kube-prometheus-stack.values.yaml",
+        "14-helm-dcgm-exporter.values.yaml",
+        "41-podmonitor-ray-head.yaml",
+        "43-servicemonitor-dcgm-exporter.yaml",
+        "44-configmap-ray-dashboard-train.yaml",
+    } <= written
+    built = stack.monitoring_objects
+
+    def broken(cfg):
+        objects = built(cfg)
+        objects[0]["spec"]["podMetricsEndpoints"][0]["interval"] = 15
+        return objects
+
+    monkeypatch.setattr(stack, "monitoring_objects", broken)
+    result = render.render("dev", tmp_path / "broken")
+    assert result.problems == [
+        "PodMonitor ray-head: spec.podMetricsEndpoints[0].interval: "
+        "15 is not of type 'string'"
     ]
 
 
