@@ -27,6 +27,11 @@ Files (numbered in apply order):
   templates/rayjob-tune.yaml           a hyper-parameter search (tune.py)
   40-prometheusrule-raygpu-alerts.yaml the alert rules (raygpu/monitoring/alerts.py),
                                        checked by structure and promtool if present
+  41-podmonitor-ray-head.yaml, 42-..., 43-servicemonitor-dcgm-exporter.yaml
+  44-configmap-ray-dashboard-<name>.yaml   Ray's Grafana dashboards
+The monitoring stack (raygpu/monitoring/stack.py) adds its namespace and
+StorageClass to the 0x files and kube-prometheus-stack and the DCGM exporter to
+the Helm releases; its monitors are checked against prometheus-operator's CRDs.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from raygpu import (
 from raygpu.config import load_stack_file
 from raygpu.errors import UsageError
 from raygpu.monitoring import alerts, rulecheck
+from raygpu.monitoring import stack as monitoring
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,6 +206,8 @@ def render(
 
     objects = manifests.cluster_objects(cfg, refs)
     core = [o for o in objects if o["kind"] in ("Namespace", "ServiceAccount")]
+    monitoring_core = monitoring.core_objects(cfg)
+    core += monitoring_core
     ray = [o for o in objects if o["apiVersion"] == manifests.RAY_API_VERSION]
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
     for i, obj in enumerate(core):
@@ -209,6 +217,7 @@ def render(
     releases = [
         *helm_values.helm_releases(cfg),
         autoscaler_values.cluster_autoscaler_release(cfg, role_arn=autoscaler_role_arn),
+        *monitoring.helm_releases(cfg),
     ]
     index = []
     for i, release in enumerate(releases):
@@ -250,11 +259,19 @@ def render(
     rule = alerts.prometheus_rule_manifest(cfg)
     name = f"40-prometheusrule-{rule['metadata']['name']}.yaml"
     result.written.append(_dump(out / name, rule))
+    monitors = monitoring.monitoring_objects(cfg)
+    for name, obj in monitoring.file_names(monitors):
+        result.written.append(_dump(out / name, obj))
 
     if validate:
+        extra = [*monitoring_core, rule, *monitors]
         result.problems += check(
-            ray + templates, objects + templates, [r.values for r in releases], crd_dir
+            ray + templates,
+            objects + templates + extra,
+            [r.values for r in releases],
+            crd_dir,
         )
+        result.problems += monitoring.problems(extra)
         found = rulecheck.rule_problems(rule["spec"]["groups"])
         result.problems += [f"PrometheusRule {alerts.RULE_NAME}: {p}" for p in found]
     return result
