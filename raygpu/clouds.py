@@ -8,7 +8,7 @@ config model in raygpu/config/, not a copy of the manifest code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from raygpu import names
 
@@ -30,6 +30,9 @@ class Cloud:
     storage_scheme: str
     # The environment variable that tells Ray's pods the stack's region.
     region_env: str
+    # Labels every Ray pod carries for the platform (AKS's workload identity
+    # webhook injects the federated token only into pods labelled so).
+    pod_labels: dict[str, str] = field(default_factory=dict)
 
 
 AWS = Cloud(
@@ -50,10 +53,22 @@ GCP = Cloud(
     storage_scheme="gs",
     region_env="GOOGLE_CLOUD_REGION",
 )
+# AKS installs the NVIDIA driver on GPU pools but no device plugin: the stack
+# installs it through the same Helm release as on AWS (docs/config.md).
+AZURE = Cloud(
+    name="azure",
+    identity_annotation="azure.workload.identity/client-id",
+    gpu_node_label="kubernetes.azure.com/accelerator",
+    gpu_taint_value=names.GPU_TAINT_VALUE,
+    installs_device_plugin=True,
+    storage_scheme="abfs",
+    region_env="AZURE_REGION",
+    pod_labels={"azure.workload.identity/use": "true"},
+)
 
-CLOUDS = {c.name: c for c in (AWS, GCP)}
+CLOUDS = {c.name: c for c in (AWS, GCP, AZURE)}
 # Clouds a stack may name that have no row yet.
-PLANNED = ("azure",)
+PLANNED: tuple[str, ...] = ()
 
 
 def of(cfg: object) -> Cloud:

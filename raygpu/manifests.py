@@ -321,6 +321,21 @@ def gpu_toleration(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def pool_tolerations(pool: GpuPoolConfig) -> list[dict[str, Any]]:
+    """Tolerations of a pool's taints besides the GPU one (AKS's Spot taint)."""
+    return [
+        {"key": key, "operator": "Equal", "value": value, "effect": effect}
+        for key, value, effect in pool.taints
+        if key != names.GPU_TAINT_KEY
+    ]
+
+
+def ray_pod_labels(cfg: StackConfig) -> dict[str, str]:
+    """Labels of Ray's pods: the stack's, and what the cloud's platform reads
+    (raygpu.clouds: AKS's workload identity)."""
+    return {**common_labels(cfg), **clouds.of(cfg).pod_labels}
+
+
 def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
     size = head_size(cfg)
     volumes, mounts = pod_volumes(size, cfg.system_pool.disk_size_gib)
@@ -342,7 +357,7 @@ def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
         "serviceType": "ClusterIP",
         "enableIngress": False,
         "template": {
-            "metadata": {"labels": common_labels(cfg)},
+            "metadata": {"labels": ray_pod_labels(cfg)},
             "spec": {
                 "serviceAccountName": cfg.ray_service_account,
                 "nodeSelector": dict(cfg.system_pool.node_labels),
@@ -377,13 +392,15 @@ def worker_group_spec(
         "maxReplicas": pool.max_size,
         "rayStartParams": {},
         "template": {
-            "metadata": {"labels": {**common_labels(cfg), names.POOL_LABEL: pool.name}},
+            "metadata": {
+                "labels": {**ray_pod_labels(cfg), names.POOL_LABEL: pool.name}
+            },
             "spec": {
                 # Workers never call the Kubernetes API: no token in the pod.
                 "serviceAccountName": cfg.ray_worker_service_account,
                 "automountServiceAccountToken": False,
                 "nodeSelector": {names.POOL_LABEL: pool.name},
-                "tolerations": [gpu_toleration(cfg)],
+                "tolerations": [gpu_toleration(cfg), *pool_tolerations(pool)],
                 "securityContext": pod_security_context(),
                 "containers": [container],
                 "volumes": volumes,

@@ -1,9 +1,10 @@
 """Reading a stack's config: from a mapping, a stack file, or the Pulumi engine.
 
 `load_config(stack, values)` takes the plain mapping of a `Pulumi.<stack>.yaml`
-(`raygpu:` keys without their prefix, camelCase, plus `aws:region`) and returns a
-`StackConfig` (`raygpu:cloud` picks the model: AWS's, or `GcpStackConfig` of
-raygpu.config.gcp), or raises `ConfigError` listing *every* bad key with what is
+(`raygpu:` keys without their prefix, camelCase, plus the provider keys such as
+`aws:region`) and returns a `StackConfig` (`raygpu:cloud` picks the model: AWS's,
+`GcpStackConfig` of raygpu.config.gcp or `AzureStackConfig` of
+raygpu.config.azure), or raises `ConfigError` listing *every* bad key with what is
 allowed. `from_pulumi()` is the only place that touches `pulumi.Config`;
 `load_stack_file()` reads a stack file for the offline commands. Nothing here
 imports Pulumi at module level.
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from raygpu import clouds
-from raygpu.config import gcp
+from raygpu.config import azure, gcp
 from raygpu.config.messages import (
     CONFIG_DOC,
     ConfigError,
@@ -42,9 +43,10 @@ CLOUD_KEY = "cloud"
 MODELS: dict[str, type[Any]] = {
     clouds.AWS.name: StackConfig,
     gcp.CLOUD: gcp.GcpStackConfig,
+    azure.CLOUD: azure.AzureStackConfig,
 }
 # Keys of the cloud providers' own namespaces that the models read.
-PROVIDER_KEYS = (REGION_KEY, *gcp.PROVIDER_KEYS)
+PROVIDER_KEYS = (REGION_KEY, *gcp.PROVIDER_KEYS, *azure.PROVIDER_KEYS)
 
 
 def _rkey(key: str) -> str:

@@ -66,8 +66,7 @@ def test_cloud_picks_the_model_and_aws_is_the_default():
 
 @pytest.mark.parametrize(
     ("cloud", "words"),
-    [("azure", "'azure' is not yet supported; allowed: aws, gcp"),
-     ("gce", "must be one of aws, gcp, got 'gce'")],
+    [("gce", "must be one of aws, gcp, azure, got 'gce'")],
 )  # fmt: skip
 def test_an_unsupported_cloud_is_one_line_naming_the_key(cloud, words):
     assert errors_of(with_(cloud=cloud)) == {"raygpu:cloud": words}
