@@ -3,8 +3,9 @@
 The dev stack runs everything on one m6a.xlarge system node (4 vCPUs, 16 GiB):
 what it leaves for pods (raygpu.sizing.allocatable: 3420m, 13395Mi) holds the
 Ray head (2 CPU, 8Gi, plus its autoscaler's 500m, 512Mi), the KubeRay operator
-(100m, 512Mi), the Cluster Autoscaler (100m, 300Mi), CoreDNS (2 x 100m, 70Mi)
-and this stack's requests (340m, 1824Mi): 3240m and 11480Mi in all
+(100m, 512Mi), the Cluster Autoscaler (100m, 300Mi), CoreDNS (2 x 100m, 70Mi),
+the EBS CSI controller that the Prometheus volume needs (2 x 60m, 240Mi) and this
+stack's requests (340m, 1824Mi): 3360m and 11960Mi in all
 (`system_node_requests`; the test checks the sum against the node).
 """
 
@@ -20,7 +21,12 @@ from raygpu.monitoring.stack import DEFAULT_STORAGE_GIB, kube_prometheus_stack_v
 
 # EKS's CoreDNS add-on: two replicas of 100m and 70Mi, both on the one system
 # node of a dev stack.
-COREDNS_REQUESTS = ((2, "100m", "70Mi"),)
+COREDNS_REQUESTS = (2, "100m", "70Mi")
+# The EBS CSI driver's controller, which provisions the Prometheus volume: two
+# replicas of six containers (driver, provisioner, attacher, snapshotter, resizer,
+# liveness probe) at the chart's 10m and 40Mi each (aws-ebs-csi-driver chart 2.64.0,
+# controller.resources, the sidecars' default).
+EBS_CSI_CONTROLLER_REQUESTS = (2, "60m", "240Mi")
 # (what, path to its resources in the values, containers on one system node).
 SYSTEM_NODE_CONTAINERS = (
     ("prometheus-operator", ("prometheusOperator", "resources"), 1),
@@ -68,14 +74,12 @@ def system_node_requests(cfg: StackConfig) -> list[tuple[str, int, int]]:
         ),
         ("Cluster Autoscaler", *_requests(autoscaler.values["resources"])),
     ]
-    for count, cpu, memory in COREDNS_REQUESTS:
-        rows.append(
-            (
-                "CoreDNS",
-                count * sizing.cpu_milli(cpu),
-                count * sizing.memory_bytes(memory) // 2**20,
-            )
-        )
+    for what, (count, cpu, memory) in (
+        ("CoreDNS", COREDNS_REQUESTS),
+        ("EBS CSI controller", EBS_CSI_CONTROLLER_REQUESTS),
+    ):
+        mib = sizing.memory_bytes(memory) // 2**20
+        rows.append((what, count * sizing.cpu_milli(cpu), count * mib))
     values = kube_prometheus_stack_values(cfg)
     for what, path, count in SYSTEM_NODE_CONTAINERS:
         cpu, mib = _requests(_at(values, path))

@@ -305,7 +305,7 @@ def test_everything_fits_beside_the_ray_head_on_the_dev_system_node(dev):
     assert f"{cpu}m and {mib}Mi in all" in footprint.__doc__
     assert f"{left_cpu}m, {left_mib}Mi" in footprint.__doc__
     bigger = dev.model_copy(update={"ray_head_cpu": "2500m"})
-    assert "request 3740m" in footprint.system_node_problem(bigger)
+    assert "request 3860m" in footprint.system_node_problem(bigger)
 
 
 def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
