@@ -1,13 +1,16 @@
 """Run the real Pulumi program under Pulumi's mock runtime, offline.
 
 `run_offline(stack)` reads `Pulumi.<stack>.yaml`, validates it, hands its values to
-the program exactly as `pulumi up` would (JSON strings under `raygpu:`/`aws:` keys),
+the program exactly as `pulumi up` would (JSON strings under `raygpu:`, `aws:` or
+`gcp:` keys),
 runs `infra/__main__.py` with `pulumi.runtime.set_mocks`, and returns every
 resource the engine was asked to register (type, name, parent, inputs, options)
 and the stack outputs. No credentials, no Pulumi CLI, no network.
 
-The mocks stand in for AWS only where the program reads a value that AWS computes
-(ARNs, bucket names, the cluster's endpoint and OIDC issuer, Availability Zones);
+The mocks stand in for a cloud only where the program reads a value that the cloud
+computes (AWS: ARNs, bucket names, the cluster's endpoint and OIDC issuer,
+Availability Zones; Google Cloud: service-account emails, the cluster's endpoint,
+the project number and the GCS service agent), one row per cloud in CLOUD_MOCKS;
 every input the program passes is recorded as the engine received it.
 """
 
@@ -30,6 +33,11 @@ from raygpu import config as config_mod
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "infra" / "__main__.py"
 MOCK_ACCOUNT = "123456789012"
+# Google Cloud's computed values: the project's number (in the GCS service
+# agent's email) and a project for a config that names none.
+MOCK_PROJECT_NUMBER = "123456789012"
+MOCK_GCP_PROJECT = "offline-project"
+GCS_AGENT_DOMAIN = "gs-project-accounts.iam.gserviceaccount.com"
 SECRET_MASK = "[secret]"
 
 
@@ -64,110 +72,211 @@ def _short(typ: str) -> str:
     return typ.split(":")[-1].lower()
 
 
-class RaygpuMocks(pulumi.runtime.Mocks):
-    """Computed values that AWS would return, derived from the inputs."""
+def _aws_state(mocks: RaygpuMocks, typ: str, name: str, state: dict, digest: str):
+    """(id, state) of an AWS resource: what AWS computes from its inputs."""
+    rid = f"{_short(typ)}-{digest}"
+    region, account = mocks.region, mocks.account
+    if typ == "aws:s3/bucket:Bucket":
+        bucket = state.get("bucket") or f"{name}-{digest[:7]}"
+        state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+        rid = bucket
+    elif typ == "aws:kms/key:Key":
+        state.update(
+            keyId=digest,
+            arn=f"arn:aws:kms:{region}:{account}:key/{digest}",
+        )
+        rid = digest
+    elif typ == "aws:iam/role:Role":
+        role = state.get("name") or f"{name}-{digest[:7]}"
+        state.update(name=role, arn=f"arn:aws:iam::{account}:role/{role}")
+        rid = role
+    elif typ == "aws:eks/cluster:Cluster":
+        cluster = state.get("name") or name
+        host = f"{digest.upper()}.gr7.{region}.eks.amazonaws.com"
+        state.update(
+            name=cluster,
+            arn=f"arn:aws:eks:{region}:{account}:cluster/{cluster}",
+            endpoint=f"https://{host}",
+            certificateAuthority={"data": "TU9DSy1DQQ=="},
+            identities=[
+                {
+                    "oidcs": [
+                        {
+                            "issuer": f"https://oidc.eks.{region}.amazonaws.com"
+                            f"/id/{digest.upper()}"
+                        }
+                    ]
+                }
+            ],
+            vpcConfig={
+                **state.get("vpcConfig", {}),
+                "clusterSecurityGroupId": f"sg-{digest}",
+                "vpcId": "vpc-mock",
+            },
+        )
+        rid = cluster
+    elif typ == "aws:eks/nodeGroup:NodeGroup":
+        group = state.get("nodeGroupName") or (
+            f"{state.get('nodeGroupNamePrefix', name)}{digest}"
+        )
+        state.update(
+            nodeGroupName=group,
+            arn=f"arn:aws:eks:{region}:{account}:nodegroup/"
+            f"{state.get('clusterName')}/{group}/{digest}",
+            resources=[{"autoscalingGroups": [{"name": f"eks-{group}-{digest}"}]}],
+            status="ACTIVE",
+        )
+        rid = f"{state.get('clusterName')}:{group}"
+    elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        state.update(latestVersion=1, defaultVersion=1)
+        rid = f"lt-{digest}"
+    elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+        url = str(state.get("url", "")).removeprefix("https://")
+        state.update(arn=f"arn:aws:iam::{account}:oidc-provider/{url}")
+    elif typ == "aws:budgets/budget:Budget":
+        state.setdefault("name", name)
+    elif typ == "aws:ec2/vpc:Vpc":
+        rid = f"vpc-{digest}"
+    elif typ == "aws:ec2/subnet:Subnet":
+        rid = f"subnet-{digest}"
+    if "arn" not in state:
+        service = typ.split(":")[1].split("/")[0]
+        state["arn"] = f"arn:aws:{service}:{region}:{account}:{_short(typ)}/{rid}"
+    return rid, state
 
-    def __init__(self, region: str, account: str = MOCK_ACCOUNT) -> None:
+
+def _gcp_state(mocks: RaygpuMocks, typ: str, name: str, state: dict, digest: str):
+    """(id, state) of a Google Cloud resource: a service account's email, a
+    cluster's endpoint, IDs in Google's `projects/...` form."""
+    name = state.get("name") or name
+    project, region = mocks.project, mocks.region
+    rid = f"projects/{project}/{typ.split('/')[-1].split(':')[0]}/{name}"
+    if typ == "gcp:serviceaccount/account:Account":
+        email = f"{state['accountId']}@{project}.iam.gserviceaccount.com"
+        rid = f"projects/{project}/serviceAccounts/{email}"
+        state.update(email=email, name=rid, member=f"serviceAccount:{email}")
+    elif typ == "gcp:container/cluster:Cluster":
+        rid = f"projects/{project}/locations/{region}/clusters/{name}"
+        state.update(endpoint="10.0.0.2", masterAuth={"clusterCaCertificate": "Q0E="})
+    elif typ == "gcp:kms/keyRing:KeyRing":
+        rid = f"projects/{project}/locations/{region}/keyRings/{name}"
+    elif typ == "gcp:kms/cryptoKey:CryptoKey":
+        rid = f"{state['keyRing']}/cryptoKeys/{name}"
+    elif typ == "gcp:storage/bucket:Bucket":
+        rid = name
+    state.setdefault("name", name)
+    return rid, state
+
+
+def _aws_zones(mocks: RaygpuMocks, args: Any) -> dict[str, Any]:
+    names = [f"{mocks.region}{s}" for s in "abcdef"]
+    return {
+        "names": names,
+        "zoneIds": [f"use1-az{i}" for i in range(1, 7)],
+        "id": mocks.region,
+    }
+
+
+def _aws_partition(mocks: RaygpuMocks, args: Any) -> dict[str, Any]:
+    gov = "-gov-" in mocks.region
+    return {
+        "partition": "aws-us-gov" if gov else "aws",
+        "dnsSuffix": "amazonaws.com",
+        "id": "aws",
+    }
+
+
+def _aws_caller(mocks: RaygpuMocks, args: Any) -> dict[str, Any]:
+    return {
+        "accountId": mocks.account,
+        "arn": f"arn:aws:iam::{mocks.account}:user/offline",
+        "userId": "OFFLINE",
+        "id": mocks.account,
+    }
+
+
+def _gcs_agent(mocks: RaygpuMocks, args: Any) -> dict[str, Any]:
+    email = f"service-{MOCK_PROJECT_NUMBER}@{GCS_AGENT_DOMAIN}"
+    return {"emailAddress": email, "member": f"serviceAccount:{email}", "id": email}
+
+
+def _gcp_project(mocks: RaygpuMocks, args: Any) -> dict[str, Any]:
+    return {
+        "number": MOCK_PROJECT_NUMBER,
+        "projectId": mocks.project,
+        "id": mocks.project,
+    }
+
+
+@dataclass(frozen=True)
+class CloudMocks:
+    """What one cloud's provider computes offline: resource state by type (for
+    the types whose provider token starts with `prefix`) and invokes by token."""
+
+    prefix: str
+    new_resource: Callable[..., tuple[str, dict[str, Any]]]
+    invokes: Mapping[str, Callable[[Any, Any], dict[str, Any]]]
+
+
+# One row per cloud; a new cloud adds its row (Azure: "azure-native").
+CLOUD_MOCKS = (
+    CloudMocks(
+        "aws",
+        _aws_state,
+        {
+            "aws:index/getAvailabilityZones:getAvailabilityZones": _aws_zones,
+            "aws:index/getPartition:getPartition": _aws_partition,
+            "aws:index/getCallerIdentity:getCallerIdentity": _aws_caller,
+        },
+    ),
+    CloudMocks(
+        "gcp",
+        _gcp_state,
+        {
+            "gcp:storage/getProjectServiceAccount:getProjectServiceAccount": (
+                _gcs_agent
+            ),
+            "gcp:organizations/getProject:getProject": _gcp_project,
+        },
+    ),
+)
+
+
+class RaygpuMocks(pulumi.runtime.Mocks):
+    """Computed values the clouds would return, derived from the inputs (per
+    cloud, from CLOUD_MOCKS); any other resource keeps its inputs as its state."""
+
+    def __init__(
+        self,
+        region: str,
+        account: str = MOCK_ACCOUNT,
+        project: str = MOCK_GCP_PROJECT,
+    ) -> None:
         self.region = region
         self.account = account
+        self.project = project  # the Google Cloud project (gcp:project)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         typ, name = args.typ, args.name
         state = dict(args.inputs)
         digest = hashlib.sha1(f"{typ}/{name}".encode()).hexdigest()[:8]
-        rid = f"{_short(typ)}-{digest}"
-        region, account = self.region, self.account
-        if typ == "aws:s3/bucket:Bucket":
-            bucket = state.get("bucket") or f"{name}-{digest[:7]}"
-            state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
-            rid = bucket
-        elif typ == "aws:kms/key:Key":
-            state.update(
-                keyId=digest,
-                arn=f"arn:aws:kms:{region}:{account}:key/{digest}",
-            )
-            rid = digest
-        elif typ == "aws:iam/role:Role":
-            role = state.get("name") or f"{name}-{digest[:7]}"
-            state.update(name=role, arn=f"arn:aws:iam::{account}:role/{role}")
-            rid = role
-        elif typ == "aws:eks/cluster:Cluster":
-            cluster = state.get("name") or name
-            host = f"{digest.upper()}.gr7.{region}.eks.amazonaws.com"
-            state.update(
-                name=cluster,
-                arn=f"arn:aws:eks:{region}:{account}:cluster/{cluster}",
-                endpoint=f"https://{host}",
-                certificateAuthority={"data": "TU9DSy1DQQ=="},
-                identities=[
-                    {
-                        "oidcs": [
-                            {
-                                "issuer": f"https://oidc.eks.{region}.amazonaws.com"
-                                f"/id/{digest.upper()}"
-                            }
-                        ]
-                    }
-                ],
-                vpcConfig={
-                    **state.get("vpcConfig", {}),
-                    "clusterSecurityGroupId": f"sg-{digest}",
-                    "vpcId": "vpc-mock",
-                },
-            )
-            rid = cluster
-        elif typ == "aws:eks/nodeGroup:NodeGroup":
-            group = state.get("nodeGroupName") or (
-                f"{state.get('nodeGroupNamePrefix', name)}{digest}"
-            )
-            state.update(
-                nodeGroupName=group,
-                arn=f"arn:aws:eks:{region}:{account}:nodegroup/"
-                f"{state.get('clusterName')}/{group}/{digest}",
-                resources=[{"autoscalingGroups": [{"name": f"eks-{group}-{digest}"}]}],
-                status="ACTIVE",
-            )
-            rid = f"{state.get('clusterName')}:{group}"
-        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
-            state.update(latestVersion=1, defaultVersion=1)
-            rid = f"lt-{digest}"
-        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
-            url = str(state.get("url", "")).removeprefix("https://")
-            state.update(arn=f"arn:aws:iam::{account}:oidc-provider/{url}")
-        elif typ == "aws:budgets/budget:Budget":
-            state.setdefault("name", name)
-        elif typ == "aws:ec2/vpc:Vpc":
-            rid = f"vpc-{digest}"
-        elif typ == "aws:ec2/subnet:Subnet":
-            rid = f"subnet-{digest}"
-        if typ.startswith("aws:") and "arn" not in state:
-            service = typ.split(":")[1].split("/")[0]
-            state["arn"] = f"arn:aws:{service}:{region}:{account}:{_short(typ)}/{rid}"
-        return rid, state
+        for cloud in CLOUD_MOCKS:
+            if typ.startswith(f"{cloud.prefix}:"):
+                return cloud.new_resource(self, typ, name, state, digest)
+        return f"{_short(typ)}-{digest}", state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
-        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{self.region}{s}" for s in "abcdef"]
-            return {
-                "names": names,
-                "zoneIds": [f"use1-az{i}" for i in range(1, 7)],
-                "id": self.region,
-            }
-        if args.token == "aws:index/getPartition:getPartition":
-            gov = "-gov-" in self.region
-            return {
-                "partition": "aws-us-gov" if gov else "aws",
-                "dnsSuffix": "amazonaws.com",
-                "id": "aws",
-            }
-        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
-            return {
-                "accountId": self.account,
-                "arn": f"arn:aws:iam::{self.account}:user/offline",
-                "userId": "OFFLINE",
-                "id": self.account,
-            }
+        for cloud in CLOUD_MOCKS:
+            if args.token in cloud.invokes:
+                return cloud.invokes[args.token](self, args)
         raise NotImplementedError(f"no offline mock for invoke {args.token}")
+
+
+def mocks_for(cfg: Any) -> RaygpuMocks:
+    """The mocks for a validated stack config of any cloud."""
+    return RaygpuMocks(
+        cfg.region, project=getattr(cfg, "gcp_project", None) or MOCK_GCP_PROJECT
+    )
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -236,10 +345,12 @@ def run_under_mocks(
     region: str,
     project: str = config_mod.DEFAULT_PROJECT,
     engine_config: Mapping[str, str] | None = None,
+    mocks: RaygpuMocks | None = None,
 ) -> OfflineRun:
     """Run `program` (which registers resources and may return outputs to resolve)
-    under the mock runtime; return what the engine received."""
-    mocks = RaygpuMocks(region)
+    under the mock runtime (`mocks`, default: RaygpuMocks(region)); return what
+    the engine received."""
+    mocks = mocks or RaygpuMocks(region)
     monitor = RecordingMonitor(mocks)
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(dict(engine_config or {}), [])
@@ -297,4 +408,5 @@ def run_offline(stack: str, config_path: str | Path | None = None) -> OfflineRun
         region=cfg.region,
         project=cfg.project,
         engine_config=config_mod.engine_values(values),
+        mocks=mocks_for(cfg),
     )
