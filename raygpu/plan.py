@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 
 from raygpu import instance_types as it
 from raygpu import options, policy
+from raygpu import prices_gcp as gcp
 from raygpu.config import (
     BUDGET_ALERTS,
     ConfigError,
@@ -48,6 +51,13 @@ EXCLUDED = (
     "CloudWatch Logs ingestion and storage (flow logs, control-plane logs)",
     "data transfer out of AWS and across AZs",
     "load balancers created later by Kubernetes Services",
+)
+GCP_EXCLUDED = (
+    f"Cloud NAT data processing (${gcp.NAT_USD_GIB}/GiB)",
+    "GCS storage, operations and Cloud KMS operations",
+    "Cloud Logging and Monitoring beyond the free allotment",
+    "network egress and cross-zone traffic",
+    "load balancers and persistent disks created later by Kubernetes",
 )
 
 
@@ -73,11 +83,9 @@ def _item(
     }
 
 
-def estimate_cost(
-    run: OfflineRun, stack_region: str, system_awake_min: int | None = None
-) -> dict[str, Any]:
-    """Itemised $/hour at idle (pools at min) and full scale (pools at max), and
-    idle awake and asleep (the system pool at `system_awake_min` nodes, or none)."""
+def _aws_items(run: OfflineRun) -> tuple[list[dict[str, Any]], list[str]]:
+    """The priced items of an AWS stack, and what could not be priced (nothing:
+    the config only admits instance types of the price table)."""
     items: list[dict[str, Any]] = []
     for r in run.of_type("aws:eks/cluster:Cluster"):
         items.append(
@@ -89,17 +97,9 @@ def estimate_cost(
         items.append(
             _item("public IPv4 address", r["name"], it.PUBLIC_IPV4_USD_HOUR, 1, 1)
         )
-    keys = run.of_type("aws:kms/key:Key")
-    for r in keys:
-        items.append(
-            _item(
-                "KMS key",
-                r["name"],
-                it.KMS_KEY_USD_MONTH / it.HOURS_PER_MONTH,
-                1,
-                1,
-            )
-        )
+    for r in run.of_type("aws:kms/key:Key"):
+        unit = it.KMS_KEY_USD_MONTH / it.HOURS_PER_MONTH
+        items.append(_item("KMS key", r["name"], unit, 1, 1))
     templates = {
         r["id"]: r for r in run.of_type("aws:ec2/launchTemplate:LaunchTemplate")
     }
@@ -144,6 +144,134 @@ def estimate_cost(
                         role,
                     )
                 )
+    return items, []
+
+
+def _gke_sizes(inputs: dict[str, Any]) -> tuple[int, int]:
+    """(min, max) nodes of a GKE node pool over all its zones."""
+    scaling = inputs.get("autoscaling") or {}
+    if "totalMinNodeCount" in scaling:
+        return int(scaling["totalMinNodeCount"]), int(scaling["totalMaxNodeCount"])
+    zones = max(len(inputs.get("nodeLocations") or []), 1)
+    if "minNodeCount" in scaling:
+        return zones * int(scaling["minNodeCount"]), zones * int(
+            scaling["maxNodeCount"]
+        )
+    count = zones * int(inputs.get("nodeCount") or inputs.get("initialNodeCount") or 0)
+    return count, count
+
+
+def _gcp_items(run: OfflineRun) -> tuple[list[dict[str, Any]], list[str]]:
+    """The priced items of a Google Cloud stack, and the node pools that have no
+    price in raygpu/prices_gcp.py (named, left out of the totals)."""
+    items: list[dict[str, Any]] = []
+    unpriced: list[str] = []
+    for r in run.of_type("gcp:container/cluster:Cluster"):
+        items.append(
+            _item(
+                "GKE cluster management fee",
+                r["name"],
+                gcp.GKE_CLUSTER_USD_HOUR,
+                1,
+                1,
+                gcp.GKE_FREE_TIER_NOTE,
+            )
+        )
+    for r in run.of_type("gcp:kms/cryptoKey:CryptoKey"):
+        unit = gcp.KMS_KEY_VERSION_USD_MONTH / gcp.HOURS_PER_MONTH
+        note = "per active key version; rotation adds versions"
+        items.append(_item("Cloud KMS key", r["name"], unit, 1, 1, note))
+    vms_idle = vms_full = 0
+    for r in run.of_type("gcp:container/nodePool:NodePool"):
+        inputs, node = r["inputs"], r["inputs"].get("nodeConfig") or {}
+        lo, hi = _gke_sizes(inputs)
+        vms_idle, vms_full = vms_idle + lo, vms_full + hi
+        role = (node.get("labels") or {}).get(NODE_ROLE_LABEL)
+        machine, spot = node.get("machineType", ""), bool(node.get("spot"))
+        accels = node.get("guestAccelerators") or [{}]
+        accel, count = accels[0].get("type"), int(accels[0].get("count") or 0)
+        price, why = gcp.node_usd_hour(machine, accel, count, spot)
+        what = machine + (f" + {count} x {accel}" if count else "")
+        if price is None:
+            unpriced.append(f"{r['name']} ({what}): {why}")
+        else:
+            kind = "spot, the day's snapshot" if spot else "on-demand"
+            items.append(
+                _item("node pool VMs", r["name"], price, lo, hi, f"{what} {kind}", role)
+            )
+        gib = float(node.get("diskSizeGb") or 0)
+        unit = gib * gcp.PD_BALANCED_USD_GIB_MONTH / gcp.HOURS_PER_MONTH
+        disk = f"{gib:g} GiB {node.get('diskType', 'pd-balanced')} each"
+        items.append(_item("node boot disks", r["name"], unit, lo, hi, disk, role))
+    for r in run.of_type("gcp:compute/routerNat:RouterNat"):
+        idle, full = (min(n, gcp.NAT_MAX_VMS) for n in (vms_idle, vms_full))
+        note = f"per VM using it, {gcp.NAT_MAX_VMS} at most"
+        items.append(
+            _item(
+                "Cloud NAT gateway",
+                r["name"],
+                gcp.NAT_USD_HOUR_PER_VM,
+                idle,
+                full,
+                note,
+            )
+        )
+        items.append(
+            _item(
+                "Cloud NAT IP address",
+                r["name"],
+                gcp.NAT_IP_USD_HOUR,
+                1,
+                1,
+                "AUTO_ONLY allocates at least one",
+            )
+        )
+    return items, unpriced
+
+
+@dataclass(frozen=True)
+class CloudPrices:
+    """How the plan prices one cloud: its items and where the prices come from."""
+
+    items: Callable[[OfflineRun], tuple[list[dict[str, Any]], list[str]]]
+    region: str
+    date: str
+    source: str
+    spot: str  # how spot prices are made
+    excluded: tuple[str, ...]
+
+
+# One row per cloud; a new cloud adds its row (and its price module).
+CLOUD_PRICES = {
+    "aws": CloudPrices(
+        _aws_items,
+        it.PRICE_TABLE_REGION,
+        it.PRICE_TABLE_DATE,
+        it.PRICE_TABLE_SOURCE,
+        f"spot = {it.SPOT_ESTIMATE_FRACTION:.0%} of on-demand, an estimate",
+        EXCLUDED,
+    ),
+    "gcp": CloudPrices(
+        _gcp_items,
+        gcp.PRICE_TABLE_REGION,
+        gcp.PRICE_TABLE_DATE,
+        gcp.PRICE_TABLE_SOURCE,
+        gcp.SPOT_NOTE,
+        GCP_EXCLUDED,
+    ),
+}
+
+
+def estimate_cost(
+    run: OfflineRun,
+    stack_region: str,
+    system_awake_min: int | None = None,
+    cloud: str = "aws",
+) -> dict[str, Any]:
+    """Itemised $/hour at idle (pools at min) and full scale (pools at max), and
+    idle awake and asleep (the system pool at `system_awake_min` nodes, or none)."""
+    prices = CLOUD_PRICES[cloud]
+    items, unpriced = prices.items(run)
     idle = round(sum(i["idle_usd_hour"] for i in items), 2)
     full = round(sum(i["full_usd_hour"] for i in items), 2)
     system = [i for i in items if i["pool_role"] == SYSTEM_NODE_ROLE]
@@ -154,22 +282,27 @@ def estimate_cost(
         for i in system
     )
     note = ""
-    if stack_region != it.PRICE_TABLE_REGION:
+    if stack_region != prices.region:
         note = (
-            f"prices are for {it.PRICE_TABLE_REGION}; the stack runs in "
+            f"prices are for {prices.region}; the stack runs in "
             f"{stack_region}, where they are usually somewhat higher"
         )
+    table = {
+        "region": prices.region,
+        "date": prices.date,
+        "source": prices.source,
+        "spot": prices.spot,
+    }
+    if cloud == "aws":
+        table["spot_estimate_fraction"] = it.SPOT_ESTIMATE_FRACTION
     return {
         "currency": "USD",
-        "price_table": {
-            "region": it.PRICE_TABLE_REGION,
-            "date": it.PRICE_TABLE_DATE,
-            "source": it.PRICE_TABLE_SOURCE,
-            "spot_estimate_fraction": it.SPOT_ESTIMATE_FRACTION,
-        },
+        "cloud": cloud,
+        "price_table": table,
         "stack_region": stack_region,
         "region_note": note,
         "items": items,
+        "unpriced": unpriced,
         "idle_usd_hour": idle,
         "full_usd_hour": full,
         "awake_usd_hour": round(awake, 2),
@@ -177,14 +310,21 @@ def estimate_cost(
         "idle_usd_month": round(idle * it.HOURS_PER_MONTH, 0),
         "full_usd_month": round(full * it.HOURS_PER_MONTH, 0),
         "budget_note": budget_note(run, idle * it.HOURS_PER_MONTH),
-        "excluded": list(EXCLUDED),
+        "excluded": list(prices.excluded),
     }
+
+
+AWS_BUDGET = "aws:budgets/budget:Budget"
+GCP_BUDGET = "gcp:billing/budget:Budget"
 
 
 def budget_note(run: OfflineRun, idle_usd_month: float) -> str | None:
     """A warning when the stack's budget alerts fire on its idle cost alone."""
-    for r in run.of_type("aws:budgets/budget:Budget"):
-        limit = float(r["inputs"]["limitAmount"])
+    limits = [float(r["inputs"]["limitAmount"]) for r in run.of_type(AWS_BUDGET)]
+    for r in run.of_type(GCP_BUDGET):
+        amount = r["inputs"]["amount"]["specifiedAmount"]
+        limits.append(int(amount["units"]) + int(amount.get("nanos", 0)) / 1e9)
+    for limit in limits:
         for kind, percent in BUDGET_ALERTS:
             threshold = limit * percent / 100
             if threshold <= idle_usd_month:
@@ -226,7 +366,9 @@ def plan(
         ],
         "outputs": run.public_outputs(),
         "asleep": cfg.asleep,
-        "cost": estimate_cost(run, region, cfg.system_pool.min_size),
+        "cost": estimate_cost(
+            run, region, cfg.system_pool.min_size, getattr(cfg, "cloud", "aws")
+        ),
         **extra,
     }
 
@@ -250,7 +392,7 @@ def render_text(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Estimated cost, USD/hour (prices: {table['region']}, {table['date']}; "
-        f"spot = {table['spot_estimate_fraction']:.0%} of on-demand, an estimate)",
+        f"{table['spot']})",
         f"  {'item':<26} {'resource':<36} {'idle':>9} {'full':>9}  note",
     ]
     for i in cost["items"]:
@@ -274,6 +416,8 @@ def render_text(result: dict[str, Any]) -> str:
     )
     if cost["region_note"]:
         lines.append(f"  note: {cost['region_note']}")
+    for unpriced in cost["unpriced"]:
+        lines.append(f"  not priced (left out of the totals): {unpriced}")
     if cost["budget_note"]:
         lines.append(f"  warning: {cost['budget_note']}")
     lines.append("  not included: " + "; ".join(cost["excluded"]))
