@@ -30,6 +30,7 @@ from lm.serving.protocol import (
     parse_request,
 )
 from lm.tokenizer import EOT, encode
+from lm.tokenizer import decode as decode_text
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0, stop_at_eot=False)
 
@@ -204,6 +205,8 @@ def test_text_is_released_as_whole_characters_and_stops_at_a_stop_string():
     asm = TextAssembler(["STOP", "\nUser:"])
     out = "".join(asm.feed(b) for b in "héllo €".encode())
     assert out == "héllo €"
+    # EOT, kept under ignore_eos, reads as the tokenizer's newline
+    assert TextAssembler([]).feed(EOT) == decode_text([EOT]) == "\n"
     asm = TextAssembler(["STOP"])
     pieces = [asm.feed(b) for b in b"abST"]
     assert "".join(pieces) == "ab"  # "ST" is held: it may begin STOP
@@ -334,3 +337,30 @@ def test_limits_and_timeouts_are_openai_errors(model):
     assert errors["full"].headers == {"Retry-After": "3"}
     assert errors["timeout"].status == 408 and errors["timeout"].type == "timeout_error"
     assert stats["running"] == 0 and stats["waiting"] == 0
+
+
+def test_a_stream_past_its_timeout_ends_with_an_error_event(model):
+    limits = ServingLimits(64, 40, 32, request_timeout_s=1e-4, retry_after_s=1)
+
+    async def main():
+        engine = Engine(model, EngineLimits(max_seqs=2, context=64))
+        server = OpenAIServer(engine, "nano", limits)
+        body = {
+            "model": "nano",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 32,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        response = await server.chat.create(json.dumps(body).encode())
+        events = [e async for e in response.body_iterator]
+        await engine.wait_idle()
+        return events, engine.stats()
+
+    events, stats = asyncio.run(main())
+    assert events[-1] == b"data: [DONE]\n\n"
+    first = json.loads(events[0].removeprefix(b"data: "))
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    error = json.loads(events[-2].removeprefix(b"data: "))["error"]
+    assert error["type"] == "timeout_error" and "request_timeout_s" in error["message"]
+    assert stats["finished"] == {"cancelled": 1} and stats["running"] == 0

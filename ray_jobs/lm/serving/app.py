@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,7 +42,9 @@ from lm.serving.protocol import (
     parse_request,
     sse,
 )
-from lm.tokenizer import EOT, encode
+from lm.tokenizer import EOT, decode, encode
+
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ class TextAssembler:
     def feed(self, token: int) -> str:
         if self.stopped:
             return ""
-        self._pending += self._decoder.decode(bytes([token]))
+        # a byte id is its byte; EOT (kept under ignore_eos) is the tokenizer's
+        data = bytes([token]) if token < 256 else decode([token]).encode()
+        self._pending += self._decoder.decode(data)
         return self._release()
 
     def flush(self) -> str:
@@ -270,6 +275,10 @@ class OpenAIServing:
             yield sse(self._timeout().body())
         except EngineError as exc:
             yield sse(ApiError(500, str(exc), type="server_error").body())
+        except Exception as exc:  # once streaming, an error event is all there is
+            logger.exception("LM stream failed")
+            message = f"internal error: {type(exc).__name__}"
+            yield sse(ApiError(500, message, type="server_error").body())
         yield SSE_DONE
 
     def _finish(self, stream: Stream, assembler: TextAssembler) -> str:
