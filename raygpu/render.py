@@ -27,8 +27,10 @@ Files (numbered in apply order):
   templates/rayjob-tune.yaml           a hyper-parameter search (tune.py)
   40-prometheusrule-raygpu-alerts.yaml the alert rules (raygpu/monitoring/alerts.py),
                                        checked by structure and promtool if present
-  41-podmonitor-ray-head.yaml, 42-..., 43-servicemonitor-dcgm-exporter.yaml
-  44-configmap-ray-dashboard-<name>.yaml   Ray's Grafana dashboards
+  41-podmonitor-ray-head.yaml, 42-...  the PodMonitors and ServiceMonitors (Ray head
+                                       and workers, DCGM, the KubeRay operator, the
+                                       Cluster Autoscaler)
+  46-configmap-ray-dashboard-<name>.yaml   Ray's Grafana dashboards
 The monitoring stack (raygpu/monitoring/stack.py) adds its namespace and
 StorageClass to the 0x files and kube-prometheus-stack and the DCGM exporter to
 the Helm releases; its monitors are checked against prometheus-operator's CRDs.
@@ -40,7 +42,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,7 @@ import yaml
 
 from raygpu import (
     autoscaler_values,
+    clouds,
     crd_schema,
     helm_values,
     manifests,
@@ -59,6 +62,7 @@ from raygpu.config import load_stack_file
 from raygpu.errors import UsageError
 from raygpu.monitoring import alerts, rulecheck
 from raygpu.monitoring import stack as monitoring
+from raygpu.stack import IDENTITY_OUTPUTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,17 +172,16 @@ def refs_from_outputs(path: Path) -> manifests.ClusterRefs:
         raise RenderError(f"--outputs: {path} is not JSON ({exc})") from None
     if not isinstance(outputs, dict):
         raise RenderError(f"--outputs: {path} must hold a JSON object")
+    identity = IDENTITY_OUTPUTS.get(str(outputs.get("cloud", "aws")), "irsa_role_arn")
     missing = [
-        k
-        for k in ("data_bucket", "artifacts_bucket", "irsa_role_arn")
-        if k not in outputs
+        k for k in ("data_bucket", "artifacts_bucket", identity) if k not in outputs
     ]
     if missing:
         raise RenderError(f"--outputs: {path} lacks {', '.join(missing)}")
     return manifests.ClusterRefs(
         data_bucket=str(outputs["data_bucket"]),
         artifacts_bucket=str(outputs["artifacts_bucket"]),
-        irsa_role_arn=str(outputs["irsa_role_arn"]),
+        irsa_role_arn=str(outputs[identity]),
     )
 
 
@@ -204,6 +207,9 @@ def render(
     result = Rendered()
     _prepare(out)
 
+    cloud = clouds.of(cfg)
+    if refs is PLACEHOLDER_REFS:  # the placeholder names the cloud's own output
+        refs = replace(refs, irsa_role_arn=f"${{{IDENTITY_OUTPUTS[cloud.name]}}}")
     objects = manifests.cluster_objects(cfg, refs)
     core = [o for o in objects if o["kind"] in ("Namespace", "ServiceAccount")]
     monitoring_core = monitoring.core_objects(cfg)
@@ -215,8 +221,22 @@ def render(
         result.written.append(_dump(out / name, obj))
 
     releases = [
-        *helm_values.helm_releases(cfg),
-        autoscaler_values.cluster_autoscaler_release(cfg, role_arn=autoscaler_role_arn),
+        *(
+            r
+            for r in helm_values.helm_releases(cfg)
+            if cloud.installs_device_plugin
+            or r.name != helm_values.DEVICE_PLUGIN_RELEASE
+        ),
+        # GKE grows its node pools itself: the Cluster Autoscaler chart is AWS's.
+        *(
+            [
+                autoscaler_values.cluster_autoscaler_release(
+                    cfg, role_arn=autoscaler_role_arn
+                )
+            ]
+            if cloud is clouds.AWS
+            else []
+        ),
         *monitoring.helm_releases(cfg),
     ]
     index = []

@@ -12,6 +12,8 @@ the Pulumi program hands to Helm and Kubernetes.
 - PodMonitors for the Ray head and workers, as KubeRay's prometheus-grafana guide
   writes them (ray.io/node-type, port `metrics`, `ray_io_cluster` relabelled);
 - the DCGM exporter on GPU nodes only, with its ServiceMonitor (dcgm.py);
+- monitors of the KubeRay operator and the Cluster Autoscaler, whose metrics two
+  alerts read (operators.py);
 - optional remote write to Amazon Managed Service for Prometheus (remote_write.py).
 
 Prometheus selects rules, PodMonitors and ServiceMonitors by the label
@@ -33,7 +35,7 @@ from raygpu import (
 from raygpu.config import StackConfig
 from raygpu.helm_values import HelmRelease
 from raygpu.kuberay_rules import label_problems, metadata_problems
-from raygpu.monitoring import dashboards, dcgm, remote_write
+from raygpu.monitoring import dashboards, dcgm, operators, remote_write
 from raygpu.names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, STACK_LABEL
 
 RELEASE = "kube-prometheus-stack"
@@ -407,6 +409,7 @@ def monitoring_objects(cfg: StackConfig) -> list[dict[str, Any]]:
     return [
         *pod_monitors(cfg),
         dcgm.dcgm_service_monitor(cfg, monitor_labels(cfg)),
+        *operators.operator_monitors(cfg, monitor_labels(cfg)),
         *dashboards.dashboard_configmaps(cfg),
     ]
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from raygpu import (
+    autoscaler_values,
     crd_schema,
     manifests,
     names,
@@ -20,7 +21,15 @@ from raygpu import (
     sizing,
     versions,
 )
-from raygpu.monitoring import alerts, dashboards, dcgm, footprint, remote_write, stack
+from raygpu.monitoring import (
+    alerts,
+    dashboards,
+    dcgm,
+    footprint,
+    operators,
+    remote_write,
+    stack,
+)
 from tests.raygpu.test_manifests import STACKS, stack_config
 
 REFS = manifests.ClusterRefs("data", "artifacts", "arn:aws:iam::123456789012:role/r")
@@ -110,7 +119,9 @@ def test_render_writes_the_monitoring_objects_and_fails_on_a_broken_one(
         "14-helm-dcgm-exporter.values.yaml",
         "41-podmonitor-ray-head.yaml",
         "43-servicemonitor-dcgm-exporter.yaml",
-        "44-configmap-ray-dashboard-train.yaml",
+        "44-podmonitor-kuberay-operator.yaml",
+        "45-servicemonitor-cluster-autoscaler.yaml",
+        "46-configmap-ray-dashboard-train.yaml",
     } <= written
     built = stack.monitoring_objects
 
@@ -148,7 +159,7 @@ def test_prometheus_selects_the_rule_and_every_monitor(cfg):
         "ServiceMonitor": ("serviceMonitorSelector", "serviceMonitorNamespaceSelector"),
     }
     objects = [o for o in everything(cfg) if o["kind"] in selectors]
-    assert len(objects) == 4
+    assert len(objects) == 6
     for obj in objects:
         by_label, by_namespace = selectors[obj["kind"]]
         assert matches(spec[by_label], obj["metadata"]["labels"]), obj["kind"]
@@ -202,6 +213,41 @@ def test_pod_monitors_scrape_ports_the_ray_containers_have(cfg):
         assert {e["port"] for e in endpoints} <= allowed
     # RayHeadDown reads `up` of the head container's target.
     assert alerts.HEAD_TARGET == f'container="{manifests.HEAD_CONTAINER}"'
+
+
+def test_the_operators_whose_metrics_alerts_read_are_scraped(cfg):
+    kuberay, autoscaler = operators.operator_monitors(cfg, stack.monitor_labels(cfg))
+    # The KubeRay operator's pods, on the port its NetworkPolicy opens to us.
+    assert kuberay["spec"]["namespaceSelector"] == {
+        "matchNames": [names.KUBERAY_NAMESPACE]
+    }
+    operator_pod = {
+        **network_policies.OPERATOR_POD_LABELS,
+        "app.kubernetes.io/instance": "x",
+    }
+    assert matches(kuberay["spec"]["selector"], operator_pod)
+    policy = next(
+        p
+        for p in network_policies.network_policies(cfg)
+        if p["metadata"]["name"] == "operator-metrics"
+    )
+    assert policy["spec"]["ingress"][0]["ports"] == [
+        {"protocol": "TCP", "port": network_policies.OPERATOR_METRICS_PORT}
+    ]
+    # The Cluster Autoscaler's Service, which its values ask the chart for.
+    release = autoscaler_values.cluster_autoscaler_release(cfg, role_arn="")
+    assert release.values["service"] == {"create": True, "type": "ClusterIP"}
+    assert autoscaler["spec"]["namespaceSelector"] == {
+        "matchNames": [release.namespace]
+    }
+    assert autoscaler["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/instance": release.name,
+        "app.kubernetes.io/name": f"{release.values['cloudProvider']}-{release.chart}",
+    }
+    assert release.values["extraArgs"]["emit-per-nodegroup-metrics"] is True
+    alert_metrics = " ".join(a.expr for a in alerts.alerts())
+    assert "kuberay_job_deployment_status" in alert_metrics
+    assert "cluster_autoscaler_node_group_max_count" in alert_metrics
 
 
 # ---------------------------------------------------------------- dashboards
