@@ -46,6 +46,11 @@ Runner = Callable[..., subprocess.CompletedProcess]
 # --------------------------------------------------------------------------- outputs
 
 
+# The output naming the cloud identity Ray's service accounts are bound to, per
+# cloud (`cloud`, absent on AWS stacks). A new cloud adds its row.
+IDENTITY_OUTPUTS = {"aws": "irsa_role_arn", "gcp": "ray_google_service_account"}
+
+
 @dataclass(frozen=True)
 class StackOutputs:
     """The stack outputs that scripts use (names fixed by the infra contract)."""
@@ -66,6 +71,24 @@ class StackOutputs:
                 "run `pulumi up` for the stack first"
             )
         return value
+
+    @property
+    def cloud(self) -> str:
+        """`aws` (stacks from before the output existed export none), or the
+        stack's `cloud` output; one the toolkit does not know is refused."""
+        cloud = str(self.get("cloud", "aws"))
+        if cloud not in IDENTITY_OUTPUTS:
+            raise CommandError(
+                f"stack output 'cloud' of stack {self.stack!r} is {cloud!r}; this "
+                f"raygpu knows: {', '.join(IDENTITY_OUTPUTS)}"
+            )
+        return cloud
+
+    @property
+    def identity(self) -> str:
+        """The cloud identity of Ray's service accounts: the IRSA role ARN on
+        AWS, the Google service account's email on Google Cloud."""
+        return str(self.require(IDENTITY_OUTPUTS[self.cloud]))
 
     @property
     def region(self) -> str:
