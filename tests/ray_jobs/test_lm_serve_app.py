@@ -28,7 +28,11 @@ from lm.tokenizer import decode, encode
 from mlcore.storage import parse_storage
 from raygpu.localray import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # DCP saving and loading in one process, as export_full does
+    pytest.mark.filterwarnings("ignore:torch.distributed is disabled"),
+]
 
 CONFIG = replace(PRESETS["nano"], context=1024)
 MODEL = "nano"
