@@ -78,6 +78,11 @@ class AmpTarget:
         return f"{self.workspace_url.rstrip('/')}/api/v1/remote_write"
 
 
+def service_account_subject(monitoring_namespace: str) -> str:
+    """The `sub` claim the IRSA role's trust policy must require."""
+    return f"system:serviceaccount:{monitoring_namespace}:{PROMETHEUS_SERVICE_ACCOUNT}"
+
+
 def remote_write_policy(workspace_arn: str) -> dict[str, Any]:
     """The IRSA role's only policy: remote write into this one workspace."""
     if not _WORKSPACE_ARN.match(workspace_arn):

@@ -442,6 +442,9 @@ def test_remote_write_signs_for_the_one_workspace(dev):
     assert entry["sigv4"] == {"region": "us-east-1"}
     account = prometheus["serviceAccount"]
     assert account["name"] == remote_write.PROMETHEUS_SERVICE_ACCOUNT
+    assert remote_write.service_account_subject(dev.monitoring_namespace) == (
+        f"system:serviceaccount:{dev.monitoring_namespace}:{account['name']}"
+    )
     assert account["annotations"] == {manifests.IRSA_ANNOTATION: ROLE_ARN}
     # Still the stack's own selectors and volume beside the remote write.
     assert prometheus["prometheusSpec"]["ruleSelector"]["matchLabels"]
