@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from raygpu import cli, crd_schema, manifests, render, versions
+from raygpu.monitoring import dashboards
 from tests.raygpu.test_manifests import REPO, STACKS, stack_config
 
 CRDS_MISSING = crd_schema.crd_dir_problem()
@@ -30,9 +31,13 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "01-namespace-ray.yaml",
         "02-serviceaccount-ray-workload.yaml",
         "03-serviceaccount-ray-worker.yaml",
+        "04-namespace-monitoring.yaml",
+        "05-storageclass-raygpu-gp3-encrypted.yaml",
         "10-helm-nvidia-device-plugin.values.yaml",
         "11-helm-kuberay-operator.values.yaml",
         "12-helm-cluster-autoscaler.values.yaml",
+        "13-helm-kube-prometheus-stack.values.yaml",
+        "14-helm-dcgm-exporter.values.yaml",
         f"20-raycluster-{name}.yaml",
         "30-networkpolicy-ray-default-deny-ingress.yaml",
         "31-networkpolicy-ray-ray-internal.yaml",
@@ -42,6 +47,15 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "35-networkpolicy-kuberay-system-default-deny-ingress.yaml",
         "36-networkpolicy-kuberay-system-operator-metrics.yaml",
         "40-prometheusrule-raygpu-alerts.yaml",
+        "41-podmonitor-ray-head.yaml",
+        "42-podmonitor-ray-workers.yaml",
+        "43-servicemonitor-dcgm-exporter.yaml",
+        "44-podmonitor-kuberay-operator.yaml",
+        "45-servicemonitor-cluster-autoscaler.yaml",
+        *sorted(
+            f"46-configmap-{dashboards.configmap_name(key)}.yaml"
+            for key in dashboards.GENERATORS
+        ),
         "helm-releases.yaml",
         "templates/rayjob-lm.yaml",
         "templates/rayjob-prepare.yaml",
@@ -51,7 +65,7 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         "templates/rayservice.yaml",
     ]
     printed = capsys.readouterr().out
-    assert printed.startswith(f"wrote 23 files to {out}")
+    assert printed.startswith(f"wrote {len(files)} files to {out}")
 
     cfg = stack_config(stack)
     rc = load(out / f"20-raycluster-{name}.yaml")
@@ -62,6 +76,8 @@ def test_render_writes_every_object_and_values_file(stack, tmp_path, capsys):
         ("nvidia-device-plugin", versions.NVIDIA_DEVICE_PLUGIN_CHART_VERSION),
         ("kuberay-operator", versions.KUBERAY_CHART_VERSION),
         ("cluster-autoscaler", versions.CLUSTER_AUTOSCALER_CHART_VERSION),
+        ("kube-prometheus-stack", versions.KUBE_PROMETHEUS_STACK_CHART_VERSION),
+        ("dcgm-exporter", versions.DCGM_EXPORTER_CHART_VERSION),
     ]
     for release in releases:
         values = load(out / release["valuesFile"])
@@ -106,7 +122,12 @@ def test_outputs_file_fills_in_real_values(tmp_path):
         )
         == 0
     )
-    text = "".join(p.read_text() for p in out.rglob("*.yaml"))
+    # Ray's Grafana dashboards use Grafana's own ${datasource} variables.
+    text = "".join(
+        p.read_text()
+        for p in out.rglob("*.yaml")
+        if "-configmap-ray-dashboard-" not in p.name
+    )
     assert "${" not in text
     rc = load(out / "20-raycluster-raygpu-dev.yaml")
     env = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
