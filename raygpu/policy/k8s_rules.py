@@ -93,11 +93,16 @@ def _image_problems(image: Any) -> list[str]:
 
 
 def _values_images(values: Any, path: str = "values") -> Iterator[tuple[str, str]]:
-    """(where, repository:tag) of every `image: {repository, tag}` in Helm values."""
+    """(where, [registry/]repository:tag) of every `image: {registry?, repository,
+    tag}` in Helm values (charts such as kube-prometheus-stack split off the
+    registry)."""
     if isinstance(values, Mapping):
         image = values.get("image")
         if isinstance(image, Mapping) and "repository" in image:
-            yield f"{path}.image", f"{image.get('repository')}:{image.get('tag', '')}"
+            repo = image.get("repository")
+            if image.get("registry"):
+                repo = f"{image['registry']}/{repo}"
+            yield f"{path}.image", f"{repo}:{image.get('tag', '')}"
         for key, value in values.items():
             yield from _values_images(value, f"{path}.{key}")
     elif is_list(values):

@@ -520,3 +520,20 @@ def test_docs_security_holds_the_generated_rules_table():
     assert with_table(doc) == doc, "run `python -m raygpu.policy --write`"
     for rule in policy.RULES:
         assert f"| `{rule.id}` |" in doc
+
+
+def test_helm_values_images_count_their_registry():
+    """kube-prometheus-stack splits `registry` from `repository`: the rule reads
+    both, so the chart's real values pass and another registry is refused."""
+    from raygpu.monitoring.stack import kube_prometheus_stack_values
+
+    rule = policy.RULES_BY_ID["RG-K8S-04"]
+    values = kube_prometheus_stack_values(CFG)
+    good = res(RELEASE, "monitoring", values=values)
+    assert policy.check([good], [rule]).violations == []
+    image = values["prometheus"]["prometheusSpec"]["image"]
+    assert image.get("registry"), "the chart's values should name a registry"
+    moved = {**image, "registry": "docker.io"}
+    values["prometheus"]["prometheusSpec"]["image"] = moved
+    bad = res(RELEASE, "monitoring", values=values)
+    assert [v.rule for v in policy.check([bad], [rule]).violations] == [rule.id]
