@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
+import urllib.parse
 from dataclasses import replace
 
 import openai
@@ -239,6 +241,36 @@ def test_a_client_that_disconnects_stops_its_generation(served, client):
     after = stats(base)
     assert after["requests"][rid] == record
     assert after["running"] == 0
+
+
+def test_a_non_streaming_client_that_disconnects_stops_its_generation(served):
+    base, _ = served
+    url = urllib.parse.urlsplit(base)
+    before = set(stats(base)["requests"])
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "prompt": "gone",
+            "max_tokens": CONFIG.context - 8,
+            "ignore_eos": True,
+        }
+    ).encode()
+    head = (
+        f"POST {url.path}/v1/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(head.encode() + body)
+        poll(lambda: stats(base)["running"] == 1, "the request running")
+    # the connection closed before any answer: Serve cancels the request
+    rid = poll(
+        lambda: [r for r in stats(base)["requests"] if r not in before],
+        "the request's end recorded",
+    )[0]
+    record = stats(base)["requests"][rid]
+    assert record["finish_reason"] == "cancelled"
+    assert record["completion_tokens"] < CONFIG.context - 8
+    assert record["decode_steps"] == record["steps_at_cancel"]
 
 
 def test_beyond_the_queue_a_request_gets_503_with_retry_after(served, client):
