@@ -1,17 +1,25 @@
-"""Storage paths: a local folder or an `s3://bucket/prefix` URI.
+"""Storage paths: a local folder, or an s3://, gs:// or abfs:// URI.
 
-S3 is reached through pyarrow's S3 filesystem with the standard AWS settings:
-credentials and region from the environment (IRSA on EKS), and the endpoint from
-`AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL` when one is set (an S3-compatible
-store, a VPC endpoint, or a local S3 API). Timeouts and retries are bounded so
-that an unreachable store fails in seconds, not after a long hang.
+The forms, their credentials and endpoints (mlcore.storage_backends):
+
+- `s3://bucket/prefix`: pyarrow's S3 filesystem with the standard AWS settings
+  (IRSA on EKS); the endpoint from `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
+- `gs://bucket/prefix`: Google's default credentials (Workload Identity on
+  GKE); an emulator, reached anonymously, from `STORAGE_EMULATOR_HOST`.
+- `abfs://container@account.dfs.core.windows.net/prefix` (or `abfss://`):
+  DefaultAzureCredential (workload identity on AKS), or the account key in
+  `AZURE_STORAGE_KEY`; an emulator (Azurite) from `AZURE_STORAGE_BLOB_ENDPOINT`.
+
+Timeouts and retries are bounded where pyarrow allows, and the start-up probe
+(`check_storage`) has a deadline of its own, so that an unreachable store fails
+in seconds, not after a long hang.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
+import threading
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -19,22 +27,37 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from mlcore.errors import JobInputError, StorageError
+from mlcore.storage_backends import (
+    ALLOWED,
+    BACKENDS,
+    backend,
+    is_remote_uri,
+    s3_filesystem,
+)
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-CONNECT_TIMEOUT_S = 3.0
-REQUEST_TIMEOUT_S = 10.0
-MAX_ATTEMPTS = 3
-# The start-up probe is one small request: a store that does not answer it in a
-# few seconds is not going to hold checkpoints either.
-PROBE_REQUEST_TIMEOUT_S = 4.0
-PROBE_MAX_ATTEMPTS = 2
+__all__ = [
+    "StoragePath",
+    "check_storage",
+    "download_dir",
+    "is_remote_uri",
+    "parse_storage",
+    "read_text",
+    "s3_filesystem",
+    "write_text",
+]
+
+# The whole probe's deadline: GCS and Azure clients take no request timeout
+# from pyarrow, and a server that accepts connections but never answers would
+# hold them for minutes.
+PROBE_DEADLINE_S = 10.0
+PROBE_THREAD = "raygpu-storage-probe"
 
 
 @dataclass(frozen=True)
 class StoragePath:
     uri: str  # as the user gave it, normalised (no trailing slash)
     filesystem: pafs.FileSystem
-    path: str  # the path inside `filesystem` (bucket/prefix for S3)
+    path: str  # the path inside `filesystem` (bucket/prefix, container/prefix)
 
     @property
     def is_remote(self) -> bool:
@@ -48,37 +71,18 @@ class StoragePath:
             path=f"{self.path}/{suffix}",
         )
 
-
-def s3_filesystem(
-    region: str | None = None,
-    request_timeout_s: float = REQUEST_TIMEOUT_S,
-    max_attempts: int = MAX_ATTEMPTS,
-) -> pafs.S3FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-        "AWS_ENDPOINT_URL"
-    )
-    kwargs: dict = {
-        "region": region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or "us-east-1",
-        "connect_timeout": CONNECT_TIMEOUT_S,
-        "request_timeout": request_timeout_s,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
-    }
-    if endpoint:
-        parsed = urlparse(endpoint)
-        kwargs["endpoint_override"] = parsed.netloc or parsed.path
-        kwargs["scheme"] = parsed.scheme or "https"
-    return pafs.S3FileSystem(**kwargs)
+    def uri_of(self, path: str) -> str:
+        """The user-facing URI of `path`, a path inside `filesystem` (one that
+        Ray Train or a listing returned)."""
+        if not self.is_remote:
+            return path
+        return backend(self.uri).uri_of(self.uri, path)
 
 
 def parse_storage(uri: str, field: str = "--storage-path") -> StoragePath:
     """Validate a storage URI and return its filesystem; touches no network."""
     if not uri or not uri.strip():
-        raise JobInputError(
-            field, "must be a local folder or an s3://bucket/prefix URI"
-        )
+        raise JobInputError(field, ALLOWED)
     uri = uri.strip()
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -86,23 +90,16 @@ def parse_storage(uri: str, field: str = "--storage-path") -> StoragePath:
             os.path.expanduser(parsed.path if parsed.scheme else uri)
         )
         return StoragePath(uri=local, filesystem=pafs.LocalFileSystem(), path=local)
-    if parsed.scheme != "s3":
+    if parsed.scheme not in BACKENDS:
         raise JobInputError(
-            field,
-            f"unsupported scheme {parsed.scheme!r} in {uri!r}; use a local folder "
-            "or s3://bucket/prefix",
+            field, f"unsupported scheme {parsed.scheme!r} in {uri!r}; {ALLOWED}"
         )
-    bucket = parsed.netloc
-    if not _BUCKET_RE.match(bucket or ""):
-        raise JobInputError(
-            field,
-            f"{uri!r} has no valid bucket name (3-63 lowercase letters, digits, "
-            "dots and hyphens)",
-        )
-    prefix = parsed.path.strip("/")
-    path = f"{bucket}/{prefix}" if prefix else bucket
+    store = BACKENDS[parsed.scheme]
+    located = store.locate(parsed, uri, field)
     return StoragePath(
-        uri=f"s3://{path}", filesystem=s3_filesystem(), path=path.rstrip("/")
+        uri=located.uri,
+        filesystem=store.filesystem(located.uri),
+        path=located.path.rstrip("/"),
     )
 
 
@@ -118,16 +115,39 @@ def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None
         if not os.access(storage.path, os.W_OK):
             raise StorageError(f"storage path {storage.uri} is not writable")
         return
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            _probe_remote(storage, needs)
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+
+    # A daemon thread: one stuck in a silent server must not keep the job alive.
+    worker = threading.Thread(target=probe, name=PROBE_THREAD, daemon=True)
+    worker.start()
+    worker.join(PROBE_DEADLINE_S)
+    if not outcome:
+        raise StorageError(
+            f"storage path {storage.uri} cannot be reached: no answer within "
+            f"{PROBE_DEADLINE_S:.0f} s"
+        )
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _probe_remote(storage: StoragePath, needs: str) -> None:
+    store = backend(storage.uri)
+    word = store.bucket_word
     bucket = storage.path.split("/", 1)[0]
-    probe = s3_filesystem(
-        request_timeout_s=PROBE_REQUEST_TIMEOUT_S, max_attempts=PROBE_MAX_ATTEMPTS
-    )
+    probe = store.filesystem(storage.uri, probe=True)
     try:
         info = probe.get_file_info(bucket)
     except OSError as exc:
-        if "ACCESS_DENIED" in str(exc):
+        if any(marker in str(exc) for marker in store.denied_markers):
             raise StorageError(
-                f"storage path {storage.uri}: access to bucket {bucket!r} denied "
+                f"storage path {storage.uri}: access to {word} {bucket!r} denied "
                 f"with these credentials: {_short(exc)}"
             ) from None
         raise StorageError(
@@ -135,7 +155,7 @@ def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None
         ) from None
     if info.type == pafs.FileType.NotFound:
         raise StorageError(
-            f"storage path {storage.uri}: bucket {bucket!r} does not exist or is "
+            f"storage path {storage.uri}: {word} {bucket!r} does not exist or is "
             "not visible with these credentials"
         )
     # Checkpoints are written after the first epoch: a path these credentials can
@@ -147,9 +167,9 @@ def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None
     except OSError as exc:
         raise StorageError(
             f"storage path {storage.uri} is not writable with these credentials "
-            f"({needs} s3:PutObject there): {_short(exc)}"
+            f"({needs} {store.write_permission} there): {_short(exc)}"
         ) from None
-    with contextlib.suppress(OSError):  # no s3:DeleteObject: an empty object stays
+    with contextlib.suppress(OSError):  # no delete permission: an empty object stays
         probe.delete_file(probe_key)
 
 
