@@ -174,7 +174,11 @@ class OpenAIServing:
         if req.stream:
             events = self._events(stream, rid, stops, req.include_usage(), deadline)
             return EngineStreamResponse(
-                events, on_close=stream.cancel, media_type="text/event-stream"
+                events,
+                on_close=stream.cancel,
+                media_type="text/event-stream",
+                # no proxy in between may hold tokens back or cache the stream
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
             text, finish = await self._collect(stream, stops, deadline)
