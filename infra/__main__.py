@@ -7,6 +7,10 @@ tags to every child.
 `raygpu:cloud: gcp` builds the same stack on Google Cloud from infra/gcp/ (VPC and
 Cloud NAT, GCS and Cloud KMS, GKE, Workload Identity, a billing budget) with the
 same Kubernetes layer; its provider carries the project, region and labels.
+`raygpu:cloud: azure` builds it on Azure from infra/azure/ (resource group, VNet
+and NAT gateway, a storage account, AKS, workload identity, a consumption budget),
+again with the same Kubernetes layer; its provider is pinned to the stack's
+subscription and location.
 """
 
 from __future__ import annotations
@@ -22,9 +26,19 @@ if _ROOT not in sys.path:
 
 import pulumi  # noqa: E402
 import pulumi_aws as aws  # noqa: E402
+import pulumi_azure_native as azure_native  # noqa: E402
 import pulumi_gcp as gcp  # noqa: E402
 
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs  # noqa: E402
+from infra.azure.budget import AzureBudget, AzureBudgetArgs  # noqa: E402
+from infra.azure.cluster import AksCluster, AksClusterArgs  # noqa: E402
+from infra.azure.identity import AzureIdentity, AzureIdentityArgs  # noqa: E402
+from infra.azure.network import AzureNetwork, AzureNetworkArgs  # noqa: E402
+from infra.azure.storage import (  # noqa: E402
+    AzureStorage,
+    AzureStorageArgs,
+    keeps_account,
+)
 from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
 from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
 from infra.gcp.budget import GcpBudget, GcpBudgetArgs  # noqa: E402
@@ -46,7 +60,8 @@ def main() -> dict[str, object]:
         # One line naming every bad key, no traceback.
         raise pulumi.RunError(f"invalid stack config: {exc}") from None
 
-    outputs = _gcp(cfg) if cfg.cloud == "gcp" else _aws(cfg)
+    build = {"gcp": _gcp, "azure": _azure}.get(cfg.cloud, _aws)
+    outputs = build(cfg)
     for name, value in outputs.items():
         pulumi.export(name, value)
     return outputs
@@ -182,6 +197,85 @@ def _gcp(cfg) -> dict[str, object]:
         "ray_head_service": ray.ray_head_service,
         "gpu_node_pools": {
             pool: node_pool.name for pool, node_pool in cluster.gpu_node_pools.items()
+        },
+    }
+
+
+def _azure(cfg) -> dict[str, object]:
+    provider = azure_native.Provider(
+        f"{cfg.name_prefix}-azure",
+        subscription_id=cfg.subscription_id,
+        location=cfg.region,
+    )
+    opts = pulumi.ResourceOptions(providers=[provider])
+    prefix = cfg.name_prefix
+
+    # Deleting a resource group deletes what it holds: it stays with the account.
+    keep = keeps_account(cfg.protect_data_bucket, cfg.artifacts_force_destroy)
+    network = AzureNetwork(
+        f"{prefix}-net", AzureNetworkArgs.from_config(cfg, keep_group=keep), opts
+    )
+    storage = AzureStorage(
+        f"{prefix}-storage",
+        AzureStorageArgs.from_config(
+            cfg, resource_group_name=network.resource_group_name
+        ),
+        opts,
+    )
+    cluster_args = AksClusterArgs.from_config(cfg, network)
+    cluster = AksCluster(f"{prefix}-cluster", cluster_args, opts)
+    identity = AzureIdentity(
+        f"{prefix}-identity",
+        AzureIdentityArgs.from_config(
+            cfg,
+            resource_group_name=network.resource_group_name,
+            oidc_issuer_url=cluster.oidc_issuer_url,
+            container_ids=storage.container_ids,
+        ),
+        opts,
+    )
+    AzureBudget(
+        f"{prefix}-cost",
+        AzureBudgetArgs.from_config(
+            cfg, node_resource_group=cluster_args.node_resource_group
+        ),
+        opts,
+    )
+    # AKS's own cluster autoscaler grows the GPU pools from zero: no chart here.
+    ray = RayOnKubernetes(
+        f"{prefix}-ray",
+        RayOnKubernetesArgs(
+            config=cfg,
+            kubeconfig=cluster.kubeconfig,
+            node_groups=cluster.node_pools,
+            data_bucket=storage.data_bucket,
+            artifacts_bucket=storage.artifacts_bucket,
+            irsa_role_arn=identity.client_id,
+        ),
+    )
+    return {
+        "cloud": cfg.cloud,
+        "cluster_name": cluster.cluster_name,
+        "region": cfg.region,
+        "subscription_id": cfg.subscription_id,
+        "resource_group": network.resource_group_name,
+        "node_resource_group": cluster_args.node_resource_group,
+        "kubeconfig": cluster.kubeconfig,
+        "vnet_id": network.vnet_id,
+        "egress_ip": network.egress_ip,
+        "storage_account": storage.account_name,
+        "data_bucket": storage.data_bucket,
+        "artifacts_bucket": storage.artifacts_bucket,
+        "data_container": storage.data_container,
+        "artifacts_container": storage.artifacts_container,
+        "ray_namespace": ray.ray_namespace,
+        "ray_service_account": ray.ray_service_account,
+        "ray_identity_client_id": identity.client_id,
+        "oidc_issuer_url": cluster.oidc_issuer_url,
+        "ray_cluster_name": ray.ray_cluster_name,
+        "ray_head_service": ray.ray_head_service,
+        "gpu_node_pools": {
+            pool: agent_pool.name for pool, agent_pool in cluster.gpu_node_pools.items()
         },
     }
 
