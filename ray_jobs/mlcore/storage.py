@@ -43,6 +43,7 @@ __all__ = [
     "parse_storage",
     "read_text",
     "s3_filesystem",
+    "upload_dir",
     "write_text",
 ]
 
@@ -202,3 +203,16 @@ def download_dir(storage: StoragePath, local_dir: str) -> str:
         destination_filesystem=pafs.LocalFileSystem(),
     )
     return local_dir
+
+
+def upload_dir(local_dir: str, storage: StoragePath) -> None:
+    """Copy a local folder to `storage`, creating the folder first as Ray Train
+    does: on GCS that writes its marker object, without which pyarrow's listing
+    that is not recursive (list_checkpoints) does not see the folder."""
+    storage.filesystem.create_dir(storage.path, recursive=True)
+    pafs.copy_files(
+        local_dir,
+        storage.path,
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=storage.filesystem,
+    )

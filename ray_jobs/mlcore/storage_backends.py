@@ -186,12 +186,9 @@ class Azure(Backend):
     form = "abfs://container@account.dfs.core.windows.net/prefix"
     bucket_word = "container"
     write_permission = "write access (Storage Blob Data Contributor)"
-    denied_markers = (
-        "AuthorizationFailure",
-        "AuthorizationPermissionMismatch",
-        "AuthenticationFailed",
-        "403",
-    )
+    # Azure's error codes (AuthorizationFailure, AuthorizationPermissionMismatch,
+    # ...): the bare status 403 could match a port or a request id.
+    denied_markers = ("[Authorization", "[AuthenticationFailed]", "[Insufficient")
 
     def locate(self, parsed, uri, field):
         container, at, host = parsed.netloc.partition("@")

@@ -35,6 +35,7 @@ from mlcore.storage import (
     is_remote_uri,
     parse_storage,
     read_text,
+    upload_dir,
     write_text,
 )
 from raygpu.localray import free_port
@@ -200,6 +201,7 @@ def test_a_wrong_azure_key_is_refused_and_never_printed(monkeypatch, capsys):
         f"error: storage path {uri}: access to container 'rg-denied' denied with "
         "these credentials: "
     ), err
+    print(f"\nwrong key: {err[:300]}")
     assert wrong not in err and AZURITE_KEY not in err
 
 
@@ -267,19 +269,12 @@ def test_checkpoints_are_verified_resumed_and_pruned_in_the_bucket(store, tmp_pa
     storage = parse_storage(f"{uri}/runs")
     run = storage.join("r1")
     states = {}
-    # uploaded the way Ray Train does (its StorageContext): the folder, then its
-    # files. On GCS the folder is a marker object, which is how pyarrow's listing
-    # that is not recursive finds it.
+    # uploaded as Ray Train's StorageContext does (create_dir, then copy_files),
+    # which upload_dir does too: on GCS the folder is then a marker object, which
+    # is how pyarrow's listing that is not recursive finds it
     for epoch in (1, 2):
         local, states[epoch] = _checkpoint(tmp_path, epoch, seed=epoch)
-        folder = run.join(checkpointing.checkpoint_name(epoch, 1)).path
-        run.filesystem.create_dir(folder)
-        pafs.copy_files(
-            local,
-            folder,
-            source_filesystem=pafs.LocalFileSystem(),
-            destination_filesystem=run.filesystem,
-        )
+        upload_dir(local, run.join(checkpointing.checkpoint_name(epoch, 1)))
     listed = checkpointing.list_checkpoints(run.filesystem, run.path)
     assert [c.epoch for c in listed] == [1, 2]
     newest = run.join(checkpointing.checkpoint_name(2, 1))
