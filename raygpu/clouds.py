@@ -17,7 +17,8 @@ from raygpu import names
 class Cloud:
     name: str
     # The service-account annotation that binds Ray's pods to the cloud identity
-    # (its value: the IAM role ARN, the Google service account's email).
+    # (its value: the IAM role ARN, the Google service account's email, the
+    # Azure identity's client ID).
     identity_annotation: str
     # The label the platform itself puts on GPU nodes (value: the accelerator).
     gpu_node_label: str

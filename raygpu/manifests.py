@@ -97,7 +97,8 @@ class ClusterRefs:
     data_bucket: Any
     artifacts_bucket: Any
     # The identity the service accounts are bound to (raygpu.clouds): the IRSA
-    # role's ARN on AWS, the Google service account's email on GCP.
+    # role's ARN on AWS, the Google service account's email on GCP, the
+    # user-assigned identity's client ID on Azure.
     irsa_role_arn: Any
 
 

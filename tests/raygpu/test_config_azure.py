@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raygpu import clouds, config
+from raygpu import clouds, config, manifests
 from raygpu.config import ConfigError, load_config, load_stack_file
 from raygpu.config.azure import AzureStackConfig
 from raygpu.config.table import AZURE_END, AZURE_START, key_fields, with_table
@@ -180,3 +180,37 @@ def test_docs_hold_the_generated_azure_table():
     for key, info in key_fields(AzureStackConfig):
         assert f"| `{key}` |" in doc, key
         assert info.description, key
+
+
+def test_ray_pods_carry_azure_data_and_other_clouds_render_without_it():
+    """raygpu.manifests reads the cloud's row: on Azure the workload identity
+    label on every Ray pod and the Spot taint's toleration on a Spot pool's
+    workers; AWS and GCP pods get neither."""
+    refs = manifests.ClusterRefs("d", "a", "client-id")
+    pools = [
+        {"name": "spot", "vmSize": "Standard_NC4as_T4_v3", "spot": True},
+        {"name": "ondemand", "vmSize": "Standard_NC4as_T4_v3"},
+    ]
+    spec = manifests.raycluster_spec(load_config("dev", with_(gpuPools=pools)), refs)
+    head = spec["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert head["azure.workload.identity/use"] == "true"
+    spot, ondemand = spec["workerGroupSpecs"]
+    for group in (spot, ondemand):
+        labels = group["template"]["metadata"]["labels"]
+        assert labels["azure.workload.identity/use"] == "true"
+    keys = [t["key"] for t in spot["template"]["spec"]["tolerations"]]
+    assert keys == ["nvidia.com/gpu", "kubernetes.azure.com/scalesetpriority"]
+    assert [t["key"] for t in ondemand["template"]["spec"]["tolerations"]] == [
+        "nvidia.com/gpu"
+    ]
+    sa = manifests.service_account_manifest(load_config("dev", GOOD), refs)
+    assert sa["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "client-id"
+    }
+    for path in ("Pulumi.dev.yaml", "Pulumi.gcp-dev.yaml"):
+        other = load_stack_file(ROOT / path)
+        spec = manifests.raycluster_spec(other, refs)
+        head = spec["headGroupSpec"]["template"]["metadata"]["labels"]
+        assert head == manifests.common_labels(other), path
+        for group in spec["workerGroupSpecs"]:
+            assert len(group["template"]["spec"]["tolerations"]) == 1, path
