@@ -62,6 +62,7 @@ class AksClusterArgs:
     service_cidr: str
     dns_service_ip: str
     authorized_cidrs: tuple[str, ...]
+    deployer_principal_type: str
     system_pool: PoolArgs
     gpu_pools: tuple[PoolArgs, ...]
     tags: Mapping[str, str]
@@ -106,6 +107,7 @@ class AksClusterArgs:
             service_cidr=cfg.service_cidr,
             dns_service_ip=cfg.dns_service_ip,
             authorized_cidrs=cfg.api_server_authorized_cidrs,
+            deployer_principal_type=cfg.deployer_principal_type,
             system_pool=system,
             gpu_pools=gpus,
             tags=cfg.tags,
@@ -296,6 +298,7 @@ class AksCluster(pulumi.ComponentResource):
                 args.subscription_id, AKS_RBAC_CLUSTER_ADMIN
             ),
             principal_id=caller.object_id,
+            principal_type=args.deployer_principal_type,
             opts=child,
         )
         credentials = containerservice.list_managed_cluster_user_credentials_output(

@@ -123,6 +123,12 @@ class _AzureKeys(ConfigModel):
         description="AKS Kubernetes minor (AKS takes its latest patch and keeps "
         "it patched; raygpu/versions.py)",
     )
+    deployer_principal_type: one_of("User", "ServicePrincipal") = Field(
+        "User",
+        description="What runs `pulumi up`: a person signed in with `az login`, or "
+        "a service principal or managed identity (CI); it gets the AKS RBAC "
+        "Cluster Admin role on this cluster, and Azure refuses a wrong type",
+    )
     system_pool: AzureSystemPoolConfig = Field(
         default_factory=AzureSystemPoolConfig,
         description="CPU node pool (AKS mode System) of the operators and the "

@@ -82,6 +82,7 @@ def test_every_bad_azure_key_is_reported_at_once():
             serviceCidr="10.244.0.0/16",
             apiServerAuthorizedCidrs=["0.0.0.0/0", "8.8.0.0/16"],
             clusterVersion="1.28",
+            deployerPrincipalType="Group",
             systemPool={"vmSize": "Standard_NC4as_T4_v3"},
             gpuPools=pools,
             rayWorkerServiceAccount="ray-workload",
@@ -99,6 +100,7 @@ def test_every_bad_azure_key_is_reported_at_once():
     assert "never 0.0.0.0/0" in errors["raygpu:apiServerAuthorizedCidrs[0]"]
     assert "wider than a /24" in errors["raygpu:apiServerAuthorizedCidrs[1]"]
     assert errors["raygpu:clusterVersion"] == "must be 1.30 or newer, got '1.28'"
+    assert "one of User, ServicePrincipal" in errors["raygpu:deployerPrincipalType"]
     assert "is a GPU VM size" in errors["raygpu:systemPool.vmSize"]
     assert "is a CPU VM size" in errors["raygpu:gpuPools[0].vmSize"]
     assert "1-12 lowercase letters" in errors["raygpu:gpuPools[1].name"]

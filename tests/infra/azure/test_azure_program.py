@@ -51,6 +51,7 @@ def private_run():
             gpuPools=pools,
             budgetAlertEmail="ops@corp.dev",
             protectDataBucket=True,
+            deployerPrincipalType="ServicePrincipal",
         )
     )
 
@@ -161,6 +162,16 @@ def test_workload_identity_oidc_and_azure_rbac_without_local_accounts(run):
     ]
     assert admin["scope"] == run.one(CLUSTER)["id"]
     assert admin["principalId"] == MOCK_CALLER_OBJECT_ID
+    assert admin["principalType"] == "User"
+
+
+def test_a_ci_deployer_is_granted_as_a_service_principal(private_run):
+    (admin,) = [
+        r["inputs"]
+        for r in private_run.of_type(ROLE)
+        if r["inputs"]["roleDefinitionId"] == role_id(AKS_RBAC_CLUSTER_ADMIN)
+    ]
+    assert admin["principalType"] == "ServicePrincipal"
 
 
 def test_federated_credentials_are_rays_two_service_accounts_exactly(run):
