@@ -1,4 +1,5 @@
-"""`raygpu orphans`: list, and with --delete remove, what a stack left in AWS.
+"""`raygpu orphans`: list, and with --delete remove, what a stack left in its
+cloud (AWS through boto3, Google Cloud through raygpu.orphans.gcp_scan).
 
 raygpu orphans --stack dev              # list; exit 1 when something is left
 raygpu orphans --stack dev --delete     # delete in dependency order
@@ -7,10 +8,11 @@ raygpu orphans --stack dev --delete     # delete in dependency order
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from raygpu import options
@@ -22,22 +24,32 @@ from raygpu.orphans.scan import OrphanScanner
 from raygpu.stack import REPO_ROOT, load_outputs
 
 
+def stack_file_config(stack: str) -> Any | None:
+    """The validated config of Pulumi.<stack>.yaml, which outlives a destroy, or
+    None when there is no valid one."""
+    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        return None
+    from raygpu.config import load_stack_file
+
+    try:
+        return load_stack_file(path, stack)
+    except (UsageError, OSError, ValueError):  # ConfigError is a UsageError
+        return None
+
+
 def from_stack_file(stack: str) -> tuple[str | None, str | None]:
     """(region, cluster name) from Pulumi.<stack>.yaml, which outlives a destroy.
 
     The cluster's name derives from the stack's config (raygpu.config), so the
     leftovers of a destroyed stack can still be found by its cluster's tags.
     """
-    path = REPO_ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        return None, None
-    from raygpu.config import load_stack_file
+    cfg = stack_file_config(stack)
+    return (cfg.region, cfg.cluster_name) if cfg is not None else (None, None)
 
-    try:
-        cfg = load_stack_file(path, stack)
-    except (UsageError, OSError, ValueError):  # ConfigError is a UsageError
-        return None, None
-    return cfg.region, cfg.cluster_name
+
+# Where a stack's region is set, per cloud (named when it comes from the file).
+REGION_KEYS = {"aws": "aws:region", "gcp": "gcp:region"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,8 @@ class Target:
     cluster_name: str | None
     data_bucket: str | None
     region_source: str = "--region"  # named when the region is not AWS's
+    cloud: str = "aws"
+    project: str | None = None  # the Google Cloud project (gcp:project)
 
 
 def target_for(
@@ -59,12 +73,17 @@ def target_for(
     data_bucket: str | None = None,
 ) -> Target:
     """The flags first, then the stack's outputs, then Pulumi.<stack>.yaml."""
-    file_region, file_cluster = from_stack_file(stack)
+    cfg = stack_file_config(stack)
+    file_region, file_cluster = (
+        (cfg.region, cfg.cluster_name) if cfg is not None else (None, None)
+    )
+    cloud = str(outputs.get("cloud") or getattr(cfg, "cloud", None) or "aws")
     source = "--region"
     if not region and outputs.get("region"):
         region, source = str(outputs["region"]), "stack output 'region'"
     elif not region and file_region:
-        region, source = file_region, f"aws:region in Pulumi.{stack}.yaml"
+        region = file_region
+        source = f"{REGION_KEYS.get(cloud, 'region')} in Pulumi.{stack}.yaml"
     if not region:
         raise UsageError(
             f"--region: no region for stack {stack!r} (no stack output 'region', "
@@ -76,6 +95,8 @@ def target_for(
         cluster_name=cluster_name or outputs.get("cluster_name") or file_cluster,
         data_bucket=data_bucket or outputs.get("data_bucket"),
         region_source=source,
+        cloud=cloud,
+        project=outputs.get("gcp_project") or getattr(cfg, "gcp_project", None),
     )
 
 
@@ -96,9 +117,17 @@ def resolve_target(args: argparse.Namespace) -> Target:
     )
 
 
-def scanner_for(target: Target, **kwargs: Any) -> OrphanScanner:
-    """A scanner in the target's region, its credentials and endpoint proven by
-    one call: what cannot work ends here in one line."""
+def scanner_for(target: Target, **kwargs: Any) -> Any:
+    """A scanner of the target's cloud (OrphanScanner on AWS, GcpOrphanScanner on
+    Google Cloud), its credentials and endpoint proven by one call: what cannot
+    work ends here in one line."""
+    if target.cloud == "gcp":
+        return _gcp_scanner(target, **kwargs)
+    if target.cloud != "aws":
+        raise UsageError(
+            f"stack {target.stack!r} runs on {target.cloud!r}: the leftover scan "
+            "knows aws and gcp"
+        )
     scanner = OrphanScanner(
         session_for(target.region, target.region_source),
         target.stack,
@@ -108,6 +137,33 @@ def scanner_for(target: Target, **kwargs: Any) -> OrphanScanner:
     )
     scanner.check_access()
     return scanner
+
+
+def _gcp_scanner(target: Target, **kwargs: Any) -> Any:
+    from raygpu.orphans import gcp_scan
+
+    if not target.project:
+        raise UsageError(
+            f"gcp:project: no Google Cloud project for stack {target.stack!r} (no "
+            f"stack output 'gcp_project', no valid Pulumi.{target.stack}.yaml)"
+        )
+    names = gcp_scan.program_names(target.stack)
+    if target.cluster_name:
+        names = replace(names, cluster=target.cluster_name)
+    return gcp_scan.scanner_for(
+        target.stack,
+        target.project,
+        target.region,
+        names,
+        data_bucket=target.data_bucket,
+        **kwargs,
+    )
+
+
+def cloud_errors(target: Target) -> Any:
+    """The context that turns a cloud's unusable connection into one line (gcloud
+    errors already are one line)."""
+    return aws_errors() if target.cloud == "aws" else contextlib.nullcontext()
 
 
 def report(orphans: Sequence[Orphan], out: Any = None) -> None:
@@ -120,10 +176,12 @@ def report(orphans: Sequence[Orphan], out: Any = None) -> None:
 def add_target_args(parser: argparse.ArgumentParser) -> None:
     options.add_stack(parser)
     options.add_outputs(parser)
-    parser.add_argument("--region", help="AWS region (default: the stack's)")
+    parser.add_argument(
+        "--region", help="AWS or Google Cloud region (default: the stack's)"
+    )
     parser.add_argument(
         "--cluster-name",
-        help="EKS cluster name (default: the stack output cluster_name); needed "
+        help="EKS or GKE cluster name (default: the stack output cluster_name); needed "
         "after a destroy, when the stack has no outputs any more",
     )
 
@@ -150,7 +208,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 def run(args: argparse.Namespace) -> int:
     target = resolve_target(args)
-    with aws_errors():
+    with cloud_errors(target):
         return _run(args, target)
 
 

@@ -47,6 +47,13 @@ _EKS_MISSING = "ResourceNotFoundException"
 class OrphanScanner(AwsContext):
     """Finds and deletes the resources of one stack (and its cluster) in one region."""
 
+    cloud_title = "AWS"
+    # The teardown's wait for what the cluster's Services made, in AWS's words.
+    load_balancer_step = (
+        "wait until AWS has deleted the cluster's load balancers, target groups "
+        "and their network interfaces"
+    )
+
     def __init__(
         self,
         session: Any,  # boto3.Session

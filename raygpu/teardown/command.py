@@ -13,7 +13,7 @@ from typing import IO, Any
 from raygpu import options
 from raygpu.errors import CommandError, UsageError
 from raygpu.orphans import add_target_args, scanner_for, target_for
-from raygpu.orphans.aws import aws_errors
+from raygpu.orphans.command import cloud_errors
 from raygpu.stack import Kubectl, load_outputs, private_kubeconfig
 from raygpu.teardown.seams import KubectlKubernetes, Kubernetes, PulumiCli
 from raygpu.teardown.steps import Limits, Plan, Teardown
@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=out)
 
-    with aws_errors():
-        scanner = scanner_for(target, log=log)  # first: AWS must be usable
+    with cloud_errors(target):
+        scanner = scanner_for(target, log=log)  # first: the cloud must be usable
         with _cluster(args, outputs.get("kubeconfig"), log) as kubernetes:
             # Pulumi's own output joins the progress lines on stderr.
             pulumi = PulumiCli(stdout=2 if args.json else None)

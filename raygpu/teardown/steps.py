@@ -8,6 +8,7 @@ from typing import Any
 
 from raygpu.errors import CommandError
 from raygpu.orphans import CLASSIC_LOAD_BALANCER, LOAD_BALANCER, Orphan, OrphanScanner
+from raygpu.orphans.gcp_scan import GcpOrphanScanner
 from raygpu.stack import Clock, wait_until
 from raygpu.teardown.seams import (
     EXPOSURE_KINDS,
@@ -89,7 +90,7 @@ class Teardown:
         stack: str,
         kubernetes: Kubernetes | None,
         pulumi: Pulumi,
-        scanner: OrphanScanner,
+        scanner: OrphanScanner | GcpOrphanScanner,
         clock: Clock | None = None,
         limits: Limits = Limits(),
         log: Callable[[str], None] = print,
@@ -130,13 +131,7 @@ class Teardown:
                 )
             )
             lbs = [o.describe() for o in self.scanner.load_balancers_left()]
-            steps.append(
-                Step(
-                    "wait until AWS has deleted the cluster's load balancers, "
-                    "target groups and their network interfaces",
-                    lbs,
-                )
-            )
+            steps.append(Step(self.scanner.load_balancer_step, lbs))
         steps.append(Step(f"run `pulumi {' '.join(destroy_words(self.stack))}`"))
         if delete_data_bucket:
             steps.append(Step("delete the protected data bucket and its KMS key"))
@@ -260,7 +255,7 @@ class Teardown:
         wait_until(
             gone,
             self.limits.aws_s,
-            lambda: "AWS to delete " + "; ".join(left),
+            lambda: f"{self.scanner.cloud_title} to delete " + "; ".join(left),
             self.limits.interval_s,
             self.clock,
         )
