@@ -280,6 +280,9 @@ class AksCluster(pulumi.ComponentResource):
                 resource_name_=cluster.name,
                 agent_pool_name=pool.name,
                 mode="User",
+                # AKS installs the NVIDIA driver (and patches it with the node
+                # image); the device plugin comes from the stack's Helm release.
+                gpu_profile=containerservice.GPUProfileArgs(driver="Install"),
                 **_pool_settings(pool, args.subnet_id),
                 # A new count would resize the pool; the autoscaler owns it.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),

@@ -266,6 +266,7 @@ def test_gpu_pools_scale_from_zero_tainted_and_the_system_pool_is_not(private_ru
         assert (pool["minCount"], pool["count"]) == (0, 0), name
         assert pool["nodeLabels"][names.POOL_LABEL] == name
         assert res["options"]["ignore_changes"] == ["count"]  # the autoscaler's
+        assert pool["gpuProfile"] == {"driver": "Install"}  # AKS's driver
     assert pools["t4spot"]["inputs"]["nodeTaints"] == [GPU_TAINT, SPOT_TAINT]
     assert pools["t4spot"]["inputs"]["scaleSetPriority"] == "Spot"
     assert pools["a100"]["inputs"]["nodeTaints"] == [GPU_TAINT]
