@@ -38,6 +38,9 @@ from raygpu.orphans.model import Orphan, Outcome
 # The label infra/gcp/storage.py puts on the two buckets (data, artifacts).
 BUCKET_LABEL = "raygpu-bucket"
 GKE_CLUSTER_LABEL = "goog-k8s-cluster-name"
+# GKE names the firewall rules of a LoadBalancer Service k8s-fw-... and k8s-...;
+# its cluster's own rules (gke-<cluster>-...) go with the cluster.
+LB_FIREWALL_PREFIX = "k8s-"
 CLUSTER_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 # In the order they must go: the cluster (its node VMs and disks with it), what
 # holds the network, the network, then the rest.
@@ -152,7 +155,7 @@ class GcpOrphanScanner:
             *self._nodes(gcp.DISK),
             *self._buckets(),
             *self._keys(),
-            *self.load_balancers_left(),
+            *self._network_rules(),
             *self._named(gcp.NETWORK, {self.names.network} - {None}),
             *self._named(gcp.SUBNETWORK, self.names.subnetworks),
             *self._named(gcp.ROUTER, self.names.routers),
@@ -264,8 +267,17 @@ class GcpOrphanScanner:
         ]
 
     def load_balancers_left(self) -> list[Orphan]:
-        """Forwarding and firewall rules on the stack's network (GKE's, for the
-        cluster and its LoadBalancer Services: they carry no labels)."""
+        """What GKE made for LoadBalancer Services on the stack's network: its
+        forwarding rules and its `k8s-` firewall rules (no labels on either)."""
+        return [
+            o
+            for o in self._network_rules()
+            if o.kind == gcp.FORWARDING_RULE or o.id.startswith(LB_FIREWALL_PREFIX)
+        ]
+
+    def _network_rules(self) -> list[Orphan]:
+        """Forwarding and firewall rules on the stack's network: GKE's for the
+        cluster and for its Services. Any left block the network's deletion."""
         network = self.names.network
         if not network:
             return []
