@@ -4,7 +4,7 @@ raygpu.offline's mocks compute what AWS would return; `AzureMocks` adds what
 Azure computes from a resource's inputs (ARM resource IDs, names, a public IP's
 address, an identity's client and principal IDs, the cluster's OIDC issuer) and
 answers the program's two invokes (the caller's client config, the cluster's user
-kubeconfig). `run_azure` swaps them in for one run.
+kubeconfig). `run_azure` runs the program under them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import hashlib
 import runpy
 import uuid
 from typing import Any
-
-import pytest
 
 from raygpu import config, offline
 
@@ -155,16 +153,11 @@ class AzureMocks(offline.RaygpuMocks):
 def run_azure(values: dict[str, Any], stack: str = "azure-dev") -> offline.OfflineRun:
     """Validate `values` and run infra/__main__.py on them, as `pulumi up` would."""
     cfg = config.load_config(stack, values)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(
-            offline,
-            "RaygpuMocks",
-            lambda region: AzureMocks(region, cfg.subscription_id),
-        )
-        return offline.run_under_mocks(
-            lambda: runpy.run_path(str(offline.PROGRAM), run_name="__main__") and None,
-            stack=cfg.stack,
-            region=cfg.region,
-            project=cfg.project,
-            engine_config=config.engine_values(values),
-        )
+    return offline.run_under_mocks(
+        lambda: runpy.run_path(str(offline.PROGRAM), run_name="__main__") and None,
+        stack=cfg.stack,
+        region=cfg.region,
+        project=cfg.project,
+        engine_config=config.engine_values(values),
+        mocks=AzureMocks(cfg.region, cfg.subscription_id),
+    )
