@@ -146,7 +146,9 @@ def kubeconfig(name: str, user_kubeconfig_b64: str) -> str:
     )
 
 
-def _pool_settings(pool: PoolArgs, subnet_id: pulumi.Input[str]) -> dict:
+def _pool_settings(
+    pool: PoolArgs, subnet_id: pulumi.Input[str], tags: Mapping[str, str]
+) -> dict:
     settings = {
         "vm_size": pool.vm_size,
         "count": pool.initial_size,
@@ -162,6 +164,8 @@ def _pool_settings(pool: PoolArgs, subnet_id: pulumi.Input[str]) -> dict:
         "enable_node_public_ip": False,
         "node_labels": dict(pool.labels),
         "node_taints": taint_strings(pool.taints),
+        # On the pool's scale set, its VMs and disks in the node resource group.
+        "tags": dict(tags),
     }
     if pool.spot:
         settings.update(
@@ -223,7 +227,7 @@ class AksCluster(pulumi.ComponentResource):
         system = containerservice.ManagedClusterAgentPoolProfileArgs(
             name=args.system_pool.name,
             mode="System",
-            **_pool_settings(args.system_pool, args.subnet_id),
+            **_pool_settings(args.system_pool, args.subnet_id, args.tags),
         )
         cluster = containerservice.ManagedCluster(
             f"{name}-aks",
@@ -283,7 +287,7 @@ class AksCluster(pulumi.ComponentResource):
                 # AKS installs the NVIDIA driver (and patches it with the node
                 # image); the device plugin comes from the stack's Helm release.
                 gpu_profile=containerservice.GPUProfileArgs(driver="Install"),
-                **_pool_settings(pool, args.subnet_id),
+                **_pool_settings(pool, args.subnet_id, args.tags),
                 # A new count would resize the pool; the autoscaler owns it.
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"]),
             )

@@ -99,6 +99,23 @@ def test_every_cloud_resource_sits_in_a_component_with_the_pinned_provider(run):
     assert group["tags"] == {"raygpu:stack": "azure-dev", "raygpu:project": "raygpu"}
 
 
+def test_every_taggable_resource_carries_the_stack_tags(run):
+    """`raygpu orphans` finds a stack's leftovers by these tags."""
+    tags = {"raygpu:stack": "azure-dev", "raygpu:project": "raygpu"}
+    tagged = {
+        r["type"].split(":")[-1]
+        for r in run.resources
+        if r["type"].startswith("azure-native:") and r["inputs"].get("tags") == tags
+    }
+    assert tagged >= {
+        "ResourceGroup", "PublicIPAddress", "NatGateway", "VirtualNetwork",
+        "StorageAccount", "UserAssignedIdentity", "ManagedCluster", "AgentPool",
+    }  # fmt: skip
+    for res in run.resources:
+        if "tags" in res["inputs"] and res["type"].startswith("azure-native:"):
+            assert res["inputs"]["tags"] == tags, res["name"]
+
+
 def test_nodes_leave_through_the_nat_gateway_only(run):
     address = run.one("azure-native:network:PublicIPAddress")
     assert address["inputs"]["publicIPAllocationMethod"] == "Static"
@@ -123,6 +140,7 @@ def test_nodes_leave_through_the_nat_gateway_only(run):
         p["inputs"] for p in run.of_type(AGENT_POOL)
     ]
     for pool in pools:
+        assert pool["tags"] == {"raygpu:stack": "azure-dev", "raygpu:project": "raygpu"}
         assert pool["vnetSubnetID"] == subnet["id"]
         assert pool["enableNodePublicIP"] is False
     # The control plane may join nodes to that subnet, and nothing wider.
