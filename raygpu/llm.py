@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from raygpu import crd_schema, manifests, options, versions
+from raygpu import crd_schema, manifests, options, versions, workloads
 from raygpu import llm_sizing as sizing
 from raygpu.config import GpuPoolConfig, StackConfig, load_stack_file
 from raygpu.errors import CommandError, UsageError
@@ -359,6 +359,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         ("--variant", args.variant != "fp32"),
         ("--num-gpus", args.num_gpus is not None),
         ("--num-replicas", args.num_replicas is not None),
+        ("--app", args.app != workloads.DEFAULT_SERVE_APP),
         ("--no-requirements", args.no_requirements),
     ):
         if given:

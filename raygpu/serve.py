@@ -164,11 +164,18 @@ def build_config(
     checkpoint: str,
     pip: Sequence[str] | None = None,
     args: Mapping[str, Any] | None = None,
+    app: str = workloads.DEFAULT_SERVE_APP,
 ) -> dict[str, Any]:
     """The Serve config: the builder with the checkpoint, the package as working dir."""
+    spec = workloads.SERVE_APPS[app]
     try:
         config = workloads.serve_config(
-            working_dir=working_dir, checkpoint=checkpoint, extra_args=args
+            working_dir=working_dir,
+            checkpoint=checkpoint,
+            extra_args=args,
+            import_path=spec.import_path,
+            app_name=spec.name,
+            route_prefix=spec.route_prefix,
         )
     except manifests.ManifestError as exc:
         raise CommandError(str(exc)) from None
@@ -204,6 +211,23 @@ def serve_deploy(address: str, config: Mapping[str, Any], token: str | None) -> 
         raise CommandError(
             "`serve deploy` failed: " + (lines[-1].strip() if lines else "no output")
         )
+
+
+def with_other_apps(
+    address: str, config: Mapping[str, Any], token: str | None
+) -> dict[str, Any]:
+    """`config` plus the cluster's other deployed applications, as they run.
+
+    A Serve config is declarative: `serve deploy` of one application would
+    delete the others (serving the LM would stop the classifier)."""
+    ours = {app["name"] for app in config["applications"]}
+    details = dashboard_get(address, "/api/serve/applications/", token) or {}
+    others = [
+        dict(status["deployed_app_config"])
+        for name, status in sorted((details.get("applications") or {}).items())
+        if name not in ours and status.get("deployed_app_config")
+    ]
+    return {**config, "applications": [*others, *config["applications"]]}
 
 
 def app_status(address: str, name: str, token: str | None) -> dict[str, Any] | None:
@@ -265,13 +289,15 @@ def deploy(
 ) -> dict[str, Any]:
     """Deploy and wait; returns the application's status when RUNNING."""
     address = check_address(address)
-    serve_deploy(address, config, token)
+    serve_deploy(address, with_other_apps(address, config, token), token)
     name = app_name(config)
     print(f"deployed application {name!r}; waiting until it is RUNNING", flush=True)
     return wait_running(address, name, token, timeout_s=timeout_s)
 
 
-def private_access_hint(outputs: StackOutputs, name: str) -> str:
+def private_access_hint(
+    outputs: StackOutputs, name: str, probe: str = "/healthz"
+) -> str:
     """How to reach the app from this laptop: port-forward, nothing exposed."""
     kubeconfig = f"~/.kube/raygpu-{outputs.stack}"
     stack = shlex.quote(outputs.stack)
@@ -284,7 +310,7 @@ def private_access_hint(outputs: StackOutputs, name: str) -> str:
             f"  kubectl --kubeconfig {kubeconfig} -n {outputs.ray_namespace} "
             f"port-forward --address 127.0.0.1 svc/{outputs.ray_head_service} "
             f"{SERVE_PORT}:{SERVE_PORT}",
-            f"  curl http://127.0.0.1:{SERVE_PORT}/healthz",
+            f"  curl http://127.0.0.1:{SERVE_PORT}{probe}",
         ]
     )
 
@@ -295,6 +321,7 @@ def serve_on_stack(
     args: Mapping[str, Any],
     pip: Sequence[str] | None,
     timeout_s: float,
+    app: str = workloads.DEFAULT_SERVE_APP,
 ) -> int:
     import boto3
 
@@ -302,10 +329,11 @@ def serve_on_stack(
     check_checkpoint_in_s3(s3, checkpoint)
     data, sha = package_dir()
     uri = upload_package(s3, outputs.artifacts_bucket, data, sha)
-    config = build_config(uri, checkpoint, pip=pip, args=args)
+    config = build_config(uri, checkpoint, pip=pip, args=args, app=app)
     with stack_access(outputs) as (url, token, _kubectl):
         deploy(url, config, token, timeout_s=timeout_s)
-    print(private_access_hint(outputs, app_name(config)))
+    probe = workloads.SERVE_APPS[app].probe
+    print(private_access_hint(outputs, app_name(config), probe))
     return 0
 
 
@@ -316,6 +344,7 @@ def serve_on_address(
     timeout_s: float,
     package_dir_out: Path = LOCAL_PACKAGES,
     http_port: int = SERVE_PORT,
+    app: str = workloads.DEFAULT_SERVE_APP,
 ) -> int:
     if not checkpoint.startswith("s3://"):
         path = Path(checkpoint).expanduser()
@@ -324,13 +353,14 @@ def serve_on_address(
         checkpoint = str(path.resolve())
     data, sha = package_dir()
     uri = write_local_package(data, sha, package_dir_out)
-    config = build_config(uri, checkpoint, args=args)
+    config = build_config(uri, checkpoint, args=args, app=app)
     # A Serve instance this deploy starts listens on this machine's loopback only.
     config["http_options"] = {"host": "127.0.0.1", "port": http_port}
     deploy(address, config, timeout_s=timeout_s)
     print(
         f"application {app_name(config)!r} is RUNNING on {address}; if this deploy "
-        f"started Serve, it answers on http://127.0.0.1:{http_port}/"
+        f"started Serve, it answers on http://127.0.0.1:{http_port}"
+        f"{workloads.SERVE_APPS[app].probe}"
     )
     return 0
 
@@ -340,6 +370,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser, "dashboard URL of a Ray cluster on this machine (package as file://)"
     )
     parser.add_argument("--checkpoint", help="checkpoint folder (s3:// on a stack)")
+    parser.add_argument(
+        "--app",
+        default=workloads.DEFAULT_SERVE_APP,
+        choices=sorted(workloads.SERVE_APPS),
+        help="classifier (train.py's checkpoints) or lm (an LM export behind "
+        "OpenAI's API at /lm/v1)",
+    )
     parser.add_argument(
         "--variant",
         default="fp32",
@@ -391,6 +428,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         )
     if args.num_gpus is not None and args.num_gpus < 0:
         parser.error("--num-gpus: must be >= 0")
+    if args.app == "lm" and args.variant != "fp32":
+        parser.error("--variant: the lm app serves its export as it is (fp32)")
     if args.variant != "fp32" and args.num_gpus:
         parser.error(
             f"--num-gpus: the {args.variant} variant runs on the CPU; leave "
@@ -419,7 +458,10 @@ def run(args: argparse.Namespace) -> int:
             app_args,
             args.timeout,
             http_port=args.http_port,
+            app=args.app,
         )
     outputs = load_outputs(args.stack, args.outputs)
     pip = None if args.no_requirements else read_requirements()
-    return serve_on_stack(outputs, args.checkpoint, app_args, pip, args.timeout)
+    return serve_on_stack(
+        outputs, args.checkpoint, app_args, pip, args.timeout, app=args.app
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -38,6 +39,24 @@ SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
 SERVE_IMPORT_PATH = "serve_app:app"
 SERVE_BUILDER_IMPORT_PATH = "serve_app:build_app"
 SERVE_APP_NAME = "raygpu"
+
+
+@dataclass(frozen=True)
+class ServeApp:
+    """One of ray_jobs/'s Serve applications, as `raygpu serve --app` names it."""
+
+    import_path: str  # its builder, which takes the checkpoint as an argument
+    name: str
+    route_prefix: str
+    probe: str  # a GET that answers once it serves, for the access hint
+
+
+SERVE_APPS = {
+    "classifier": ServeApp(SERVE_BUILDER_IMPORT_PATH, SERVE_APP_NAME, "/", "/healthz"),
+    # ray_jobs/lm_serve_app.py, OpenAI's API under /lm/v1 (docs/serving-lm.md).
+    "lm": ServeApp("lm_serve_app:build_app", "raygpu-lm", "/lm", "/lm/v1/models"),
+}
+DEFAULT_SERVE_APP = "classifier"
 
 
 def _positive_int(value: Any, field: str) -> int:

@@ -4,6 +4,7 @@ upload to a real S3 API on loopback, and one deploy on a local Ray cluster."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import time
 import urllib.request
@@ -193,6 +194,7 @@ def tiny_checkpoint(directory: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # the LM export
 def test_deploy_on_a_local_cluster_until_running(ray_head, tmp_path, monkeypatch):
     from raygpu.rayclient import ray_cli, ray_client_env
 
@@ -222,6 +224,33 @@ def test_deploy_on_a_local_cluster_until_running(ray_head, tmp_path, monkeypatch
         view = status_mod.ray_view(ray_head.dashboard_url, None, recent=1)
         (row,) = [s for s in view["serve"] if s["app"] == "raygpu"]
         assert row["app_status"] == "RUNNING" and row["replicas"].get("RUNNING") == 1
+
+        # The LM app joins it (`--app lm`): the classifier keeps running, since
+        # the declarative deploy carries the other apps along.
+        from tests.ray_jobs.test_lm_serve_app import make_export
+
+        export = make_export(tmp_path)
+        code = serve_mod.serve_on_address(
+            ray_head.dashboard_url,
+            export,
+            {"num_cpus": 0.1, "max_seqs": 2},
+            timeout_s=240,
+            package_dir_out=tmp_path / "packages",
+            http_port=port,
+            app="lm",
+        )
+        assert code == 0
+        for name in ("raygpu", "raygpu-lm"):
+            status = serve_mod.app_status(ray_head.dashboard_url, name, None)
+            assert status["status"] == "RUNNING", name
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/lm/v1/models", timeout=30
+        ) as r:
+            assert json.loads(r.read())["data"][0]["object"] == "model"
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/healthz", timeout=30
+        ) as r:
+            assert r.status == 200
     finally:
         # Free the shared cluster's CPUs for the other tests.
         import subprocess
@@ -289,3 +318,9 @@ def test_replicas_fixed_or_autoscaled_reach_the_app(tmp_path, capsys, monkeypatc
     assert "--num-replicas: a fixed count, or autoscaling" in capsys.readouterr().err
     assert cli.main([*base, "--min-replicas", "-1"]) == 2
     assert "--min-replicas: must be >= 0, got -1" in capsys.readouterr().err
+    assert cli.main([*base, "--app", "lm", "--variant", "int8"]) == 2
+    assert "--variant: the lm app serves its export" in capsys.readouterr().err
+    assert cli.main([*base, "--app", "chat"]) == 2
+    assert "--app: invalid choice: 'chat' (choose from 'classifier', 'lm')" in (
+        capsys.readouterr().err
+    )
