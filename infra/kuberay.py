@@ -1,11 +1,11 @@
 """RayOnKubernetes: the Kubernetes layer of the stack.
 
-Installs, through a Kubernetes provider built from the cluster's kubeconfig (EKS
-or GKE): the NVIDIA device plugin (GPU nodes only; not on GKE, which installs its
-own with the driver: raygpu/clouds.py), the KubeRay operator with its CRDs
-(system nodes), the Ray namespace, its two IRSA service accounts (the head's, and
-the workers' without an API token), the NetworkPolicies of both namespaces
-(raygpu/network_policies.py), and the RayCluster.
+Installs, through a Kubernetes provider built from the cluster's kubeconfig (EKS,
+GKE or AKS): the NVIDIA device plugin (GPU nodes only; not on GKE, which installs
+its own with the driver: raygpu/clouds.py), the KubeRay operator with its CRDs
+(system nodes), the Ray namespace, its two service accounts bound to the cloud's
+workload identity (the head's, and the workers' without an API token), the
+NetworkPolicies of both namespaces (raygpu/network_policies.py), and the RayCluster.
 Every object comes from `raygpu/manifests.py`; this file only wires resources.
 
 The provider depends on the node groups, so `pulumi destroy` removes every

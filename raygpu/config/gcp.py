@@ -118,7 +118,7 @@ class _GcpKeys(ConfigModel):
     stack: _Name20 = Field(description="Stack name")
     project: _Name20 = Field(DEFAULT_PROJECT, description="Pulumi project name")
     cloud: one_of(CLOUD) = Field(
-        description="The cloud of the stack: `aws` (the default) or `gcp`"
+        description="The cloud of the stack: `aws` (the default), `gcp` or `azure`"
     )
     gcp_project: _Project = Field(
         alias=PROJECT_KEY,
