@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -51,7 +52,6 @@ __all__ = [
 # from pyarrow, and a server that accepts connections but never answers would
 # hold them for minutes.
 PROBE_DEADLINE_S = 10.0
-PROBE_THREAD = "raygpu-storage-probe"
 
 
 @dataclass(frozen=True)
@@ -116,26 +116,58 @@ def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None
         if not os.access(storage.path, os.W_OK):
             raise StorageError(f"storage path {storage.uri} is not writable")
         return
-    outcome: list[BaseException | None] = []
-
-    def probe() -> None:
-        try:
-            _probe_remote(storage, needs)
-            outcome.append(None)
-        except BaseException as exc:  # handed to the caller's thread
-            outcome.append(exc)
-
-    # A daemon thread: one stuck in a silent server must not keep the job alive.
-    worker = threading.Thread(target=probe, name=PROBE_THREAD, daemon=True)
-    worker.start()
-    worker.join(PROBE_DEADLINE_S)
-    if not outcome:
+    # In a child process, killed at the deadline: pyarrow's GCS and Azure clients
+    # take no request timeout, and the Azure client aborts its whole process when
+    # no credential yields a token.
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE_CHILD, storage.uri, needs],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_DEADLINE_S,
+            env={**os.environ, "PYTHONPATH": _child_path()},
+        )
+    except subprocess.TimeoutExpired:
         raise StorageError(
             f"storage path {storage.uri} cannot be reached: no answer within "
             f"{PROBE_DEADLINE_S:.0f} s"
-        )
-    if outcome[0] is not None:
-        raise outcome[0]
+        ) from None
+    if done.returncode == 0:
+        return
+    if done.returncode == _REFUSED and done.stdout.strip():
+        raise StorageError(done.stdout.strip())
+    raise StorageError(
+        f"storage path {storage.uri}: its client failed: "
+        f"{_crash_reason(done.stderr)} ({backend(storage.uri).credentials_hint})"
+    )
+
+
+_REFUSED = 3  # the child's exit status for a StorageError, printed on stdout
+_PROBE_CHILD = """
+import sys
+from mlcore.errors import StorageError
+from mlcore.storage import _probe_remote, parse_storage
+try:
+    _probe_remote(parse_storage(sys.argv[1]), sys.argv[2])
+except StorageError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def _child_path() -> str:
+    """PYTHONPATH for the probe: this package's folder first, then the caller's."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+
+
+def _crash_reason(stderr: str) -> str:
+    """The C++ exception's text (`what():  ...`), else the last line written."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("what():"):
+            return line.removeprefix("what():").strip()[:300]
+    return lines[-1][:300] if lines else "no message"
 
 
 def _probe_remote(storage: StoragePath, needs: str) -> None:

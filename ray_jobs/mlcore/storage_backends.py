@@ -31,7 +31,7 @@ PROBE_MAX_ATTEMPTS = 2
 # Google's client retries transient errors for this long (pyarrow exposes no
 # per-request timeout for GCS or Azure: storage.check_storage bounds the probe).
 GCS_RETRY_S = MAX_ATTEMPTS * REQUEST_TIMEOUT_S
-GCS_PROBE_RETRY_S = PROBE_REQUEST_TIMEOUT_S
+GCS_PROBE_RETRY_S = 2.0  # with its backoff, a few seconds: well inside the deadline
 
 # Google's client libraries read STORAGE_EMULATOR_HOST (http://host:port or
 # host:port); Azure's have no such variable, so this one is ours.
@@ -100,6 +100,12 @@ def azure_filesystem(account: str) -> pafs.AzureFileSystem:
     endpoint = os.environ.get(AZURE_ENDPOINT_ENV)
     if endpoint:
         scheme, authority = _endpoint(endpoint)
+        if scheme != "https" and not key:
+            # Azure sends tokens over HTTPS only; its client would abort the process
+            raise JobInputError(
+                AZURE_ENDPOINT_ENV,
+                f"{endpoint} is not https: give the account key in {AZURE_KEY_ENV}",
+            )
         kwargs |= {
             "blob_storage_authority": authority,
             "dfs_storage_authority": authority,
@@ -122,6 +128,7 @@ class Backend:
     bucket_word: str  # what the first path component is called
     write_permission: str  # what the start-up write probe needs there
     denied_markers: tuple[str, ...]  # how the client reports a refusal
+    credentials_hint: str  # where its credentials come from, for messages
 
     def locate(self, parsed: ParseResult, uri: str, field: str) -> Located:
         raise NotImplementedError
@@ -150,6 +157,7 @@ class S3(Backend):
     bucket_word = "bucket"
     write_permission = "s3:PutObject"
     denied_markers = ("ACCESS_DENIED",)
+    credentials_hint = "credentials: the AWS chain, IRSA on EKS"
 
     def locate(self, parsed, uri, field):
         rule = "3-63 lowercase letters, digits, dots and hyphens"
@@ -169,6 +177,10 @@ class GCS(Backend):
     bucket_word = "bucket"
     write_permission = "storage.objects.create"
     denied_markers = ("PERMISSION_DENIED", "UNAUTHENTICATED")
+    credentials_hint = (
+        "credentials: Workload Identity on GKE, GOOGLE_APPLICATION_CREDENTIALS "
+        "elsewhere"
+    )
 
     def locate(self, parsed, uri, field):
         rule = "3-63 lowercase letters, digits, dots, hyphens and underscores"
@@ -189,6 +201,11 @@ class Azure(Backend):
     # Azure's error codes (AuthorizationFailure, AuthorizationPermissionMismatch,
     # ...): the bare status 403 could match a port or a request id.
     denied_markers = ("[Authorization", "[AuthenticationFailed]", "[Insufficient")
+    credentials_hint = (
+        "credentials: workload identity on AKS, from the pod's federated service "
+        "account; elsewhere AZURE_STORAGE_KEY, or AZURE_CLIENT_ID, AZURE_TENANT_ID "
+        "and AZURE_CLIENT_SECRET"
+    )
 
     def locate(self, parsed, uri, field):
         container, at, host = parsed.netloc.partition("@")

@@ -12,10 +12,12 @@ reader included), and an unreachable endpoint failing in seconds in one line.
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -29,7 +31,6 @@ from mlcore.errors import DataError, JobInputError
 from mlcore.models import ModelSpec, build_model
 from mlcore.storage import (
     PROBE_DEADLINE_S,
-    PROBE_THREAD,
     check_storage,
     download_dir,
     is_remote_uri,
@@ -205,6 +206,88 @@ def test_a_wrong_azure_key_is_refused_and_never_printed(monkeypatch, capsys):
     assert wrong not in err and AZURITE_KEY not in err
 
 
+def test_an_http_azure_endpoint_needs_the_account_key(monkeypatch):
+    # Azure's client sends tokens over HTTPS only: given an http endpoint and no
+    # key it would abort the process, so this is refused when the path is parsed
+    monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", "http://127.0.0.1:10000")
+    monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+    with pytest.raises(JobInputError) as exc:
+        parse_storage(f"abfs://c-1@{AZ_HOST}/runs")
+    assert str(exc.value) == (
+        "AZURE_STORAGE_BLOB_ENDPOINT: http://127.0.0.1:10000 is not https: give "
+        "the account key in AZURE_STORAGE_KEY"
+    )
+
+
+@contextlib.contextmanager
+def identity_endpoint():
+    """A loopback Entra ID / managed-identity token endpoint that refuses every
+    request; yields (its URL, the requests it saw)."""
+    seen: list[str] = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def answer(self):
+            seen.append(self.path)
+            body = json.dumps({"error": "invalid_client"}).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_azure_without_a_usable_credential_fails_in_one_line(
+    monkeypatch, capsys, tmp_path
+):
+    # No key: DefaultAzureCredential, whose every source is pointed at loopback
+    # (the managed identity endpoint and Entra ID refuse; no Azure CLI signed in).
+    # pyarrow's Azure client aborts its process when no source yields a token: the
+    # probe's child process dies, and the job says so in one line.
+    token = tmp_path / "federated-token"
+    token.write_text("not-a-real-token")
+    with identity_endpoint() as (url, seen):
+        monkeypatch.delenv("AZURE_STORAGE_KEY", raising=False)
+        for name, value in {
+            "AZURE_STORAGE_BLOB_ENDPOINT": f"https://127.0.0.1:{free_port()}",
+            "AZURE_CLIENT_ID": "00000000-0000-0000-0000-000000000001",
+            "AZURE_TENANT_ID": "00000000-0000-0000-0000-000000000002",
+            "AZURE_FEDERATED_TOKEN_FILE": str(token),
+            "AZURE_AUTHORITY_HOST": f"{url}/",
+            "IDENTITY_ENDPOINT": f"{url}/msi",
+            "IDENTITY_HEADER": "loopback",
+        }.items():
+            monkeypatch.setenv(name, value)
+        uri = f"abfs://rg-nocred@{AZ_HOST}/runs"
+        started = time.monotonic()
+        rc = train.main(["--storage-path", uri, "--run-name", "r"])
+        elapsed = time.monotonic() - started
+    err = capsys.readouterr().err.strip()
+    print(f"\nno credential: failed in {elapsed:.1f}s: {err[:200]}")
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(
+        f"error: storage path {uri}: its client failed: Failed to get token from "
+        "DefaultAzureCredential"
+    ), err
+    assert "workload identity on AKS" in err
+    assert any("storage.azure.com" in path for path in seen), seen
+    assert elapsed < FAIL_FAST_S
+
+
 @contextlib.contextmanager
 def unreachable(cloud: str, kind: str, monkeypatch):
     """The cloud's endpoint variable pointing at loopback that fails as `kind` says."""
@@ -234,13 +317,6 @@ def test_an_unreachable_endpoint_fails_in_seconds_in_one_line(
         started = time.monotonic()
         rc = train.main(["--storage-path", uri, "--run-name", "r"])
         elapsed = time.monotonic() - started
-    # A probe given up on is still waiting on the silent socket, now closed: its
-    # client fails over within seconds. It must not outlive the test (the Azure
-    # client aborts the process if it is still retrying while Python exits).
-    for thread in threading.enumerate():
-        if thread.name == PROBE_THREAD:
-            thread.join(timeout=60)
-            assert not thread.is_alive(), "the storage probe never returned"
     err = capsys.readouterr().err.strip()
     print(f"\n{cloud} {kind}: failed in {elapsed:.1f}s: {err[:160]}")
     assert rc == 1
