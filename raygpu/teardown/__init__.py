@@ -10,11 +10,13 @@ Order, each wait bounded:
 2. Delete every Service of type LoadBalancer, every Ingress and every
    PersistentVolumeClaim, and wait until Kubernetes has let go of them (the AWS
    controllers hold them with finalizers until their load balancers are deleted).
-3. In AWS: wait until the load balancers and target groups tagged for the cluster,
-   and the network interfaces AWS made for them, are gone. Otherwise the VPC could
-   not be deleted and `pulumi destroy` would fail after a long wait.
+3. In the cloud: wait until what those made is gone (AWS: the load balancers and
+   target groups tagged for the cluster, and the network interfaces AWS made for
+   them; Google Cloud: GKE's forwarding and `k8s-` firewall rules on the stack's
+   network). Otherwise the network could not be deleted and `pulumi destroy`
+   would fail after a long wait.
 4. `pulumi destroy --yes`.
-5. Scan for leftovers (`raygpu orphans`); exit non-zero listing each one.
+5. Scan for leftovers (`raygpu orphans`, per cloud); exit non-zero listing each one.
 
 The stack's data bucket (and the KMS key that encrypts it) are kept when the stack
 protects them (`protectDataBucket`, the default): reported, never deleted, unless

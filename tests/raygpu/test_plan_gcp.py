@@ -123,3 +123,12 @@ def test_every_gcp_pool_machine_has_a_price_row():
         assert rate.source  # a price says where it came from, or why it is missing
         if rate.on_demand is None:
             assert rate.source.startswith("not found")
+
+
+def test_a_gcp_budget_below_the_idle_cost_is_warned_about(tmp_path):
+    text = offline.stack_path(STACK).read_text()
+    text = text.replace("raygpu:budgetMonthlyUsd: 800", "raygpu:budgetMonthlyUsd: 150")
+    path = tmp_path / f"Pulumi.{STACK}.yaml"
+    path.write_text(text)
+    note = plan.plan(STACK, str(path))["cost"]["budget_note"]
+    assert note and note.startswith("raygpu:budgetMonthlyUsd (150)")
