@@ -22,7 +22,7 @@ or import `app` (the export from $RAYGPU_LM_CHECKPOINT).
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -67,9 +67,17 @@ class LMServeArgs(BaseModel):
     autoscaling: LMAutoscaling | None = None
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
+    # int8: torchao's int8 dynamic-activation/int8-weight Linear layers, made
+    # at load (mlcore.compression.quantize_int8); its kernels are CPU ones.
+    variant: Literal["fp32", "int8"] = "fp32"
 
     @model_validator(mode="after")
     def _consistent(self) -> "LMServeArgs":
+        if self.variant == "int8" and self.num_gpus > 0:
+            raise ValueError(
+                "variant: int8 runs on CPUs only (torchao's int8 kernels); "
+                "use variant=fp32 with num_gpus > 0, or num_gpus=0"
+            )
         if self.num_replicas is not None and self.autoscaling is not None:
             raise ValueError(
                 "num_replicas and autoscaling: give a fixed count or autoscaling "
@@ -137,7 +145,7 @@ class LMServer:
             model, self.meta = load_exported(directory)
         device = "cuda" if self.args.num_gpus and torch.cuda.is_available() else "cpu"
         self.device = device
-        model = model.to(device)
+        model = prepare_model(model, self.args.variant, device)
         args = self.args
         context = args.context or model.config.context
         if context > model.config.context:
@@ -182,6 +190,7 @@ class LMServer:
                 "model": self.meta["model"],
                 "position": self.meta.get("position"),
                 "device": self.device,
+                "variant": self.args.variant,
             }
         )
 
@@ -215,6 +224,16 @@ class LMServer:
     def check_health(self) -> None:
         if self.server is None:  # pragma: no cover - guarded by __init__
             raise RuntimeError("model not loaded")
+
+
+def prepare_model(model, variant: str, device: str):
+    """The loaded model as a replica serves it: on `device`, int8 quantised
+    (on the CPU: LMServeArgs refuses int8 with GPUs) when `variant` says so."""
+    if variant == "int8":
+        from mlcore.compression import quantize_int8
+
+        return quantize_int8(model)
+    return model.to(device)
 
 
 def build_app(args: "LMServeArgs | dict[str, Any]"):

@@ -77,11 +77,18 @@ def check_requested(requested: list[str], model: nn.Module, spec: ModelSpec) -> 
 # --------------------------------------------------------------------- makers
 
 
-def make_int8(model: nn.Module, folder: str) -> None:
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with torchao's int8 dynamic-activation,
+    int8-weight Linear layers (every other layer fp32). CPU kernels."""
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantised = copy.deepcopy(model).eval()
     quantize_(quantised, Int8DynamicActivationInt8WeightConfig())
+    return quantised
+
+
+def make_int8(model: nn.Module, folder: str) -> None:
+    quantised = quantize_int8(model)
     state = {k: v.detach() for k, v in quantised.state_dict().items()}
     torch.save(state, os.path.join(folder, MODEL_FILES["int8"]))
 
