@@ -143,7 +143,7 @@ def check_storage(storage: StoragePath, needs: str = "checkpoints need") -> None
 
 
 _REFUSED = 3  # the child's exit status for a StorageError, printed on stdout
-_PROBE_CHILD = """
+_PROBE_CHILD = f"""
 import sys
 from mlcore.errors import StorageError
 from mlcore.storage import _probe_remote, parse_storage
@@ -151,7 +151,7 @@ try:
     _probe_remote(parse_storage(sys.argv[1]), sys.argv[2])
 except StorageError as exc:
     print(exc)
-    sys.exit(3)
+    sys.exit({_REFUSED})
 """
 
 
