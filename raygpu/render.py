@@ -59,6 +59,7 @@ from raygpu import (
     workloads,
 )
 from raygpu.config import load_stack_file
+from raygpu.config.monitoring_keys import monitoring_keys
 from raygpu.errors import UsageError
 from raygpu.monitoring import alerts, rulecheck
 from raygpu.monitoring import stack as monitoring
@@ -212,6 +213,7 @@ def render(
         refs = replace(refs, irsa_role_arn=f"${{{IDENTITY_OUTPUTS[cloud.name]}}}")
     objects = manifests.cluster_objects(cfg, refs)
     core = [o for o in objects if o["kind"] in ("Namespace", "ServiceAccount")]
+    keys = monitoring_keys(cfg)
     monitoring_core = monitoring.core_objects(cfg)
     core += monitoring_core
     ray = [o for o in objects if o["apiVersion"] == manifests.RAY_API_VERSION]
@@ -237,7 +239,12 @@ def render(
             if cloud is clouds.AWS
             else []
         ),
-        *monitoring.helm_releases(cfg),
+        # AMP's remote write needs the role the stack creates: `pulumi up` adds it.
+        *monitoring.helm_releases(
+            cfg,
+            retention=keys.monitoring_retention,
+            storage_gib=keys.monitoring_storage_gib,
+        ),
     ]
     index = []
     for i, release in enumerate(releases):

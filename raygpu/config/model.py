@@ -30,7 +30,6 @@ from pydantic.alias_generators import to_camel
 from raygpu import serve_ingress, sizing, versions
 from raygpu.config.fields import (
     PRIVATE_RANGES,
-    ConfigModel,
     EndpointCidr,
     Entries,
     Ipv4Cidr,
@@ -45,6 +44,7 @@ from raygpu.config.fields import (
     several,
     subnet_problems,
 )
+from raygpu.config.monitoring_keys import MonitoringKeys
 from raygpu.config.pools import GpuPoolConfig, SystemPoolConfig
 from raygpu.names import PROJECT, REGION_TAG
 
@@ -154,7 +154,7 @@ def _fits_system_node(problem: Callable[[str, int, float], str | None]) -> Any:
 # ----------------------------------------------------------------------- stack
 
 
-class StackConfig(ConfigModel):
+class StackConfig(MonitoringKeys):
     """One stack: the `raygpu:*` keys and `aws:region` of `Pulumi.<stack>.yaml`."""
 
     cloud: ClassVar[str] = "aws"  # `raygpu:cloud` (raygpu.config.loading)
