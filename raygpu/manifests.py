@@ -331,6 +331,11 @@ def pool_tolerations(pool: GpuPoolConfig) -> list[dict[str, Any]]:
     ]
 
 
+HEAD_METRICS_PORTS = {
+    n: p for n, p in network_policies.RAY_METRICS_PORTS.items() if n != "metrics"
+}
+
+
 def ray_pod_labels(cfg: StackConfig) -> dict[str, str]:
     """Labels of Ray's pods: the stack's, and what the cloud's platform reads
     (raygpu.clouds: AKS's workload identity)."""
@@ -346,7 +351,12 @@ def head_group_spec(cfg: StackConfig, refs: ClusterRefs) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "resources": resources(cfg.ray_head_cpu, cfg.ray_head_memory),
         "env": ray_env(cfg, refs),
-        "ports": [{"name": n, "containerPort": p} for n, p in HEAD_PORTS.items()],
+        # KubeRay adds `metrics` to every Ray container; the autoscaler's and the
+        # dashboard's metrics ports are declared here so the head's PodMonitor has them.
+        "ports": [
+            {"name": n, "containerPort": p}
+            for n, p in {**HEAD_PORTS, **HEAD_METRICS_PORTS}.items()
+        ],
         "volumeMounts": mounts,
         "securityContext": ray_container_security_context(),
     }
