@@ -41,6 +41,7 @@ from infra.azure.storage import (  # noqa: E402
 )
 from infra.budget import CostGuard, CostGuardArgs  # noqa: E402
 from infra.cluster import EksCluster, EksClusterArgs  # noqa: E402
+from infra.ebs_csi import EbsCsiDriver, EbsCsiDriverArgs  # noqa: E402
 from infra.gcp.budget import GcpBudget, GcpBudgetArgs  # noqa: E402
 from infra.gcp.cluster import GkeCluster, GkeClusterArgs  # noqa: E402
 from infra.gcp.identity import GcpIdentity, GcpIdentityArgs  # noqa: E402
@@ -48,6 +49,7 @@ from infra.gcp.network import GcpNetwork, GcpNetworkArgs  # noqa: E402
 from infra.gcp.storage import GcpStorage, GcpStorageArgs  # noqa: E402
 from infra.identity import Identity, IdentityArgs  # noqa: E402
 from infra.kuberay import RayOnKubernetes, RayOnKubernetesArgs  # noqa: E402
+from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
 from infra.network import Network, NetworkArgs  # noqa: E402
 from infra.storage import Storage, StorageArgs  # noqa: E402
 from raygpu import config as config_mod  # noqa: E402
@@ -121,7 +123,41 @@ def _aws(cfg: config_mod.StackConfig) -> dict[str, object]:
         opts,
     )
 
-    outputs: dict[str, object] = {
+    outputs: dict[str, object] = {}
+    if cfg.monitoring:
+        # Prometheus's volume needs the EBS CSI driver, which EKS does not install.
+        ebs_csi = EbsCsiDriver(
+            f"{prefix}-ebs-csi",
+            EbsCsiDriverArgs.from_config(
+                cfg,
+                cluster_name=cluster.cluster_name,
+                oidc_provider_arn=identity.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+                node_groups=[cluster.system_node_group],
+            ),
+            opts,
+        )
+        mon = Monitoring(
+            f"{prefix}-monitoring",
+            MonitoringArgs.from_config(
+                cfg,
+                k8s_provider=ray.provider,
+                storage_ready=[ebs_csi.addon],
+                oidc_provider_arn=identity.oidc_provider_arn,
+                oidc_issuer_url=cluster.oidc_issuer_url,
+            ),
+            opts,
+        )
+        outputs.update(
+            monitoring_namespace=mon.monitoring_namespace,
+            prometheus_service=mon.prometheus_service,
+            grafana_service=mon.grafana_service,
+            ebs_csi_role_arn=ebs_csi.role_arn,
+        )
+        if mon.amp_role_arn is not None:
+            outputs["amp_remote_write_role_arn"] = mon.amp_role_arn
+
+    outputs |= {
         "cluster_name": cluster.cluster_name,
         "region": cfg.region,
         "kubeconfig": cluster.kubeconfig,

@@ -101,6 +101,12 @@ DCGM_EXPORTER_CHART_VERSION = "4.8.2"
 DCGM_EXPORTER_HELM_REPO = "https://nvidia.github.io/dcgm-exporter/helm-charts"
 DCGM_EXPORTER_IMAGE_REPOSITORY = "nvcr.io/nvidia/k8s/dcgm-exporter"
 DCGM_EXPORTER_IMAGE_TAG = "4.5.3-4.8.2-distroless"
+# The EBS CSI driver's EKS add-on, which provisions the Prometheus volume:
+# v1.66.0-eksbuild.1 is the version AWS marked defaultVersion (for Kubernetes 1.36)
+# when github.com/mitodl/ol-infrastructure#5959 moved to it (2026-09-21). That source
+# does not list its other minors: confirm 1.33 with `aws eks describe-addon-versions
+# --addon-name aws-ebs-csi-driver --kubernetes-version 1.33` before relying on it.
+EBS_CSI_ADDON_VERSION = "v1.66.0-eksbuild.1"
 MONITORING_IMAGES = (
     (PROMETHEUS_OPERATOR_IMAGE_REPOSITORY, PROMETHEUS_OPERATOR_IMAGE_TAG),
     (PROMETHEUS_CONFIG_RELOADER_IMAGE_REPOSITORY, PROMETHEUS_OPERATOR_IMAGE_TAG),

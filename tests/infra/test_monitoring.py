@@ -1,0 +1,331 @@
+"""Monitoring (infra/monitoring.py) and EbsCsiDriver (infra/ebs_csi.py): the real
+program under Pulumi's mocks on the dev and prod stacks, on dev with an AMP
+workspace, and on dev with `raygpu:monitoring: false`; the EBS CSI component with
+a StorageClass key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra import ebs_csi
+from infra import monitoring as infra_monitoring
+from raygpu import config, network_policies, policy, versions
+from raygpu.monitoring import alerts, dcgm, network, remote_write
+from raygpu.monitoring import stack as monitoring
+from raygpu.offline import MOCK_ACCOUNT, OfflineRun, run_offline
+from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
+
+ROOT = Path(__file__).resolve().parents[2]
+RELEASE = "kubernetes:helm.sh/v3:Release"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+ADDON = "aws:eks/addon:Addon"
+K8S_PROVIDER = "pulumi:providers:kubernetes"
+WORKSPACE_ARN = f"arn:aws:aps:us-east-1:{MOCK_ACCOUNT}:workspace/ws-0a1b2c3d-cafe"
+WORKSPACE_URL = (
+    "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-0a1b2c3d-cafe/"
+)
+OUTPUTS = ("monitoring_namespace", "prometheus_service", "grafana_service")
+
+
+def _run_with(
+    tmp_path: Path, stack: str = "dev", **overrides
+) -> tuple[config.StackConfig, OfflineRun]:
+    """The real program on a copy of `Pulumi.<stack>.yaml` with `overrides`."""
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    doc["config"].update({f"raygpu:{k}": v for k, v in overrides.items()})
+    path = tmp_path / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return config.load_stack_file(path, stack), run_offline(stack, path)
+
+
+# The committed stack files leave monitoring off (see their comment): these runs
+# turn it on, as a stack without the key gets it.
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def program(request, tmp_path_factory) -> tuple[config.StackConfig, OfflineRun]:
+    return _run_with(
+        tmp_path_factory.mktemp(request.param), request.param, monitoring=True
+    )
+
+
+@pytest.fixture(scope="module")
+def with_amp(tmp_path_factory) -> tuple[config.StackConfig, OfflineRun]:
+    return _run_with(
+        tmp_path_factory.mktemp("amp"),
+        monitoring=True,
+        ampWorkspaceArn=WORKSPACE_ARN,
+        ampWorkspaceUrl=WORKSPACE_URL,
+    )
+
+
+def _mine(run: OfflineRun, typ: str, token: str) -> list[dict]:
+    return [r for r in run.of_type(typ) if r["parent_type"] == token]
+
+
+def _release(run: OfflineRun, chart: str) -> dict:
+    (release,) = [
+        r
+        for r in _mine(run, RELEASE, infra_monitoring.TYPE_TOKEN)
+        if r["inputs"]["chart"] == chart
+    ]
+    return release
+
+
+def _needs(res: dict, other: dict) -> bool:
+    return other["urn"] in res["options"]["depends_on"]
+
+
+def _trust(role: dict) -> dict:
+    (stmt,) = statements(role["inputs"]["assumeRolePolicy"])
+    return stmt
+
+
+# ------------------------------------------------------------------ releases
+
+
+def test_releases_are_pinned_in_the_monitoring_namespace(program):
+    cfg, run = program
+    (provider,) = run.of_type(K8S_PROVIDER)
+    assert provider["parent_type"] == "raygpu:kuberay:RayOnKubernetes"
+    pins = {
+        monitoring.CHART: (
+            versions.KUBE_PROMETHEUS_STACK_CHART_VERSION,
+            versions.KUBE_PROMETHEUS_STACK_HELM_REPO,
+        ),
+        dcgm.CHART: (
+            versions.DCGM_EXPORTER_CHART_VERSION,
+            versions.DCGM_EXPORTER_HELM_REPO,
+        ),
+    }
+    for chart, (version, repo) in pins.items():
+        inputs = _release(run, chart)["inputs"]
+        assert inputs["version"] == version
+        assert inputs["repositoryOpts"]["repo"] == repo
+        assert inputs["namespace"] == cfg.monitoring_namespace == "monitoring"
+        assert _release(run, chart)["options"]["provider"].startswith(
+            provider["urn"] + "::"
+        )
+
+
+def test_the_chart_takes_retention_and_volume_from_the_config(program):
+    cfg, run = program
+    spec = _release(run, monitoring.CHART)["inputs"]["values"]["prometheus"]
+    prometheus = spec["prometheusSpec"]
+    assert prometheus["retention"] == cfg.monitoring_retention
+    claim = prometheus["storageSpec"]["volumeClaimTemplate"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == (
+        f"{cfg.monitoring_storage_gib}Gi"
+    )
+    assert claim["storageClassName"] == monitoring.STORAGE_CLASS
+    assert "remoteWrite" not in prometheus  # AMP is off in both stack files
+    assert "annotations" not in spec["serviceAccount"]
+    assert (cfg.monitoring_retention, cfg.monitoring_storage_gib) == (
+        {"dev": ("15d", 20), "prod": ("30d", 50)}[cfg.stack]
+    )
+
+
+def test_apply_order_core_then_chart_then_dcgm_then_objects(program):
+    cfg, run = program
+    token = infra_monitoring.TYPE_TOKEN
+    (namespace,) = _mine(run, "kubernetes:core/v1:Namespace", token)
+    (storage_class,) = _mine(run, "kubernetes:storage.k8s.io/v1:StorageClass", token)
+    assert namespace["inputs"]["metadata"]["name"] == cfg.monitoring_namespace
+    assert storage_class["inputs"]["provisioner"] == monitoring.EBS_CSI_PROVISIONER
+    assert storage_class["inputs"]["parameters"] == {
+        "type": "gp3",
+        "encrypted": "true",
+    }
+    (addon,) = _mine(run, ADDON, ebs_csi.TYPE_TOKEN)
+    assert _needs(storage_class, addon)
+    chart, exporter = _release(run, monitoring.CHART), _release(run, dcgm.CHART)
+    assert _needs(chart, namespace) and _needs(chart, storage_class)
+    assert _needs(exporter, chart)
+    expected = {
+        (o["kind"], o["metadata"]["name"])
+        for o in [alerts.prometheus_rule_manifest(cfg)]
+        + monitoring.monitoring_objects(cfg)
+    }
+    objects = [
+        r
+        for r in run.resources
+        if r["parent_type"] == token
+        and (
+            r["type"].startswith("kubernetes:monitoring.coreos.com/")
+            or r["type"] == "kubernetes:core/v1:ConfigMap"
+        )
+    ]
+    found = {
+        (r["type"].rsplit(":", 1)[1], r["inputs"]["metadata"]["name"]) for r in objects
+    }
+    assert found == expected
+    assert ("PrometheusRule", alerts.RULE_NAME) in found
+    for obj in objects:
+        assert _needs(obj, chart) and _needs(obj, exporter), obj["name"]
+        assert obj["inputs"]["metadata"]["namespace"] == cfg.monitoring_namespace
+
+
+def test_outputs_name_the_namespace_and_services(program):
+    _, run = program
+    assert {k: run.outputs[k] for k in OUTPUTS} == {
+        "monitoring_namespace": "monitoring",
+        "prometheus_service": monitoring.PROMETHEUS_SERVICE,
+        "grafana_service": monitoring.GRAFANA_SERVICE,
+    }
+    assert "amp_remote_write_role_arn" not in run.outputs
+
+
+def test_namespace_denies_ingress_but_from_its_own_pods(program):
+    cfg, run = program
+    token = infra_monitoring.TYPE_TOKEN
+    found = _mine(run, "kubernetes:networking.k8s.io/v1:NetworkPolicy", token)
+    assert {p["inputs"]["metadata"]["name"]: p["inputs"]["spec"] for p in found} == {
+        o["metadata"]["name"]: o["spec"]
+        for o in network.monitoring_network_policies(cfg)
+    }
+    for obj in network.monitoring_network_policies(cfg):
+        assert network_policies.network_policy_problems(obj) == []
+    (namespace,) = _mine(run, "kubernetes:core/v1:Namespace", token)
+    chart = _release(run, monitoring.CHART)
+    for netpol in found:
+        assert netpol["inputs"]["metadata"]["namespace"] == cfg.monitoring_namespace
+        assert _needs(netpol, namespace) and _needs(chart, netpol)
+
+
+def test_policy_pack_refuses_only_the_privileged_namespace(program):
+    # RG-K8S-08 wants every namespace `restricted`; node-exporter and DCGM need
+    # the host, so the monitoring namespace is `privileged`: the one open finding.
+    cfg, run = program
+    report = policy.check(policy.resources_from_run(run))
+    assert [(v.rule, v.resource_name) for v in report.blocking] == [
+        ("RG-K8S-08", f"{cfg.name_prefix}-monitoring-ns")
+    ]
+
+
+# ------------------------------------------------------------------ EBS CSI
+
+
+def test_ebs_csi_addon_is_pinned_with_its_own_irsa_role(program):
+    cfg, run = program
+    (addon,) = _mine(run, ADDON, ebs_csi.TYPE_TOKEN)
+    inputs = addon["inputs"]
+    assert inputs["addonName"] == "aws-ebs-csi-driver"
+    assert inputs["addonVersion"] == versions.EBS_CSI_ADDON_VERSION
+    assert inputs["clusterName"] == run.outputs["cluster_name"]
+    (role,) = _mine(run, ROLE, ebs_csi.TYPE_TOKEN)
+    assert inputs["serviceAccountRoleArn"] == (
+        f"arn:aws:iam::{MOCK_ACCOUNT}:role/{role['id']}"
+    )
+    assert run.outputs["ebs_csi_role_arn"] == inputs["serviceAccountRoleArn"]
+    condition = _trust(role)["Condition"]["StringEquals"]
+    issuer = run.outputs["oidc_provider_arn"].split("oidc-provider/")[1]
+    assert condition == {
+        f"{issuer}:sub": "system:serviceaccount:kube-system:ebs-csi-controller-sa",
+        f"{issuer}:aud": "sts.amazonaws.com",
+    }
+    (attachment,) = _mine(run, ATTACHMENT, ebs_csi.TYPE_TOKEN)
+    assert attachment["inputs"]["policyArn"] == (
+        "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+    )
+    # The StorageClass names no key (aws/ebs): no KMS policy.
+    assert _mine(run, ROLE_POLICY, ebs_csi.TYPE_TOKEN) == []
+    assert _needs(addon, attachment)
+    (system,) = [
+        g for g in run.of_type("aws:eks/nodeGroup:NodeGroup") if "system" in g["name"]
+    ]
+    assert _needs(addon, system)
+    assert role["inputs"]["tags"]["raygpu:stack"] == cfg.stack
+
+
+def test_a_named_storage_key_gets_a_kms_policy_on_that_key_only():
+    cfg = stack_config()
+    key = f"arn:aws:kms:us-east-1:{MOCK_ACCOUNT}:key/1234abcd"
+
+    def build():
+        ebs_csi.EbsCsiDriver(
+            "ebs",
+            ebs_csi.EbsCsiDriverArgs(
+                config=cfg,
+                cluster_name="raygpu-dev",
+                oidc_provider_arn=f"arn:aws:iam::{MOCK_ACCOUNT}:oidc-provider/x",
+                oidc_issuer_url="https://x",
+                kms_key_arn=key,
+            ),
+        )
+
+    run = run_component(build, cfg)
+    (policy,) = run.of_type(ROLE_POLICY)
+    stmts = statements(policy["inputs"]["policy"])
+    assert {r for s in stmts for r in as_list(s["Resource"])} == {key}
+    grants = next(s for s in stmts if "kms:CreateGrant" in s["Action"])
+    assert grants["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+    assert "kms:CreateGrant" not in next(s for s in stmts if s is not grants)["Action"]
+
+
+# ------------------------------------------------------------------ AMP
+
+
+def test_amp_role_trusts_prometheus_only_and_writes_one_workspace(with_amp):
+    cfg, run = with_amp
+    (role,) = _mine(run, ROLE, infra_monitoring.TYPE_TOKEN)
+    condition = _trust(role)["Condition"]["StringEquals"]
+    issuer = run.outputs["oidc_provider_arn"].split("oidc-provider/")[1]
+    assert condition == {
+        f"{issuer}:sub": remote_write.service_account_subject(cfg.monitoring_namespace),
+        f"{issuer}:aud": "sts.amazonaws.com",
+    }
+    assert _trust(role)["Principal"] == {"Federated": run.outputs["oidc_provider_arn"]}
+    (policy,) = _mine(run, ROLE_POLICY, infra_monitoring.TYPE_TOKEN)
+    assert json.loads(policy["inputs"]["policy"]) == (
+        remote_write.remote_write_policy(WORKSPACE_ARN)
+    )
+    (stmt,) = statements(policy["inputs"]["policy"])
+    assert as_list(stmt["Action"]) == ["aps:RemoteWrite"]
+    assert as_list(stmt["Resource"]) == [WORKSPACE_ARN]
+    role_arn = f"arn:aws:iam::{MOCK_ACCOUNT}:role/{role['id']}"
+    assert run.outputs["amp_remote_write_role_arn"] == role_arn
+    values = _release(run, monitoring.CHART)["inputs"]["values"]["prometheus"]
+    account = values["serviceAccount"]
+    assert account["name"] == remote_write.PROMETHEUS_SERVICE_ACCOUNT
+    assert account["annotations"] == {"eks.amazonaws.com/role-arn": role_arn}
+    (write,) = values["prometheusSpec"]["remoteWrite"]
+    assert write["url"] == WORKSPACE_URL.rstrip("/") + "/api/v1/remote_write"
+    assert write["sigv4"] == {"region": "us-east-1"}
+
+
+def test_no_amp_role_without_a_workspace(program):
+    _, run = program
+    assert _mine(run, ROLE, infra_monitoring.TYPE_TOKEN) == []
+    assert _mine(run, ROLE_POLICY, infra_monitoring.TYPE_TOKEN) == []
+
+
+# ------------------------------------------------------------------ off
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_monitoring_false_installs_none_of_it(stack):
+    # The committed stack files set raygpu:monitoring false.
+    cfg = config.load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
+    run = run_offline(stack)
+    assert cfg.monitoring is False
+    tokens = {r["type"] for r in run.resources} | {
+        r["parent_type"] for r in run.resources
+    }
+    assert infra_monitoring.TYPE_TOKEN not in tokens
+    assert ebs_csi.TYPE_TOKEN not in tokens
+    charts = {r["inputs"]["chart"] for r in run.of_type(RELEASE)}
+    assert charts and not charts & {monitoring.CHART, dcgm.CHART}
+    assert ebs_csi.ADDON_NAME not in {
+        a["inputs"]["addonName"] for a in run.of_type(ADDON)
+    }
+    assert not any(
+        r["type"].startswith("kubernetes:monitoring.coreos.com/") for r in run.resources
+    )
+    assert not set(OUTPUTS) & set(run.outputs)
+    assert "ebs_csi_role_arn" not in run.outputs
+    # The rest of the stack is unchanged.
+    assert "ray_cluster_name" in run.outputs and "irsa_role_arn" in run.outputs
