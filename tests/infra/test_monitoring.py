@@ -14,7 +14,7 @@ import yaml
 from infra import ebs_csi
 from infra import monitoring as infra_monitoring
 from raygpu import config, network_policies, policy, versions
-from raygpu.monitoring import alerts, dcgm, network, remote_write
+from raygpu.monitoring import alerts, dcgm, footprint, network, remote_write
 from raygpu.monitoring import stack as monitoring
 from raygpu.offline import MOCK_ACCOUNT, OfflineRun, run_offline
 from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
@@ -167,6 +167,12 @@ def test_apply_order_core_then_chart_then_dcgm_then_objects(program):
     for obj in objects:
         assert _needs(obj, chart) and _needs(obj, exporter), obj["name"]
         assert obj["inputs"]["metadata"]["namespace"] == cfg.monitoring_namespace
+
+
+def test_the_system_node_still_holds_everything(program):
+    # monitoring defaults to on: the smallest system instance must hold it.
+    cfg, _ = program
+    assert footprint.system_node_problem(cfg) is None
 
 
 def test_outputs_name_the_namespace_and_services(program):
