@@ -270,7 +270,12 @@ def estimate_cost(
 ) -> dict[str, Any]:
     """Itemised $/hour at idle (pools at min) and full scale (pools at max), and
     idle awake and asleep (the system pool at `system_awake_min` nodes, or none)."""
-    prices = CLOUD_PRICES[cloud]
+    prices = CLOUD_PRICES.get(cloud)
+    if prices is None:
+        raise UsageError(
+            f"raygpu:cloud: the plan has no price table for {cloud!r} yet; it "
+            f"prices {', '.join(CLOUD_PRICES)} (raygpu/plan.py CLOUD_PRICES)"
+        )
     items, unpriced = prices.items(run)
     idle = round(sum(i["idle_usd_hour"] for i in items), 2)
     full = round(sum(i["full_usd_hour"] for i in items), 2)
