@@ -28,10 +28,13 @@ _Retention = matching(
     r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$",
     'a Prometheus duration like "15d" or "12h" (units y, w, d, h, m, s, ms)',
 )
-_WORKSPACE_ARN = (
+# An AMP workspace's ARN and endpoint, with its region and ID as named groups: the
+# same as raygpu.monitoring.remote_write's, which could read these (config cannot
+# import it: remote_write imports manifests, which imports config).
+WORKSPACE_ARN_PATTERN = (
     r"^arn:aws(-[a-z]+)*:aps:(?P<region>[a-z0-9-]+):\d{12}:workspace/(?P<id>ws-[\w-]+)$"
 )
-_WORKSPACE_URL = (
+WORKSPACE_URL_PATTERN = (
     r"^https://aps-workspaces\.(?P<region>[a-z0-9-]+)\.amazonaws\.com"
     r"/workspaces/(?P<id>ws-[\w-]+)/?$"
 )
@@ -43,7 +46,7 @@ def _empty_is_none(value: Any) -> Any:
 
 _WorkspaceArn = Annotated[
     matching(
-        _WORKSPACE_ARN,
+        WORKSPACE_ARN_PATTERN,
         "an AMP workspace ARN like arn:aws:aps:us-east-1:123456789012:workspace/ws-...",
     )
     | None,
@@ -51,7 +54,7 @@ _WorkspaceArn = Annotated[
 ]
 _WorkspaceUrl = Annotated[
     matching(
-        _WORKSPACE_URL,
+        WORKSPACE_URL_PATTERN,
         "an AMP endpoint like "
         "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-.../",
     )
@@ -111,7 +114,10 @@ class MonitoringKeys(ConfigModel):
                 "both left empty for no remote write)"
             )
         if arn is not None:
-            a, u = re.match(_WORKSPACE_ARN, arn), re.match(_WORKSPACE_URL, url)
+            a, u = (
+                re.match(WORKSPACE_ARN_PATTERN, arn),
+                re.match(WORKSPACE_URL_PATTERN, url),
+            )
             if (a["region"], a["id"]) != (u["region"], u["id"]):
                 raise bad(f"{url!r} is not the endpoint of {arn}")
         return url
