@@ -234,7 +234,9 @@ def check_same_request(experiment: StoragePath, wanted: dict) -> None:
 
 def build_tune_config(args: argparse.Namespace, space: Space):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tuning.verdicts import SharedVerdictASHA, board_name
 
     search_alg = None
     if args.search == "optuna":
@@ -259,7 +261,8 @@ def build_tune_config(args: argparse.Namespace, space: Space):
             points_to_evaluate=[dict(p) for p in space.points]
         )
     if args.scheduler == "asha":
-        scheduler = ASHAScheduler(
+        scheduler = SharedVerdictASHA(
+            board=board_name(args.name),
             time_attr=TIME_ATTR,
             max_t=args.epochs,
             grace_period=args.grace_period,
@@ -345,6 +348,7 @@ def run(args: argparse.Namespace) -> dict:
     from ray import tune
 
     from train import controller_poll_interval
+    from tuning import verdicts
 
     poll_interval_s = controller_poll_interval()
     started = time.time()
@@ -366,6 +370,7 @@ def run(args: argparse.Namespace) -> dict:
         keep_checkpoints=args.keep_checkpoints,
         runs_uri=experiment.join(RUNS_FOLDER).uri,
         poll_interval_s=poll_interval_s,
+        verdicts=verdicts.board_name(args.name) if args.scheduler == "asha" else None,
     )
     wanted = request(args, space)
     connect_ray()

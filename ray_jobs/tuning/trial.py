@@ -45,6 +45,10 @@ CONTROLLER_RETRIES = 2
 HISTORY = "history"
 
 
+class _StoppedByTune(Exception):
+    """Tune's verdict on the epoch just reported was STOP: end the loop."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The train loss became NaN or infinite: the configuration diverges."""
 
@@ -71,6 +75,8 @@ class TrialSettings:
     keep_checkpoints: int
     runs_uri: str  # <storage>/<experiment>/runs
     poll_interval_s: float
+    # ASHA's verdict board (tuning.verdicts); None: trials train without waiting.
+    verdicts: str | None = None
 
 
 def model_spec(settings: TrialSettings, config: dict[str, Any]) -> ModelSpec:
@@ -91,6 +97,8 @@ def train_worker(config: dict[str, Any]) -> None:
     """One Train worker of a trial (rank 0 writes the checkpoints)."""
     import ray.train
     import ray.train.torch
+
+    from tuning.verdicts import STOP, wait_for_verdict
 
     torch.manual_seed(config["seed"])
     torch.set_num_threads(config["threads_per_worker"])
@@ -156,19 +164,25 @@ def train_worker(config: dict[str, Any]) -> None:
                 checkpoint=ckpt,
                 checkpoint_dir_name=checkpoint_name(epoch, attempt),
             )
+        board = config.get("verdicts")
+        if board and wait_for_verdict(board, config["trial_id"], epoch + 1) == STOP:
+            raise _StoppedByTune
 
-    train_epochs(
-        model,
-        optimizer,
-        loader,
-        val_x,
-        val_y,
-        range(start_epoch, config["epochs"]),
-        world=world,
-        device=device,
-        use_bf16=False,
-        report=report,
-    )
+    try:
+        train_epochs(
+            model,
+            optimizer,
+            loader,
+            val_x,
+            val_y,
+            range(start_epoch, config["epochs"]),
+            world=world,
+            device=device,
+            use_bf16=False,
+            report=report,
+        )
+    except _StoppedByTune:
+        return
 
 
 # ------------------------------------------------------------------ the driver
@@ -210,6 +224,8 @@ def run_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         "seed": settings.seed,
         "threads_per_worker": max(1, int(settings.cpus_per_worker)),
         "run_uri": runs.join(trial_id).uri,
+        "trial_id": trial_id,
+        "verdicts": settings.verdicts,
     }
     trainer = TorchTrainer(
         train_worker,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+import ray
 
 import tune
 from mlcore import checkpointing
@@ -108,6 +109,11 @@ def test_a_search_writes_its_table_json_and_plots(searched):
         data = (folder / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000
     assert summary["epochs_trained"] == sum(int(r["epochs"]) for r in rows)
+    # Workers wait for ASHA's verdict on each epoch (tuning.verdicts): a trial
+    # trains no epoch whose result Tune did not take.
+    for r in rows:
+        if not r["error"]:
+            assert r["epochs"] == r["epochs_reported"], r
     assert "[raygpu] trial 4/4 " in logs and "best_val_accuracy=" in logs
 
 
@@ -366,3 +372,17 @@ def test_the_mlp_takes_width_depth_and_dropout_and_keeps_its_default():
     assert [p.shape[0] for p in model.parameters()][::2] == [64, 32, 16, 10]
     assert sum(isinstance(m, type(model.net[3])) for m in model.net) == 3  # Dropout
     assert tspace.PARAMS["dropout"].bounds() == "[0, 1)"
+
+
+@pytest.mark.slow
+def test_the_verdict_board_hands_a_posted_verdict_to_its_waiter(ray_cluster):
+    from tuning import verdicts
+
+    board = verdicts.board_name(f"test-{os.getpid()}")
+    verdicts._board(board).post.remote("t1", 3, verdicts.STOP)
+    assert verdicts.wait_for_verdict(board, "t1", 3) == verdicts.STOP
+    waiting = verdicts._board(board).wait.remote("t1", 4, 30)
+    verdicts._board(board).post.remote("t1", 4, "CONTINUE")
+    assert ray.get(waiting, timeout=30) == "CONTINUE"
+    # nothing posted: the worker hears None when the wait runs out, and trains on
+    assert ray.get(verdicts._board(board).wait.remote("t2", 1, 0.2)) is None
