@@ -10,7 +10,8 @@ and the stack outputs. No credentials, no Pulumi CLI, no network.
 The mocks stand in for a cloud only where the program reads a value that the cloud
 computes (AWS: ARNs, bucket names, the cluster's endpoint and OIDC issuer,
 Availability Zones; Google Cloud: service-account emails, the cluster's endpoint,
-the project number and the GCS service agent), one row per cloud in CLOUD_MOCKS;
+the project number and the GCS service agent; Azure: ARM IDs, identities' client
+IDs, the OIDC issuer, the user kubeconfig), one row per cloud in CLOUD_MOCKS;
 every input the program passes is recorded as the engine received it.
 """
 
@@ -29,6 +30,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.sync_await import _sync_await
 
 from raygpu import config as config_mod
+from raygpu import offline_azure
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM = ROOT / "infra" / "__main__.py"
@@ -218,7 +220,7 @@ class CloudMocks:
     invokes: Mapping[str, Callable[[Any, Any], dict[str, Any]]]
 
 
-# One row per cloud; a new cloud adds its row (Azure: "azure-native").
+# One row per cloud; a new cloud adds its row.
 CLOUD_MOCKS = (
     CloudMocks(
         "aws",
@@ -239,6 +241,8 @@ CLOUD_MOCKS = (
             "gcp:organizations/getProject:getProject": _gcp_project,
         },
     ),
+    # Azure's row lives in raygpu/offline_azure.py (this file's size).
+    CloudMocks(offline_azure.PREFIX, offline_azure.azure_state, offline_azure.INVOKES),
 )
 
 
@@ -251,10 +255,12 @@ class RaygpuMocks(pulumi.runtime.Mocks):
         region: str,
         account: str = MOCK_ACCOUNT,
         project: str = MOCK_GCP_PROJECT,
+        subscription: str = offline_azure.MOCK_SUBSCRIPTION,
     ) -> None:
         self.region = region
         self.account = account
         self.project = project  # the Google Cloud project (gcp:project)
+        self.subscription = subscription  # azure-native:subscriptionId
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         typ, name = args.typ, args.name
@@ -275,7 +281,10 @@ class RaygpuMocks(pulumi.runtime.Mocks):
 def mocks_for(cfg: Any) -> RaygpuMocks:
     """The mocks for a validated stack config of any cloud."""
     return RaygpuMocks(
-        cfg.region, project=getattr(cfg, "gcp_project", None) or MOCK_GCP_PROJECT
+        cfg.region,
+        project=getattr(cfg, "gcp_project", None) or MOCK_GCP_PROJECT,
+        subscription=getattr(cfg, "subscription_id", None)
+        or offline_azure.MOCK_SUBSCRIPTION,
     )
 
 
