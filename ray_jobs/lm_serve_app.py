@@ -103,6 +103,17 @@ class LMServeArgs(BaseModel):
         return self.max_seqs + self.max_queue + 8
 
 
+def prepare_model(model, variant: str, device: str):
+    """The loaded model as a replica serves it: on `device`, int8 quantised
+    (on the CPU: LMServeArgs refuses int8 with GPUs) when `variant` says so.
+    Defined above LMServer: Serve serialises the class where it is declared."""
+    if variant == "int8":
+        from mlcore.compression import quantize_int8
+
+        return quantize_int8(model)
+    return model.to(device)
+
+
 api = FastAPI(title="raygpu LM", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -224,16 +235,6 @@ class LMServer:
     def check_health(self) -> None:
         if self.server is None:  # pragma: no cover - guarded by __init__
             raise RuntimeError("model not loaded")
-
-
-def prepare_model(model, variant: str, device: str):
-    """The loaded model as a replica serves it: on `device`, int8 quantised
-    (on the CPU: LMServeArgs refuses int8 with GPUs) when `variant` says so."""
-    if variant == "int8":
-        from mlcore.compression import quantize_int8
-
-        return quantize_int8(model)
-    return model.to(device)
 
 
 def build_app(args: "LMServeArgs | dict[str, Any]"):
