@@ -71,7 +71,9 @@ def plan_corpus(source: str, max_bytes: int, cache_dir: str | None = None):
     if source == STDLIB:
         root, files = _stdlib_files()
     else:
-        if source.startswith("s3://"):
+        from mlcore.storage import is_remote_uri
+
+        if is_remote_uri(source):
             from mlcore.storage import download_dir, parse_storage
 
             local = cache_dir or tempfile.mkdtemp(prefix="rg-corpus-")

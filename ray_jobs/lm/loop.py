@@ -28,7 +28,7 @@ from lm.memory import rank_memory
 from lm.model import GPTConfig, flops_per_token, lm_loss, num_parameters
 from lm.parallelize import autocast, build_parallel_model, use_bf16
 from mlcore.errors import CheckpointError
-from mlcore.storage import StoragePath, parse_storage
+from mlcore.storage import StoragePath, parse_storage, upload_dir
 
 
 @dataclass
@@ -323,14 +323,7 @@ def local_session(run_dir: str, world: int, rank: int, device: torch.device) -> 
         return Session(world, rank, device, run, None)
 
     def publish(metrics, folder, name):
-        import pyarrow.fs as pafs
-
-        pafs.copy_files(
-            folder,
-            run.join(name).path,
-            source_filesystem=pafs.LocalFileSystem(),
-            destination_filesystem=run.filesystem,
-        )
+        upload_dir(folder, run.join(name))
 
     return Session(world, rank, device, run, publish)
 

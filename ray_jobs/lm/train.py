@@ -43,7 +43,13 @@ from mlcore.errors import (
     StorageError,
     report_failure,
 )
-from mlcore.storage import StoragePath, check_storage, parse_storage, write_text
+from mlcore.storage import (
+    StoragePath,
+    check_storage,
+    is_remote_uri,
+    parse_storage,
+    write_text,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -176,7 +182,7 @@ def validate(args: argparse.Namespace) -> None:
         parse_storage(args.data, "--data")  # read and verified by run()
         return
     args.data_dir = args.data_dir or STDLIB
-    if args.data_dir.startswith("s3://"):
+    if is_remote_uri(args.data_dir):
         parse_storage(args.data_dir, "--data-dir")
     else:
         try:

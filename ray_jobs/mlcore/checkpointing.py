@@ -188,4 +188,4 @@ def local_copy(uri: str, field: str = "checkpoint") -> Iterator[str]:
 
 def checkpoint_uri(storage: StoragePath, checkpoint_path: str) -> str:
     """The user-facing URI of a checkpoint path inside `storage`'s filesystem."""
-    return f"s3://{checkpoint_path}" if storage.is_remote else checkpoint_path
+    return storage.uri_of(checkpoint_path)

@@ -55,7 +55,7 @@ def test_the_defaults_and_a_typical_command_line_are_accepted():
         (["--run-name", "a b"], "--run-name", "letters, digits"),
         (["--storage-path", ""], "--storage-path", "local folder or an s3://"),
         (["--storage-path", "  "], "--storage-path", "local folder or an s3://"),
-        (["--storage-path", "gs://bucket/x"], "--storage-path", "unsupported scheme"),
+        (["--storage-path", "hdfs://nn/x"], "--storage-path", "unsupported scheme"),
         (["--storage-path", "http://h/x"], "--storage-path", "unsupported scheme"),
         (["--storage-path", "s3://"], "--storage-path", "no valid bucket name"),
         (["--storage-path", "s3:///runs"], "--storage-path", "no valid bucket name"),
@@ -117,7 +117,7 @@ def test_serve_args_defaults_and_a_typical_set_are_accepted():
     "field,value,fragment",
     [
         ("checkpoint", "", "at least 1 character"),
-        ("checkpoint", "gs://bucket/ckpt", "unsupported scheme"),
+        ("checkpoint", "hdfs://nn/ckpt", "unsupported scheme"),
         ("checkpoint", "s3://", "no valid bucket name"),
         ("checkpoint", "s3://UPPER/ckpt", "no valid bucket name"),
         ("max_instances", 0, "greater than or equal to 1"),
