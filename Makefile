@@ -67,10 +67,22 @@ prometheus: ## install Prometheus and promtool (Debian's package) where missing 
 	    { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus; }; } >/dev/null 2>&1 || \
 	  echo "apt-get could not install prometheus: its tests skip"; fi
 
-test: $(STAMP) $(POLICY_STAMP) prometheus ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
+# Azurite, Azure Blob Storage's emulator (npm), for the abfs:// storage tests; the
+# one place its version is pinned. Node.js and npm come from the machine.
+AZURITE_VERSION := 3.37.0
+AZURITE_STAMP := .tools/azurite/.installed-$(AZURITE_VERSION)
+.PHONY: azurite
+azurite: $(AZURITE_STAMP) ## install Azurite (Azure Blob emulator, npm) into .tools/azurite
+$(AZURITE_STAMP):
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (apt-get install nodejs npm)"; exit 1; }
+	@echo "installing Azurite $(AZURITE_VERSION) into .tools/azurite (npm)"
+	npm install --prefix .tools/azurite --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION) >/dev/null
+	touch $@
+
+test: $(STAMP) $(POLICY_STAMP) prometheus azurite ## run the whole test suite (real local Ray, S3 API on loopback, Pulumi mocks)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) prometheus ## run the tests not marked slow
+test-fast: $(STAMP) prometheus azurite ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff: lint and format check

@@ -171,7 +171,7 @@ def start_azurite():
         pytest.fail(
             f"Azurite is not installed ({AZURITE_BLOB.relative_to(REPO)} "
             f"{'missing' if node else 'needs node, which is not on PATH'}): "
-            "run `make azurite` (npm install --prefix .tools/azurite azurite@3.37.0)",
+            "run `make azurite` (npm, into .tools/azurite)",
             pytrace=False,
         )
     with (
