@@ -390,8 +390,12 @@ def _names(text: str) -> list[str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="prepare.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
-    p.add_argument("--source", help="raw data: local path or s3:// (digits: optional)")
-    p.add_argument("--output", required=True, help="prepared dataset folder or s3://")
+    p.add_argument(
+        "--source", help="raw data: local path or storage URI (digits: optional)"
+    )
+    p.add_argument(
+        "--output", required=True, help="prepared dataset folder or storage URI"
+    )
     p.add_argument("--label-column", default="label", help="csv/parquet (label)")
     p.add_argument("--split-column", help="csv/parquet: a column fixing the split")
     p.add_argument("--feature-columns", type=_names, help="default: all the others")

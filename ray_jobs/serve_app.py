@@ -74,7 +74,9 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt argument is an error
 
-    checkpoint: str = Field(..., min_length=1, description="local folder or s3:// URI")
+    checkpoint: str = Field(
+        ..., min_length=1, description="local folder or s3://, gs://, abfs:// URI"
+    )
     max_instances: int = Field(DEFAULT_MAX_INSTANCES, ge=1, le=100_000)
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     max_batch_size: int = Field(DEFAULT_MAX_BATCH_SIZE, ge=1, le=4096)
@@ -96,7 +98,7 @@ class ServeArgs(BaseModel):
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_uri(cls, value: str) -> str:
-        """A local folder or a well-formed s3:// URI (touches no storage)."""
+        """A local folder or a well-formed storage URI (touches no storage)."""
         from mlcore.errors import JobInputError
         from mlcore.storage import parse_storage
 
@@ -311,7 +313,7 @@ class ModelServer:
         if self.args.checkpoint == "unset":
             raise ValueError(
                 "no checkpoint: set RAYGPU_CHECKPOINT, or deploy "
-                "serve_app:build_app with checkpoint=<folder or s3:// URI>"
+                "serve_app:build_app with checkpoint=<folder or storage URI>"
             )
         # One math thread per CPU of the replica, for torch and ONNX Runtime.
         threads = max(1, int(self.args.num_cpus or 1))

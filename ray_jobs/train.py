@@ -278,7 +278,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", default="digits", help=f"one of {DATASETS}")
     p.add_argument("--data-dir", default=None, help="where mnist's files are")
     p.add_argument("--download", action="store_true", help="allow mnist download")
-    p.add_argument("--data", help="a prepared dataset (prepare.py): folder or s3://")
+    p.add_argument(
+        "--data", help="a prepared dataset (prepare.py): folder or storage URI"
+    )
     p.add_argument(
         "--data-in-memory",
         action="store_true",
@@ -296,7 +298,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--storage-path",
         default=os.environ.get("RAYGPU_STORAGE_PATH", "~/raygpu-runs"),
-        help="local folder or s3://bucket/prefix ($RAYGPU_STORAGE_PATH)",
+        help="local folder or s3://, gs://, abfs:// URI ($RAYGPU_STORAGE_PATH)",
     )
     p.add_argument(
         "--run-name",

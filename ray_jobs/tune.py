@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--storage-path",
         default=os.environ.get("RAYGPU_STORAGE_PATH", "~/raygpu-runs"),
-        help="local folder or s3://bucket/prefix ($RAYGPU_STORAGE_PATH)",
+        help="local folder or s3://, gs://, abfs:// URI ($RAYGPU_STORAGE_PATH)",
     )
     p.add_argument(
         "--name", default=None, help="experiment folder; the same name resumes"

@@ -77,8 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="auto", help=f"one of {PRECISIONS}")
     p.add_argument("--activation-checkpointing", action="store_true")
     p.add_argument("--cpu-offload", action="store_true", help="FSDP state on the CPU")
-    p.add_argument("--data-dir", default=None, help="text folder or s3:// (stdlib)")
-    p.add_argument("--data", default=None, help="prepare.py's tokens: folder, s3://")
+    p.add_argument(
+        "--data-dir", default=None, help="text folder or storage URI (stdlib)"
+    )
+    p.add_argument(
+        "--data", default=None, help="prepare.py's tokens: folder or storage URI"
+    )
     p.add_argument("--corpus-bytes", type=int, default=DEFAULT_MAX_BYTES)
     p.add_argument("--val-percent", type=int, default=5, help="of documents (5)")
     p.add_argument("--val-blocks", type=int, default=64, help="validated (64)")
@@ -86,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--storage-path",
         default=os.environ.get("RAYGPU_STORAGE_PATH", "~/raygpu-runs"),
-        help="local folder or s3://bucket/prefix ($RAYGPU_STORAGE_PATH)",
+        help="local folder or s3://, gs://, abfs:// URI ($RAYGPU_STORAGE_PATH)",
     )
     p.add_argument("--run-name", default=None, help="the same name resumes")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps (epoch)")
