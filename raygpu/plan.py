@@ -31,7 +31,8 @@ from typing import Any
 import pulumi
 
 from raygpu import instance_types as it
-from raygpu import options, policy
+from raygpu import options, plan_azure, policy
+from raygpu import prices_azure as azure
 from raygpu import prices_gcp as gcp
 from raygpu.config import (
     BUDGET_ALERTS,
@@ -40,6 +41,7 @@ from raygpu.config import (
     placeholders,
     stack_file_values,
 )
+from raygpu.cost_items import item as _item
 from raygpu.errors import UsageError
 from raygpu.manifests import ManifestError
 from raygpu.names import NODE_ROLE_LABEL, SYSTEM_NODE_ROLE
@@ -59,28 +61,6 @@ GCP_EXCLUDED = (
     "network egress and cross-zone traffic",
     "load balancers and persistent disks created later by Kubernetes",
 )
-
-
-def _item(
-    item: str,
-    resource: str,
-    unit: float,
-    idle: float,
-    full: float,
-    note: str = "",
-    pool_role: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "item": item,
-        "resource": resource,
-        "unit_usd_hour": round(unit, 6),
-        "idle_count": idle,
-        "full_count": full,
-        "idle_usd_hour": round(unit * idle, 4),
-        "full_usd_hour": round(unit * full, 4),
-        "note": note,
-        "pool_role": pool_role,  # a node group's role: system or gpu
-    }
 
 
 def _aws_items(run: OfflineRun) -> tuple[list[dict[str, Any]], list[str]]:
@@ -239,6 +219,8 @@ class CloudPrices:
     source: str
     spot: str  # how spot prices are made
     excluded: tuple[str, ...]
+    # System nodes left asleep: AKS keeps a System pool at one node at least.
+    asleep_system_nodes: int = 0
 
 
 # One row per cloud; a new cloud adds its row (and its price module).
@@ -258,6 +240,15 @@ CLOUD_PRICES = {
         gcp.PRICE_TABLE_SOURCE,
         gcp.SPOT_NOTE,
         GCP_EXCLUDED,
+    ),
+    "azure": CloudPrices(
+        plan_azure.azure_items,
+        azure.PRICE_TABLE_REGION,
+        azure.PRICE_TABLE_DATE,
+        azure.PRICE_TABLE_SOURCE,
+        azure.SPOT_NOTE,
+        plan_azure.EXCLUDED,
+        asleep_system_nodes=1,
     ),
 }
 
@@ -280,8 +271,11 @@ def estimate_cost(
     idle = round(sum(i["idle_usd_hour"] for i in items), 2)
     full = round(sum(i["full_usd_hour"] for i in items), 2)
     system = [i for i in items if i["pool_role"] == SYSTEM_NODE_ROLE]
-    asleep = sum(i["idle_usd_hour"] for i in items if i not in system)
-    awake = asleep + sum(
+    others = sum(i["idle_usd_hour"] for i in items if i not in system)
+    asleep = others + sum(
+        i["unit_usd_hour"] * prices.asleep_system_nodes for i in system
+    )
+    awake = others + sum(
         i["unit_usd_hour"]
         * (i["idle_count"] if system_awake_min is None else system_awake_min)
         for i in system
@@ -312,6 +306,7 @@ def estimate_cost(
         "full_usd_hour": full,
         "awake_usd_hour": round(awake, 2),
         "asleep_usd_hour": round(asleep, 2),
+        "asleep_system_nodes": prices.asleep_system_nodes,
         "idle_usd_month": round(idle * it.HOURS_PER_MONTH, 0),
         "full_usd_month": round(full * it.HOURS_PER_MONTH, 0),
         "budget_note": budget_note(run, idle * it.HOURS_PER_MONTH),
@@ -319,6 +314,10 @@ def estimate_cost(
     }
 
 
+ASLEEP_WORDS = (
+    "the system pool and the Ray head at zero",
+    "the Ray head at zero, the system pool at its one-node minimum",
+)
 AWS_BUDGET = "aws:budgets/budget:Budget"
 GCP_BUDGET = "gcp:billing/budget:Budget"
 
@@ -329,6 +328,7 @@ def budget_note(run: OfflineRun, idle_usd_month: float) -> str | None:
     for r in run.of_type(GCP_BUDGET):
         amount = r["inputs"]["amount"]["specifiedAmount"]
         limits.append(int(amount["units"]) + int(amount.get("nanos", 0)) / 1e9)
+    limits += plan_azure.budget_limits(run)
     for limit in limits:
         for kind, percent in BUDGET_ALERTS:
             threshold = limit * percent / 100
@@ -416,7 +416,8 @@ def render_text(result: dict[str, Any]) -> str:
     state = "asleep now" if result.get("asleep") else "awake now"
     lines.append(
         f"  idle awake ${cost['awake_usd_hour']:.2f}/h; asleep (`raygpu sleep`: "
-        f"the system pool and the Ray head at zero) ${cost['asleep_usd_hour']:.2f}/h"
+        f"{ASLEEP_WORDS[cost['asleep_system_nodes'] > 0]}) "
+        f"${cost['asleep_usd_hour']:.2f}/h"
         f"; {state}"
     )
     if cost["region_note"]:

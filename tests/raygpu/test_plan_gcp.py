@@ -137,5 +137,5 @@ def test_a_gcp_budget_below_the_idle_cost_is_warned_about(tmp_path):
 def test_a_cloud_without_a_price_table_is_one_line():
     from raygpu.errors import UsageError
 
-    with pytest.raises(UsageError, match="no price table for 'azure' yet"):
-        plan.estimate_cost(offline.OfflineRun(), "eastus", cloud="azure")
+    with pytest.raises(UsageError, match="no price table for 'oracle' yet"):
+        plan.estimate_cost(offline.OfflineRun(), "eastus", cloud="oracle")
