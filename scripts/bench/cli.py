@@ -24,6 +24,8 @@ from scripts.bench.allocator import bench_allocator
 from scripts.bench.compress import bench_compress
 from scripts.bench.data import bench_data
 from scripts.bench.lm import bench_lm
+from scripts.bench.lmserve import bench_lmserve
+from scripts.bench.lmserve_report import PLOT_FILE, plot
 from scripts.bench.proc import Bench
 from scripts.bench.report import check_schema, render_markdown, targets, versions
 from scripts.bench.serving import bench_serve
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": bench_data,
         "tune": bench_tune,
         "compress": bench_compress,
+        "lmserve": bench_lmserve,
     }
     previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(render_markdown(results))
+    if "runs" in results.get("lmserve", {}):
+        plot(results["lmserve"], out / PLOT_FILE)
     log(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     for t in results["targets"]:
         log(f"target {t['name']} {t['target']}: median {fmt(t['median'], 2)}")

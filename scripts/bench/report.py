@@ -10,6 +10,7 @@ from typing import Any
 
 from scripts.bench.compress import compress_markdown, compress_targets
 from scripts.bench.data_report import data_markdown
+from scripts.bench.lmserve_report import lmserve_markdown, lmserve_targets
 from scripts.bench.load import generator_name
 from scripts.bench.settings import (
     CONCURRENCY,
@@ -124,6 +125,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     tune_targets(results.get("tune", {}), add)
     compress_targets(results.get("compress", {}), add)
+    lmserve_targets(results.get("lmserve", {}), add)
     return out
 
 
@@ -341,6 +343,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += allocator_markdown(results.get("allocator"))
     lines += tune_markdown(results.get("tune"))
     lines += compress_markdown(results.get("compress"))
+    lines += lmserve_markdown(results.get("lmserve"))
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ SECTIONS = (
     "data",
     "tune",
     "compress",
+    "lmserve",
 )
 
 # The benchmark's own programs, run as modules (`python -m`) in child processes
