@@ -64,6 +64,16 @@ def kms_policy(key_arn: str) -> str:
     )
 
 
+def volume_tagging(cluster_name: str, tags: dict[str, str]) -> str:
+    """The add-on's configuration: every volume it creates carries the cluster's
+    name (`KubernetesCluster`, which `raygpu orphans` looks for) and the stack's
+    tags, so a volume a claim left behind is found and billed to the stack."""
+    return json.dumps(
+        {"controller": {"k8sTagClusterId": cluster_name, "extraVolumeTags": tags}},
+        sort_keys=True,
+    )
+
+
 @dataclass(frozen=True)
 class EbsCsiDriverArgs:
     config: StackConfig
@@ -146,6 +156,9 @@ class EbsCsiDriver(pulumi.ComponentResource):
             addon_name=ADDON_NAME,
             addon_version=args.addon_version,
             service_account_role_arn=role.arn,
+            configuration_values=pulumi.Output.from_input(args.cluster_name).apply(
+                lambda cluster: volume_tagging(cluster, cfg.tags)
+            ),
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             tags={**cfg.tags, "Name": f"{name}-addon"},
