@@ -31,9 +31,18 @@ class Cloud:
     storage_scheme: str
     # The environment variable that tells Ray's pods the stack's region.
     region_env: str
+    # Whether the stack installs the Cluster Autoscaler chart; GKE and AKS grow
+    # their node pools with their own autoscalers.
+    installs_cluster_autoscaler: bool
     # Labels every Ray pod carries for the platform (AKS's workload identity
     # webhook injects the federated token only into pods labelled so).
     pod_labels: dict[str, str] = field(default_factory=dict)
+
+    def uri(self, bucket: str, path: str = "") -> str:
+        """`path` in a bucket output of the stack, as jobs address it. Azure's
+        bucket outputs already read `<container>@<account>.dfs.core.windows.net`,
+        so every cloud's URI is `<scheme>://<bucket>/<path>`."""
+        return f"{self.storage_scheme}://{bucket}" + (f"/{path}" if path else "")
 
 
 AWS = Cloud(
@@ -44,6 +53,7 @@ AWS = Cloud(
     installs_device_plugin=True,
     storage_scheme="s3",
     region_env="AWS_REGION",
+    installs_cluster_autoscaler=True,
 )
 GCP = Cloud(
     name="gcp",
@@ -53,6 +63,7 @@ GCP = Cloud(
     installs_device_plugin=False,
     storage_scheme="gs",
     region_env="GOOGLE_CLOUD_REGION",
+    installs_cluster_autoscaler=False,
 )
 # AKS installs the NVIDIA driver on GPU pools but no device plugin: the stack
 # installs it through the same Helm release as on AWS (docs/config.md).
@@ -64,6 +75,7 @@ AZURE = Cloud(
     installs_device_plugin=True,
     storage_scheme="abfs",
     region_env="AZURE_REGION",
+    installs_cluster_autoscaler=False,
     pod_labels={"azure.workload.identity/use": "true"},
 )
 

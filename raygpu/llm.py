@@ -401,7 +401,7 @@ def cluster_refs(outputs: StackOutputs) -> manifests.ClusterRefs:
     return manifests.ClusterRefs(
         data_bucket=str(outputs.require("data_bucket")),
         artifacts_bucket=outputs.artifacts_bucket,
-        irsa_role_arn=str(outputs.require("irsa_role_arn")),
+        irsa_role_arn=outputs.identity,
     )
 
 

@@ -78,7 +78,7 @@ AUTOSCALER_ROLE_PLACEHOLDER = "${cluster_autoscaler_role_arn}"
 def example_templates(cfg, refs: manifests.ClusterRefs) -> dict[str, dict[str, Any]]:
     """The RayJob and RayService templates by file name, filled in as the
     commands would."""
-    package = f"s3://{refs.artifacts_bucket}/jobs/ray_jobs.zip"
+    package = clouds.of(cfg).uri(refs.artifacts_bucket, "jobs/ray_jobs.zip")
     env = {"working_dir": package}
     return {
         "rayjob.yaml": workloads.rayjob_manifest(
@@ -229,14 +229,14 @@ def render(
             if cloud.installs_device_plugin
             or r.name != helm_values.DEVICE_PLUGIN_RELEASE
         ),
-        # GKE grows its node pools itself: the Cluster Autoscaler chart is AWS's.
+        # GKE and AKS grow their node pools themselves (raygpu/clouds.py).
         *(
             [
                 autoscaler_values.cluster_autoscaler_release(
                     cfg, role_arn=autoscaler_role_arn
                 )
             ]
-            if cloud is clouds.AWS
+            if cloud.installs_cluster_autoscaler
             else []
         ),
         # AMP's remote write needs the role the stack creates: `pulumi up` adds it.

@@ -48,7 +48,11 @@ Runner = Callable[..., subprocess.CompletedProcess]
 
 # The output naming the cloud identity Ray's service accounts are bound to, per
 # cloud (`cloud`, absent on AWS stacks). A new cloud adds its row.
-IDENTITY_OUTPUTS = {"aws": "irsa_role_arn", "gcp": "ray_google_service_account"}
+IDENTITY_OUTPUTS = {
+    "aws": "irsa_role_arn",
+    "gcp": "ray_google_service_account",
+    "azure": "ray_identity_client_id",
+}
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ class StackOutputs:
     @property
     def identity(self) -> str:
         """The cloud identity of Ray's service accounts: the IRSA role ARN on
-        AWS, the Google service account's email on Google Cloud."""
+        AWS, the Google service account's email on Google Cloud, the
+        user-assigned identity's client ID on Azure."""
         return str(self.require(IDENTITY_OUTPUTS[self.cloud]))
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from raygpu import versions
+from raygpu import clouds, versions
 from raygpu.config import StackConfig
 from raygpu.manifests import (
     SUBMITTER_CONTAINER,
@@ -147,12 +147,17 @@ def rayjob_manifest(
     }
 
 
-def raw_data_uri(refs: ClusterRefs, dataset: str) -> str:
-    return f"s3://{refs.data_bucket}/{RAW_PREFIX}/{dataset}"
+def raw_data_uri(cfg: StackConfig, refs: ClusterRefs, dataset: str) -> str:
+    return clouds.of(cfg).uri(refs.data_bucket, f"{RAW_PREFIX}/{dataset}")
 
 
-def prepared_data_uri(refs: ClusterRefs, dataset: str) -> str:
-    return f"s3://{refs.data_bucket}/{PREPARED_PREFIX}/{dataset}"
+def prepared_data_uri(cfg: StackConfig, refs: ClusterRefs, dataset: str) -> str:
+    return clouds.of(cfg).uri(refs.data_bucket, f"{PREPARED_PREFIX}/{dataset}")
+
+
+def runs_uri(cfg: StackConfig, refs: ClusterRefs) -> str:
+    """Where jobs keep their runs: runs/ in the artifacts bucket."""
+    return clouds.of(cfg).uri(refs.artifacts_bucket, "runs")
 
 
 def prepare_rayjob_manifest(
@@ -173,9 +178,9 @@ def prepare_rayjob_manifest(
             "--format",
             data_format,
             "--source",
-            raw_data_uri(refs, dataset),
+            raw_data_uri(cfg, refs, dataset),
             "--output",
-            prepared_data_uri(refs, dataset),
+            prepared_data_uri(cfg, refs, dataset),
             *prepare_args,
         ]
     )
@@ -200,9 +205,9 @@ def train_prepared_rayjob_manifest(
             "python",
             "train.py",
             "--data",
-            prepared_data_uri(refs, dataset),
+            prepared_data_uri(cfg, refs, dataset),
             "--storage-path",
-            f"s3://{refs.artifacts_bucket}/runs",
+            runs_uri(cfg, refs),
             *train_args,
         ]
     )
@@ -227,7 +232,7 @@ def tune_rayjob_manifest(
             "python",
             "tune.py",
             "--storage-path",
-            f"s3://{refs.artifacts_bucket}/runs",
+            runs_uri(cfg, refs),
             *tune_args,
         ]
     )
@@ -268,7 +273,7 @@ def lm_rayjob_manifest(
             str(workers),
             "--use-gpu",
             "--storage-path",
-            f"s3://{refs.artifacts_bucket}/runs",
+            runs_uri(cfg, refs),
             *train_args,
         ]
     )
