@@ -17,6 +17,12 @@ REGION_TAG = "raygpu:region"  # on IAM resources only (see StackConfig.iam_tags)
 # On the two buckets: "data" or "artifacts". The leftover scan keeps the data
 # bucket by it when a destroyed stack has no outputs left to name it.
 BUCKET_TAG = "raygpu:bucket"
+PROJECT_TAG = "raygpu:project"  # with STACK_TAG on every taggable AWS/Azure resource
+
+# Google Cloud labels: lowercase keys without ':', the tags' names otherwise.
+GCP_STACK_LABEL = "raygpu-stack"
+GCP_PROJECT_LABEL = "raygpu-project"
+GCP_BUCKET_LABEL = "raygpu-bucket"  # the GCS buckets' BUCKET_TAG
 
 # Kubernetes labels and taints that the node groups carry; the Ray manifests
 # select and tolerate with these same names.

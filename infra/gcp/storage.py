@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from raygpu.names import GCP_BUCKET_LABEL
+
 TYPE_TOKEN = "raygpu:gcp:Storage"
 KEY_ROTATION = "7776000s"  # 90 days
 KMS_ENCRYPTER = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
@@ -109,7 +111,7 @@ class GcpStorage(pulumi.ComponentResource):
                 encryption=gcp.storage.BucketEncryptionArgs(
                     default_kms_key_name=key.id
                 ),
-                labels={**args.labels, "raygpu-bucket": kind},
+                labels={**args.labels, GCP_BUCKET_LABEL: kind},
                 opts=pulumi.ResourceOptions(
                     parent=self, retain_on_delete=protect, depends_on=[agent_grant]
                 ),

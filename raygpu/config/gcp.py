@@ -44,6 +44,7 @@ from raygpu.config.model import (
     MIN_CLUSTER_MINOR,
     StackConfig,
 )
+from raygpu.names import GCP_PROJECT_LABEL, GCP_STACK_LABEL
 
 CLOUD = "gcp"
 PROJECT_KEY = "gcp:project"
@@ -223,7 +224,7 @@ class _GcpKeys(ConfigModel):
     @property
     def labels(self) -> dict[str, str]:
         """GCP labels: lowercase keys without ':' (the AWS tags' names otherwise)."""
-        return {"raygpu-stack": self.stack, "raygpu-project": self.project}
+        return {GCP_STACK_LABEL: self.stack, GCP_PROJECT_LABEL: self.project}
 
     @property
     def workload_pool(self) -> str:

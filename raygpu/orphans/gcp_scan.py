@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from raygpu.errors import CommandError
+from raygpu.names import GCP_BUCKET_LABEL
 from raygpu.orphans import gcp
 from raygpu.orphans.gcp import GcloudError, GoogleCloud, _last
 from raygpu.orphans.model import Orphan, Outcome
 
 # The label infra/gcp/storage.py puts on the two buckets (data, artifacts).
-BUCKET_LABEL = "raygpu-bucket"
+BUCKET_LABEL = GCP_BUCKET_LABEL
 GKE_CLUSTER_LABEL = "goog-k8s-cluster-name"
 # GKE names the firewall rules of a LoadBalancer Service k8s-fw-... and k8s-...;
 # its cluster's own rules (gke-<cluster>-...) go with the cluster.
