@@ -26,6 +26,7 @@ from scripts.bench.data import bench_data
 from scripts.bench.lm import bench_lm
 from scripts.bench.lmserve import bench_lmserve
 from scripts.bench.lmserve_report import PLOT_FILE, plot
+from scripts.bench.monitoring import bench_monitoring
 from scripts.bench.proc import Bench
 from scripts.bench.report import check_schema, render_markdown, targets, versions
 from scripts.bench.serving import bench_serve
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tune": bench_tune,
         "compress": bench_compress,
         "lmserve": bench_lmserve,
+        "monitoring": bench_monitoring,
     }
     previous = {signal.SIGTERM: signal.getsignal(signal.SIGTERM)}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -12,6 +12,7 @@ from scripts.bench.compress import compress_markdown, compress_targets
 from scripts.bench.data_report import data_markdown
 from scripts.bench.lmserve_report import lmserve_markdown, lmserve_targets
 from scripts.bench.load import generator_name
+from scripts.bench.monitoring import monitoring_markdown, monitoring_targets
 from scripts.bench.settings import (
     CONCURRENCY,
     INTERLEAVED_VARIANTS,
@@ -126,6 +127,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     tune_targets(results.get("tune", {}), add)
     compress_targets(results.get("compress", {}), add)
     lmserve_targets(results.get("lmserve", {}), add)
+    monitoring_targets(results.get("monitoring", {}), add)
     return out
 
 
@@ -344,6 +346,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines += tune_markdown(results.get("tune"))
     lines += compress_markdown(results.get("compress"))
     lines += lmserve_markdown(results.get("lmserve"))
+    lines += monitoring_markdown(results.get("monitoring"))
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ SECTIONS = (
     "tune",
     "compress",
     "lmserve",
+    "monitoring",
 )
 
 # The benchmark's own programs, run as modules (`python -m`) in child processes

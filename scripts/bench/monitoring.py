@@ -1,0 +1,324 @@
+"""11. monitoring: what a Prometheus scraping the cluster costs the work on it.
+
+Each round starts one local Ray head (metrics collection on, as on a stack) with
+the serve section's CNN app deployed behind the default ingress, and measures,
+once per condition, a shortened run of the training section's workload (Ray
+Train, a driver joining the head) and then Serve requests/s at c=32: with no
+Prometheus at all, and with raygpu.monitoring.local's Prometheus scraping the
+head through Ray's service-discovery file every 15 s (its default). The
+conditions take turns (the order rotates each round) and ratios are paired
+within a round, so the shared host's drift falls on both alike. Each window's
+scrapes are counted from Prometheus's own `up` samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from raygpu.names import LOOPBACK
+from scripts.bench.proc import Bench
+from scripts.bench.serving import deploy_model, one_load, serve_body, serve_models
+from scripts.bench.settings import (
+    LEAN_ENV,
+    MARKS_ENV,
+    SERVE_LEAN_ENV,
+    SERVE_MODELS,
+    THREAD_ENV,
+    TRAIN_WORK,
+    BenchError,
+    log,
+)
+from scripts.bench.stats import fmt, fmt_stats, paired_ratios, stats
+from scripts.bench.training import one_training_run
+
+BASELINE = "none"
+# Condition -> scrape interval in seconds (None: no Prometheus running). The
+# issue's is Prometheus's default interval; a shorter one would only add rounds.
+CONDITIONS = {BASELINE: None, "prometheus_15s": 15}
+TARGET_CONDITION = "prometheus_15s"
+MODEL = "cnn"
+APP = f"{MODEL}-serve_batched"
+CONCURRENCY = 32
+MON_MODES = {
+    # The measured epochs span two 15-s scrapes or more; the Serve window one.
+    "full": {"rounds": 3, "epochs": 6, "serve_s": 15.0},
+    "quick": {"rounds": 1, "epochs": 4, "serve_s": 4.0},
+}
+# The head as a stack runs it: Ray's metrics on (LEAN_ENV turns them off, which
+# would leave Prometheus nothing to scrape), the rest of the lean setup kept.
+HEAD_ENV = {
+    **THREAD_ENV,
+    **LEAN_ENV,
+    **SERVE_LEAN_ENV,
+    "RAY_enable_metrics_collection": "1",
+}
+# Logical CPUs: the two Train workers (1 each) and the two Serve replicas (0.5
+# each) fit at once; they take turns on the 2 cores, never loaded together.
+HEAD_CPUS = 3
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def start_monitored_head(bench: Bench) -> Any:
+    from raygpu.localray import start_head
+
+    temp_dir = bench.new_temp_dir()  # bench.cleanup stops it if a round fails
+    env = {**HEAD_ENV, MARKS_ENV: str(bench.work / "head-marks.jsonl")}
+    return start_head(num_cpus=HEAD_CPUS, temp_dir=temp_dir, extra_env=env)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process (/proc/PID/stat), None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_query(t0: float, t1: float) -> str:
+    """PromQL: `up` samples (one per target scrape) in the window (t0, t1]."""
+    return f"sum(count_over_time(up[{max(1, round((t1 - t0) * 1000))}ms] @ {t1:.3f}))"
+
+
+def scrape_counts(url: str, windows: dict[str, tuple[float, float]]) -> dict:
+    """Per window, the scrapes Prometheus made (all targets); and the targets."""
+    from raygpu.monitoring import local
+
+    def value(promql: str) -> int:
+        result = local.query(url, promql)
+        return int(float(result[0]["value"][1])) if result else 0
+
+    out = {name: value(scrape_query(*w)) for name, w in windows.items()}
+    out["targets"] = value("count(up)")
+    return out
+
+
+@contextlib.contextmanager
+def serve_load_settings(bench: Bench, seconds: float):
+    """one_load reads its length from the mode's settings: these windows' own."""
+    saved = bench.cfg
+    bench.cfg = {**saved, "serve_seconds": seconds, "serve_requests": 10**7}
+    try:
+        yield
+    finally:
+        bench.cfg = saved
+
+
+def measure(
+    bench: Bench, head: Any, url: str, body: bytes, condition: str, cfg: dict
+) -> dict[str, Any]:
+    """One condition's window: Prometheus (if any) up, training, then Serve load."""
+    from raygpu.localray import free_port
+    from raygpu.monitoring import local
+
+    interval = CONDITIONS[condition]
+    work = {**TRAIN_WORK, "epochs": cfg["epochs"]}
+    with contextlib.ExitStack() as stack:
+        prom = None
+        if interval is not None:
+            folder = bench.new_path(f"prometheus-{condition}")
+            prom = stack.enter_context(
+                local.running(head.temp_dir, free_port(), interval, folder)
+            )
+            cpu0 = process_cpu_s(prom.process.pid)
+        t_start = time.time()
+        train = one_training_run(bench, "ray_driver", work, head.address)
+        s0 = time.time()
+        with serve_load_settings(bench, cfg["serve_s"]):
+            serve = one_load(bench, url, body, "application/octet-stream", CONCURRENCY)
+        s1 = time.time()
+        res: dict[str, Any] = {
+            "condition": condition,
+            "scrape_interval_s": interval,
+            "train_samples_per_s": train["throughput"]["loop"],
+            "train_wall_samples_per_s": train["throughput"]["wall"],
+            "train_epochs": train["throughput"]["epochs"],
+            "train_foreign_cores": train["foreign_cores"],
+            "serve_rps": serve["rps"],
+            "serve_p99_ms": serve["p99_ms"],
+            "serve_requests": serve["requests"],
+            "window_s": round(s1 - t_start, 1),
+        }
+        if prom is not None:
+            res["scrapes"] = scrape_counts(
+                prom.url,
+                {"train": (train["t_launch"], train["t_exit"]), "serve": (s0, s1)},
+            )
+            cpu1 = process_cpu_s(prom.process.pid)
+            if cpu0 is not None and cpu1 is not None:
+                res["prometheus_cores"] = round((cpu1 - cpu0) / (s1 - t_start), 4)
+    return res
+
+
+def rotated(conditions: list[str], r: int) -> list[str]:
+    """Round r's order: the conditions rotated by r, so each leads in turn."""
+    k = r % len(conditions)
+    return conditions[k:] + conditions[:k]
+
+
+def monitoring_round(
+    bench: Bench, ckpt: str, order: list[str], cfg: dict
+) -> dict[str, Any]:
+    from raygpu.localray import free_port
+
+    load0 = loadavg()
+    head = start_monitored_head(bench)
+    try:
+        port = free_port()
+        deploy_model(bench, head, port, {APP: (ckpt, True)})
+        url = f"http://{LOOPBACK}:{port}/{APP}/predict"
+        body = serve_body(SERVE_MODELS[MODEL][1], "application/octet-stream")
+        runs = {}
+        for condition in order:
+            runs[condition] = measure(bench, head, url, body, condition, cfg)
+            r = runs[condition]
+            log(
+                f"  {condition}: train {fmt(r['train_samples_per_s'])} samples/s, "
+                f"serve {fmt(r['serve_rps'])} rps"
+                + (f", scrapes {r['scrapes']}" if "scrapes" in r else "")
+            )
+    finally:
+        bench.stop_head(head.temp_dir)
+    return {"order": order, "loadavg": [load0, loadavg()], "runs": runs}
+
+
+def summarise(rounds: list[dict], conditions: list[str]) -> dict[str, Any]:
+    """Medians per condition, and each condition / no Prometheus paired by round."""
+
+    def values(cond: str, key: str) -> list[float | None]:
+        return [r["runs"][cond][key] if cond in r["runs"] else None for r in rounds]
+
+    summary = {
+        c: {
+            "train_samples_per_s": stats(values(c, "train_samples_per_s")),
+            "serve_rps": stats(values(c, "serve_rps")),
+            "serve_p99_ms": stats(values(c, "serve_p99_ms")),
+        }
+        for c in conditions
+    }
+    for c in conditions:
+        if c == BASELINE:
+            continue
+        runs = [r["runs"][c] for r in rounds if c in r["runs"]]
+        for window in ("train", "serve"):
+            summary[c][f"scrapes_{window}"] = stats(
+                [x.get("scrapes", {}).get(window) for x in runs]
+            )
+        summary[c]["prometheus_cores"] = stats(
+            [x.get("prometheus_cores") for x in runs]
+        )
+    ratios = {}
+    for c in conditions:
+        if c != BASELINE:
+            for key, label in (
+                ("train_samples_per_s", "train"),
+                ("serve_rps", "serve"),
+            ):
+                ratios[f"{c}/{BASELINE} {label}"] = paired_ratios(
+                    values(c, key), values(BASELINE, key)
+                )
+    return {"summary": summary, "ratios": ratios}
+
+
+def bench_monitoring(bench: Bench) -> dict[str, Any]:
+    mode = MON_MODES[bench.mode]
+    conditions = list(CONDITIONS)
+    load0 = loadavg()
+    ckpts, _ = serve_models(bench)
+    rounds = []
+    for r in range(mode["rounds"]):
+        order = rotated(conditions, r)
+        log(f"monitoring round {r + 1}: {', '.join(order)}")
+        rounds.append(monitoring_round(bench, ckpts[MODEL], order, mode))
+    if not rounds:
+        raise BenchError("monitoring: no rounds to run")
+    return {
+        "work": {
+            "train": {**TRAIN_WORK, "epochs": mode["epochs"]},
+            "serve": f"{MODEL} app, Serve batching, 2 replicas x 0.5 CPU, "
+            f"default ingress, c={CONCURRENCY}, {mode['serve_s']:g} s",
+        },
+        "conditions": CONDITIONS,
+        "head_env": HEAD_ENV,
+        "head_cpus": HEAD_CPUS,
+        "loadavg": {"start": load0, "end": loadavg()},
+        "rounds": rounds,
+        **summarise(rounds, conditions),
+    }
+
+
+# ------------------------------------------------------------ targets, report
+
+TARGETS = (("train", ">= 0.98", 0.98), ("serve", ">= 0.97", 0.97))
+
+
+def monitoring_targets(section: dict[str, Any], add) -> None:
+    """The issue's targets (15-s scrapes / none), through report.targets' `add`."""
+    ratios = section.get("ratios") or {}
+    for label, goal, bound in TARGETS:
+        what = "training samples/s" if label == "train" else "Serve requests/s"
+        add(
+            f"Prometheus scraping every 15 s / none: {what}",
+            goal,
+            ratios.get(f"{TARGET_CONDITION}/{BASELINE} {label}"),
+            lambda v, b=bound: v >= b,
+        )
+
+
+def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
+    if not section:
+        return []
+    if "skipped" in section:
+        return ["", "## Monitoring overhead", "", f"skipped: {section['skipped']}"]
+    w, la = section["work"], section["loadavg"]
+    tw = w["train"]
+    lines = [
+        "",
+        "## Monitoring overhead",
+        "",
+        "One local Ray head a round (metrics collection on, "
+        f"{section['head_cpus']} logical CPUs on the machine's cores). Per "
+        f"condition: Ray Train, {tw['model']} on {tw['dataset']}, "
+        f"{tw['workers']} workers, global batch {tw['batch_size']}, "
+        f"{tw['epochs']} epochs, epoch 0 excluded (loop samples/s); then Serve, "
+        f"{w['serve']}. Conditions: "
+        + ", ".join(
+            f"{c} ({'no Prometheus' if s is None else f'scrape every {s} s'})"
+            for c, s in section["conditions"].items()
+        )
+        + "; their order rotates each round, ratios paired within a round. "
+        "Scrapes = Prometheus's `up` samples in the window (every target, each "
+        "scrape); Prometheus cores = its own CPU over the condition's window. "
+        f"Load average at start {la['start']}, at end {la['end']}.",
+        "",
+        "| round | condition | train samples/s | Serve rps | Serve p99 ms "
+        "| scrapes (train / serve window) | targets | Prometheus cores "
+        "| load average (round start / end) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, r in enumerate(section["rounds"], 1):
+        for c in r["order"]:
+            x = r["runs"][c]
+            sc = x.get("scrapes")
+            lines.append(
+                f"| {i} | {c} | {fmt(x['train_samples_per_s'])} | "
+                f"{fmt(x['serve_rps'])} | {fmt(x['serve_p99_ms'])} | "
+                + (
+                    f"{sc['train']} / {sc['serve']} | {sc['targets']} | "
+                    if sc
+                    else "- | - | "
+                )
+                + f"{fmt(x.get('prometheus_cores'), 3)} | "
+                f"{r['loadavg'][0]} / {r['loadavg'][1]} |"
+            )
+    lines += ["", "| ratio | median (range) |", "|---|---|"]
+    for k, s in section["ratios"].items():
+        lines.append(f"| {k} | {fmt_stats(s, 3)} |")
+    return lines
