@@ -1,11 +1,13 @@
 """Monitoring: the stack's monitoring layer (raygpu/monitoring/stack.py), installed
 through the Kubernetes provider of RayOnKubernetes, in this order:
 
-1. the monitoring namespace with its NetworkPolicies (raygpu/monitoring/network.py)
-   and the encrypted gp3 StorageClass (after the EBS CSI add-on, infra/ebs_csi.py,
-   so Prometheus's volume binds);
-2. kube-prometheus-stack (it installs prometheus-operator's CRDs), then the DCGM
-   exporter on GPU nodes;
+1. the monitoring namespace (`restricted`) and its host agents' namespace
+   (`privileged`, for node-exporter and the DCGM exporter only:
+   raygpu/monitoring/pod_security.py), each with its NetworkPolicies
+   (raygpu/monitoring/network.py), and the encrypted gp3 StorageClass (after the
+   EBS CSI add-on, infra/ebs_csi.py, so Prometheus's volume binds);
+2. kube-prometheus-stack (it installs prometheus-operator's CRDs; node-exporter
+   goes to the agents' namespace), then the DCGM exporter on GPU nodes, there too;
 3. after the chart, what its CRDs define or its Grafana reads: the PrometheusRule
    (raygpu/monitoring/alerts.py), the PodMonitors and ServiceMonitors, and Ray's
    dashboards as ConfigMaps.
@@ -97,8 +99,9 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__(TYPE_TOKEN, name, {}, opts)
         cfg = args.config
         # Every object first: a config they cannot express fails before any resource.
-        namespace_obj, storage_class_obj = monitoring.core_objects(cfg)
+        namespace_obj, agents_obj, storage_class_obj = monitoring.core_objects(cfg)
         policy_objs = network.monitoring_network_policies(cfg)
+        agents_policy_objs = network.agents_network_policies(cfg)
         chart, dcgm = monitoring.helm_releases(cfg, **args.chart_options())
         rule_obj = alerts.prometheus_rule_manifest(cfg)
         objects = monitoring.monitoring_objects(cfg)
@@ -123,16 +126,14 @@ class Monitoring(pulumi.ComponentResource):
         namespace = k8s.core.v1.Namespace(
             f"{name}-ns", metadata=namespace_obj["metadata"], opts=k8s_opts()
         )
-        # The namespace's pods start under its policies.
-        policies = [
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-netpol-{obj['metadata']['name']}",
-                metadata=obj["metadata"],
-                spec=obj["spec"],
-                opts=k8s_opts(namespace),
-            )
-            for obj in policy_objs
-        ]
+        agents_namespace = k8s.core.v1.Namespace(
+            f"{name}-agents-ns", metadata=agents_obj["metadata"], opts=k8s_opts()
+        )
+        # Each namespace's pods start under its policies.
+        policies = self._policies(f"{name}-netpol", policy_objs, k8s_opts(namespace))
+        agents_policies = self._policies(
+            f"{name}-agents-netpol", agents_policy_objs, k8s_opts(agents_namespace)
+        )
         storage_class = k8s.storage.v1.StorageClass(
             f"{name}-storage-class",
             metadata=storage_class_obj["metadata"],
@@ -146,10 +147,14 @@ class Monitoring(pulumi.ComponentResource):
         stack_release = self._release(
             f"{name}-kube-prometheus-stack",
             chart,
-            k8s_opts(namespace, storage_class, *policies),
+            k8s_opts(
+                namespace, agents_namespace, storage_class, *policies, *agents_policies
+            ),
         )
         dcgm_release = self._release(
-            f"{name}-dcgm-exporter", dcgm, k8s_opts(namespace, stack_release)
+            f"{name}-dcgm-exporter",
+            dcgm,
+            k8s_opts(agents_namespace, *agents_policies, stack_release),
         )
         after_charts = k8s_opts(stack_release, dcgm_release)
         for obj in [rule_obj, *objects]:
@@ -199,6 +204,22 @@ class Monitoring(pulumi.ComponentResource):
             opts=child,
         )
         return role, policy
+
+    def _policies(
+        self,
+        prefix: str,
+        objs: Sequence[dict[str, Any]],
+        opts: pulumi.ResourceOptions,
+    ) -> list[k8s.networking.v1.NetworkPolicy]:
+        return [
+            k8s.networking.v1.NetworkPolicy(
+                f"{prefix}-{obj['metadata']['name']}",
+                metadata=obj["metadata"],
+                spec=obj["spec"],
+                opts=opts,
+            )
+            for obj in objs
+        ]
 
     def _release(
         self, resource_name: str, release: HelmRelease, opts: pulumi.ResourceOptions

@@ -31,9 +31,11 @@ Files (numbered in apply order):
                                        and workers, DCGM, the KubeRay operator, the
                                        Cluster Autoscaler)
   46-configmap-ray-dashboard-<name>.yaml   Ray's Grafana dashboards
-The monitoring stack (raygpu/monitoring/stack.py) adds its namespace and
-StorageClass to the 0x files and kube-prometheus-stack and the DCGM exporter to
-the Helm releases; its monitors are checked against prometheus-operator's CRDs.
+The monitoring stack (raygpu/monitoring/stack.py) adds its namespaces (the
+monitoring one, `restricted`, and `<it>-agents`, `privileged`, for node-exporter
+and the DCGM exporter only) and StorageClass to the 0x files and
+kube-prometheus-stack and the DCGM exporter to the Helm releases; its monitors are
+checked against prometheus-operator's CRDs.
 """
 
 from __future__ import annotations

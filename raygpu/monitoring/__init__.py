@@ -10,9 +10,11 @@ rules a stack's Prometheus and the local one both load.
 - `command.py`: `raygpu monitor --local`.
 - On a stack (`raygpu render` writes them; docs/operations.md, "Monitoring on a
   stack"): `stack.py` (kube-prometheus-stack values, PodMonitors,
-  ServiceMonitors, namespace and storage class), `dcgm.py` (the DCGM exporter on
-  GPU nodes), `operators.py` (monitors of the KubeRay operator and the Cluster
-  Autoscaler), `dashboards.py` (Ray's Grafana dashboards as ConfigMaps, vendored
-  under `dashboards/`), `remote_write.py` (optional Amazon Managed Prometheus),
-  `footprint.py` (what it takes on the system node and costs).
+  ServiceMonitors, storage class), `pod_security.py` (its two namespaces: the
+  monitoring one `restricted`, the host agents' `privileged`, and the restricted
+  securityContexts), `dcgm.py` (the DCGM exporter on GPU nodes), `operators.py`
+  (monitors of the KubeRay operator and the Cluster Autoscaler), `dashboards.py`
+  (Ray's Grafana dashboards as ConfigMaps, vendored under `dashboards/`),
+  `remote_write.py` (optional Amazon Managed Prometheus), `footprint.py` (what it
+  takes on the system node and costs).
 """

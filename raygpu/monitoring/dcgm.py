@@ -1,5 +1,7 @@
 """NVIDIA's DCGM exporter: a DaemonSet on the stack's GPU nodes only (the chart,
-pinned in raygpu/versions.py), and the ServiceMonitor that scrapes it.
+pinned in raygpu/versions.py), in the host agents' namespace (it runs as root:
+pod_security.py), and the ServiceMonitor, in the monitoring namespace, that
+scrapes it there.
 
 The chart's own ServiceMonitor is switched off: raygpu's is validated against the
 vendored CRD like every other object, and carries the label Prometheus selects.
@@ -13,6 +15,7 @@ from raygpu import names, versions
 from raygpu.config import StackConfig
 from raygpu.helm_values import HelmRelease
 from raygpu.manifests import gpu_toleration
+from raygpu.monitoring.pod_security import agents_namespace
 
 RELEASE = "dcgm-exporter"
 CHART = "dcgm-exporter"
@@ -60,7 +63,7 @@ def dcgm_values(cfg: StackConfig) -> dict[str, Any]:
 def dcgm_release(cfg: StackConfig) -> HelmRelease:
     return HelmRelease(
         name=RELEASE,
-        namespace=cfg.monitoring_namespace,
+        namespace=agents_namespace(cfg.monitoring_namespace),
         chart=CHART,
         version=versions.DCGM_EXPORTER_CHART_VERSION,
         repo=versions.DCGM_EXPORTER_HELM_REPO,
@@ -69,8 +72,8 @@ def dcgm_release(cfg: StackConfig) -> HelmRelease:
 
 
 def dcgm_service_monitor(cfg: StackConfig, labels: dict[str, str]) -> dict[str, Any]:
-    """Scrapes the exporter's Service in the monitoring namespace; `node` names the
-    GPU node (the GpuNodeIdle alert groups by the exporter's Hostname)."""
+    """Scrapes the exporter's Service in the host agents' namespace; `node` names
+    the GPU node (the GpuNodeIdle alert groups by the exporter's Hostname)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -81,7 +84,9 @@ def dcgm_service_monitor(cfg: StackConfig, labels: dict[str, str]) -> dict[str, 
         },
         "spec": {
             "selector": {"matchLabels": dict(SERVICE_LABELS)},
-            "namespaceSelector": {"matchNames": [cfg.monitoring_namespace]},
+            "namespaceSelector": {
+                "matchNames": [agents_namespace(cfg.monitoring_namespace)]
+            },
             "endpoints": [
                 {
                     "port": METRICS_PORT_NAME,

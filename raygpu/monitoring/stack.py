@@ -7,7 +7,8 @@ the Pulumi program hands to Helm and Kubernetes.
   sent until a receiver is configured), Grafana (Ray's dashboards from labelled
   ConfigMaps, raygpu.monitoring.dashboards), kube-state-metrics and
   node-exporter. All but node-exporter run on the system nodes; node-exporter
-  runs on every node, GPU nodes included (the disk alert needs it there). Every
+  runs on every node, GPU nodes included (the disk alert needs it there), in the
+  host agents' namespace (pod_security.py). Every
   Service is ClusterIP: reach Grafana and Prometheus with `kubectl port-forward`.
 - PodMonitors for the Ray head and workers, as KubeRay's prometheus-grafana guide
   writes them (ray.io/node-type, port `metrics`, `ray_io_cluster` relabelled);
@@ -17,7 +18,10 @@ the Pulumi program hands to Helm and Kubernetes.
 - optional remote write to Amazon Managed Service for Prometheus (remote_write.py).
 
 Prometheus selects rules, PodMonitors and ServiceMonitors by the label
-`release: kube-prometheus-stack` in its own namespace only (`selector_labels`).
+`release: kube-prometheus-stack` in its own namespace only (`selector_labels`),
+ServiceMonitors also in the host agents' namespace (node-exporter's is there).
+The namespaces and Pod Security: pod_security.py (the monitoring namespace is
+`restricted`; node-exporter and the DCGM exporter run in a `privileged` one).
 What it all requests on the system node, and what its volume costs: footprint.py.
 """
 
@@ -35,7 +39,7 @@ from raygpu import (
 from raygpu.config import StackConfig
 from raygpu.helm_values import HelmRelease
 from raygpu.kuberay_rules import label_problems, metadata_problems
-from raygpu.monitoring import dashboards, dcgm, operators, remote_write
+from raygpu.monitoring import dashboards, dcgm, operators, pod_security, remote_write
 from raygpu.names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, STACK_LABEL
 
 RELEASE = "kube-prometheus-stack"
@@ -49,9 +53,11 @@ DEFAULT_RETENTION = "15d"
 DEFAULT_STORAGE_GIB = 20
 # Prometheus deletes old blocks past this share of the volume, before it fills.
 RETENTION_SIZE_FRACTION = 0.8
-# node-exporter needs the host's network, PID namespace and file systems, and the
-# DCGM exporter runs as root: the namespace cannot enforce `restricted`.
-PSA_LEVEL = "privileged"
+# The users the chart's images run as (the chart's defaults, stated with the
+# rest of the restricted profile's contexts).
+PROMETHEUS_UID, PROMETHEUS_GID = 1000, 2000
+NOBODY = 65534
+GRAFANA_UID = 472
 # Services the chart names after the release (port-forward targets, docs).
 PROMETHEUS_SERVICE = f"{RELEASE}-prometheus"
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
@@ -110,6 +116,29 @@ def _in_namespace(cfg: StackConfig) -> dict[str, Any]:
     }
 
 
+def _with_agents(cfg: StackConfig) -> dict[str, Any]:
+    """The monitoring namespace and its host agents' (node-exporter's chart puts its
+    ServiceMonitor beside it), by name: no other namespace's monitors count."""
+    served = cfg.monitoring_namespace
+    return {
+        "matchExpressions": [
+            {
+                "key": network_policies.NAMESPACE_NAME_LABEL,
+                "operator": "In",
+                "values": [served, pod_security.agents_namespace(served)],
+            }
+        ]
+    }
+
+
+def _restricted(uid: int, gid: int | None = None) -> dict[str, Any]:
+    """A chart's pod and container securityContexts under the restricted profile."""
+    return {
+        "securityContext": pod_security.pod_context(uid, gid),
+        "containerSecurityContext": pod_security.container_context(),
+    }
+
+
 def _cluster_ip() -> dict[str, str]:
     return {"type": "ClusterIP"}
 
@@ -152,13 +181,16 @@ def _prometheus(
         },
         "resources": RESOURCES["prometheus"],
         **_on_system_nodes(cfg),
+        # The operator gives its containers (Prometheus, the config reloader)
+        # the restricted container context itself; the CRD takes the pod's.
+        "securityContext": pod_security.pod_context(PROMETHEUS_UID, PROMETHEUS_GID),
         "scrapeInterval": "15s",
         "ruleSelector": selector,
         "ruleNamespaceSelector": _in_namespace(cfg),
         "podMonitorSelector": selector,
         "podMonitorNamespaceSelector": _in_namespace(cfg),
         "serviceMonitorSelector": selector,
-        "serviceMonitorNamespaceSelector": _in_namespace(cfg),
+        "serviceMonitorNamespaceSelector": _with_agents(cfg),
         "probeSelector": selector,
         "probeNamespaceSelector": _in_namespace(cfg),
         "scrapeConfigSelector": selector,
@@ -189,6 +221,7 @@ def _alertmanager(cfg: StackConfig) -> dict[str, Any]:
             ),
             "resources": RESOURCES["alertmanager"],
             **_on_system_nodes(cfg),
+            "securityContext": pod_security.pod_context(PROMETHEUS_UID, PROMETHEUS_GID),
         },
     }
 
@@ -198,6 +231,9 @@ def _grafana(cfg: StackConfig) -> dict[str, Any]:
         "image": _image(versions.GRAFANA_IMAGE_REPOSITORY, versions.GRAFANA_IMAGE_TAG),
         "resources": RESOURCES["grafana"],
         **_on_system_nodes(cfg),
+        **_restricted(GRAFANA_UID),
+        # Its init container runs as root to chown a volume Grafana has not got.
+        "initChownData": {"enabled": False},
         "service": _cluster_ip(),
         "ingress": {"enabled": False},
         "testFramework": {"enabled": False},
@@ -208,6 +244,7 @@ def _grafana(cfg: StackConfig) -> dict[str, Any]:
                 versions.GRAFANA_SIDECAR_IMAGE_TAG,
             ),
             "resources": RESOURCES["grafana-sidecar"],
+            "securityContext": pod_security.container_context(),
             "dashboards": {
                 "enabled": True,
                 "label": dashboards.SIDECAR_LABEL,
@@ -265,6 +302,7 @@ def kube_prometheus_stack_values(
             "tls": {"enabled": False},
             "resources": RESOURCES["prometheus-operator"],
             **_on_system_nodes(cfg),
+            **_restricted(NOBODY),
             "service": _cluster_ip(),
         },
         "prometheus": _prometheus(cfg, retention, storage_gib, amp),
@@ -277,9 +315,15 @@ def kube_prometheus_stack_values(
             ),
             "resources": RESOURCES["kube-state-metrics"],
             **_on_system_nodes(cfg),
+            **_restricted(NOBODY),
             "service": _cluster_ip(),
         },
-        "prometheus-node-exporter": {
+        pod_security.NODE_EXPORTER_SUBCHART: {
+            # A host agent: its DaemonSet, Service and ServiceMonitor go to the
+            # privileged namespace (pod_security.py), not the restricted one.
+            pod_security.NAMESPACE_OVERRIDE: pod_security.agents_namespace(
+                cfg.monitoring_namespace
+            ),
             # The pinned tag is the distroless one already.
             "image": {
                 **_image(
@@ -316,22 +360,6 @@ def helm_releases(cfg: StackConfig, **options: Any) -> list[HelmRelease]:
 # ----------------------------------------------------------------- objects
 
 
-def namespace_manifest(cfg: StackConfig) -> dict[str, Any]:
-    psa = "pod-security.kubernetes.io"
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {
-            "name": cfg.monitoring_namespace,
-            "labels": {
-                **manifests.common_labels(cfg),
-                f"{psa}/enforce": PSA_LEVEL,
-                f"{psa}/warn": "baseline",
-            },
-        },
-    }
-
-
 def storage_class_manifest(cfg: StackConfig) -> dict[str, Any]:
     return {
         "apiVersion": "storage.k8s.io/v1",
@@ -346,8 +374,9 @@ def storage_class_manifest(cfg: StackConfig) -> dict[str, Any]:
 
 
 def core_objects(cfg: StackConfig) -> list[dict[str, Any]]:
-    """What must exist before the charts install: the namespace, the volume class."""
-    return [namespace_manifest(cfg), storage_class_manifest(cfg)]
+    """What must exist before the charts install: the monitoring namespace, its
+    host agents' namespace, the volume class."""
+    return [*pod_security.namespace_manifests(cfg), storage_class_manifest(cfg)]
 
 
 def head_metrics_ports(cfg: StackConfig) -> list[str]:

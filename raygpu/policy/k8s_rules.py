@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from raygpu import versions
+from raygpu.monitoring import dcgm, pod_security
+from raygpu.monitoring import stack as monitoring_stack
 from raygpu.policy.model import Resource, Rule, Stack, as_list, is_list
 
 RAY_KINDS = {
@@ -274,11 +276,80 @@ def namespace_default_deny(namespace: Resource, stack: Stack) -> Iterator[str]:
         yield f"namespace {name} has no default-deny ingress NetworkPolicy"
 
 
-def namespace_restricted(namespace: Resource, _stack: Stack) -> Iterator[str]:
+def namespace_restricted(namespace: Resource, stack: Stack) -> Iterator[str]:
     labels = namespace.get("metadata", "labels") or {}
     level = labels.get(PSA_ENFORCE)
-    if level != "restricted":
+    if level == "restricted":
+        return
+    served = labels.get(pod_security.HOST_AGENTS_LABEL)
+    if served is None:
         yield f"{PSA_ENFORCE} is {level!r}, not 'restricted'"
+        return
+    # The one exception: the monitoring stack's host agents' namespace.
+    yield from _host_agents_problems(namespace, stack, str(served), level)
+
+
+def _host_agents_problems(
+    namespace: Resource, stack: Stack, served: str, level: Any
+) -> Iterator[str]:
+    """A namespace labelled as the host agents' of monitoring namespace `served`
+    may be privileged only under the name derived from `served`, beside a
+    namespace `served` of the stack, and with only node-exporter (through
+    kube-prometheus-stack's override) and the DCGM exporter's release in it."""
+    name = _namespace_name(namespace)
+    label = f"{pod_security.HOST_AGENTS_LABEL}={served}"
+    try:
+        expected = pod_security.agents_namespace(served)
+    except ValueError:
+        expected = None
+    if name != expected:
+        yield (
+            f"{PSA_ENFORCE} is {level!r}, not 'restricted', and {label} admits "
+            f"only the namespace {expected}, not {name}"
+        )
+        return
+    if served not in {_namespace_name(n) for n in stack.of_type(*NAMESPACE)}:
+        yield f"{label}: the stack creates no namespace {served}"
+    for resource in stack.resources:
+        for problem in _not_a_host_agent(resource, name):
+            yield f"{PSA_ENFORCE} is {level!r} for the host agents only, but {problem}"
+
+
+def _not_a_host_agent(resource: Resource, namespace: str) -> Iterator[str]:
+    """What `resource` puts in the host agents' `namespace` that is not one of the
+    two agents (NetworkPolicies, which run nothing, may be there)."""
+    where = f"{resource.type} {resource.name}"
+    if resource.type in HELM_RELEASE:
+        chart = resource.get("chart")
+        dcgm_release = chart == dcgm.CHART and resource.get("name") == dcgm.RELEASE
+        if resource.get("namespace") == namespace and not dcgm_release:
+            yield f"{where} (chart {chart}) installs into it"
+        allowed = (
+            f"values.{pod_security.NODE_EXPORTER_SUBCHART}."
+            f"{pod_security.NAMESPACE_OVERRIDE}"
+            if chart == monitoring_stack.CHART
+            else None
+        )
+        for path in _overrides_to(resource.get("values"), namespace, "values"):
+            if path != allowed:
+                yield f"{where} moves {path} into it"
+    elif resource.type not in NETWORK_POLICY + NAMESPACE:
+        if resource.get("metadata", "namespace") == namespace:
+            yield f"{where} is placed in it"
+
+
+def _overrides_to(values: Any, namespace: str, path: str) -> Iterator[str]:
+    """Paths of every `namespaceOverride: <namespace>` in Helm values."""
+    if isinstance(values, Mapping):
+        for key, value in values.items():
+            here = f"{path}.{key}"
+            if key == pod_security.NAMESPACE_OVERRIDE and value == namespace:
+                yield here
+            else:
+                yield from _overrides_to(value, namespace, here)
+    elif is_list(values):
+        for i, value in enumerate(values):
+            yield from _overrides_to(value, namespace, f"{path}[{i}]")
 
 
 def _open_peer(peer: Any) -> str | None:
@@ -338,7 +409,12 @@ RULES = (
          "NetworkPolicy", "CIS Amazon EKS 4.3.2", NAMESPACE, namespace_default_deny),
     Rule("RG-K8S-08", "Pod Security restricted",
          "every namespace the stack creates enforces the restricted Pod Security "
-         "Standard", "CIS Amazon EKS 4.2.1-4.2.9 (through Pod Security Admission)",
+         "Standard, but one: the monitoring stack's host agents' namespace "
+         f"(labelled `{pod_security.HOST_AGENTS_LABEL}: <monitoring namespace>`, "
+         f"named `<monitoring namespace>{pod_security.AGENTS_SUFFIX}`) may be "
+         "privileged while the stack puts "
+         "nothing there but node-exporter and the DCGM exporter",
+         "CIS Amazon EKS 4.2.1-4.2.9 (through Pod Security Admission)",
          NAMESPACE, namespace_restricted),
     Rule("RG-K8S-09", "Network policies name their sources",
          "no NetworkPolicy admits every source, every namespace or 0.0.0.0/0",

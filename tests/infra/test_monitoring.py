@@ -1,12 +1,15 @@
 """Monitoring (infra/monitoring.py) and EbsCsiDriver (infra/ebs_csi.py): the real
-program under Pulumi's mocks on the dev and prod stacks, on dev with an AMP
-workspace, and on dev with `raygpu:monitoring: false`; the EBS CSI component with
-a StorageClass key."""
+program under Pulumi's mocks on the dev and prod stacks (monitoring on, as
+committed), on dev with an AMP workspace, and on dev with `raygpu:monitoring:
+false`; the policy pack over both stacks and over edits of them; the EBS CSI
+component with a StorageClass key."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -14,7 +17,14 @@ import yaml
 from infra import ebs_csi
 from infra import monitoring as infra_monitoring
 from raygpu import config, network_policies, policy, versions
-from raygpu.monitoring import alerts, dcgm, footprint, network, remote_write
+from raygpu.monitoring import (
+    alerts,
+    dcgm,
+    footprint,
+    network,
+    pod_security,
+    remote_write,
+)
 from raygpu.monitoring import stack as monitoring
 from raygpu.offline import MOCK_ACCOUNT, OfflineRun, run_offline
 from tests.infra.infra_helpers import as_list, run_component, stack_config, statements
@@ -44,8 +54,7 @@ def _run_with(
     return config.load_stack_file(path, stack), run_offline(stack, path)
 
 
-# The committed stack files leave monitoring off (see their comment): these runs
-# turn it on, as a stack without the key gets it.
+# The committed stack files with monitoring on (its default).
 @pytest.fixture(scope="module", params=["dev", "prod"])
 def program(request, tmp_path_factory) -> tuple[config.StackConfig, OfflineRun]:
     return _run_with(
@@ -88,8 +97,10 @@ def _trust(role: dict) -> dict:
 # ------------------------------------------------------------------ releases
 
 
-def test_releases_are_pinned_in_the_monitoring_namespace(program):
+def test_releases_are_pinned_and_dcgm_runs_with_the_host_agents(program):
     cfg, run = program
+    agents = pod_security.agents_namespace(cfg.monitoring_namespace)
+    assert cfg.monitoring is True and agents == "monitoring-agents"
     (provider,) = run.of_type(K8S_PROVIDER)
     assert provider["parent_type"] == "raygpu:kuberay:RayOnKubernetes"
     pins = {
@@ -102,11 +113,12 @@ def test_releases_are_pinned_in_the_monitoring_namespace(program):
             versions.DCGM_EXPORTER_HELM_REPO,
         ),
     }
+    namespaces = {monitoring.CHART: cfg.monitoring_namespace, dcgm.CHART: agents}
     for chart, (version, repo) in pins.items():
         inputs = _release(run, chart)["inputs"]
         assert inputs["version"] == version
         assert inputs["repositoryOpts"]["repo"] == repo
-        assert inputs["namespace"] == cfg.monitoring_namespace == "monitoring"
+        assert inputs["namespace"] == namespaces[chart]
         assert _release(run, chart)["options"]["provider"].startswith(
             provider["urn"] + "::"
         )
@@ -129,12 +141,22 @@ def test_the_chart_takes_retention_and_volume_from_the_config(program):
     )
 
 
+def _namespaces(cfg, run) -> tuple[dict, dict]:
+    """The Monitoring component's namespaces: monitoring's, the host agents'."""
+    found = {
+        n["inputs"]["metadata"]["name"]: n
+        for n in _mine(run, "kubernetes:core/v1:Namespace", infra_monitoring.TYPE_TOKEN)
+    }
+    agents = pod_security.agents_namespace(cfg.monitoring_namespace)
+    assert set(found) == {cfg.monitoring_namespace, agents}
+    return found[cfg.monitoring_namespace], found[agents]
+
+
 def test_apply_order_core_then_chart_then_dcgm_then_objects(program):
     cfg, run = program
     token = infra_monitoring.TYPE_TOKEN
-    (namespace,) = _mine(run, "kubernetes:core/v1:Namespace", token)
+    namespace, agents = _namespaces(cfg, run)
     (storage_class,) = _mine(run, "kubernetes:storage.k8s.io/v1:StorageClass", token)
-    assert namespace["inputs"]["metadata"]["name"] == cfg.monitoring_namespace
     assert storage_class["inputs"]["provisioner"] == monitoring.EBS_CSI_PROVISIONER
     assert storage_class["inputs"]["parameters"] == {
         "type": "gp3",
@@ -144,7 +166,8 @@ def test_apply_order_core_then_chart_then_dcgm_then_objects(program):
     assert _needs(storage_class, addon)
     chart, exporter = _release(run, monitoring.CHART), _release(run, dcgm.CHART)
     assert _needs(chart, namespace) and _needs(chart, storage_class)
-    assert _needs(exporter, chart)
+    assert _needs(chart, agents)  # node-exporter goes there
+    assert _needs(exporter, chart) and _needs(exporter, agents)
     expected = {
         (o["kind"], o["metadata"]["name"])
         for o in [alerts.prometheus_rule_manifest(cfg)]
@@ -185,31 +208,170 @@ def test_outputs_name_the_namespace_and_services(program):
     assert "amp_remote_write_role_arn" not in run.outputs
 
 
-def test_namespace_denies_ingress_but_from_its_own_pods(program):
+def test_namespaces_deny_ingress_but_what_monitoring_sends(program):
     cfg, run = program
     token = infra_monitoring.TYPE_TOKEN
     found = _mine(run, "kubernetes:networking.k8s.io/v1:NetworkPolicy", token)
-    assert {p["inputs"]["metadata"]["name"]: p["inputs"]["spec"] for p in found} == {
-        o["metadata"]["name"]: o["spec"]
-        for o in network.monitoring_network_policies(cfg)
+    expected = network.monitoring_network_policies(
+        cfg
+    ) + network.agents_network_policies(cfg)
+
+    def key(meta: dict) -> tuple[str, str]:
+        return meta["namespace"], meta["name"]
+
+    assert {key(p["inputs"]["metadata"]): p["inputs"]["spec"] for p in found} == {
+        key(o["metadata"]): o["spec"] for o in expected
     }
-    for obj in network.monitoring_network_policies(cfg):
+    for obj in expected:
         assert network_policies.network_policy_problems(obj) == []
-    (namespace,) = _mine(run, "kubernetes:core/v1:Namespace", token)
-    chart = _release(run, monitoring.CHART)
+    by_name = {n["inputs"]["metadata"]["name"]: n for n in _namespaces(cfg, run)}
+    chart, exporter = _release(run, monitoring.CHART), _release(run, dcgm.CHART)
     for netpol in found:
-        assert netpol["inputs"]["metadata"]["namespace"] == cfg.monitoring_namespace
-        assert _needs(netpol, namespace) and _needs(chart, netpol)
-
-
-def test_policy_pack_refuses_only_the_privileged_namespace(program):
-    # RG-K8S-08 wants every namespace `restricted`; node-exporter and DCGM need
-    # the host, so the monitoring namespace is `privileged`: the one open finding.
-    cfg, run = program
-    report = policy.check(policy.resources_from_run(run))
-    assert [(v.rule, v.resource_name) for v in report.blocking] == [
-        ("RG-K8S-08", f"{cfg.name_prefix}-monitoring-ns")
+        ns = netpol["inputs"]["metadata"]["namespace"]
+        assert _needs(netpol, by_name[ns]) and _needs(chart, netpol)
+        if ns != cfg.monitoring_namespace:
+            assert _needs(exporter, netpol)
+    # In the agents' namespace only Prometheus's pods reach the DCGM port.
+    (scrape,) = [
+        o["spec"] for o in network.agents_network_policies(cfg) if o["spec"]["ingress"]
     ]
+    (rule,) = scrape["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": dcgm.METRICS_PORT}]
+    (peer,) = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        network_policies.NAMESPACE_NAME_LABEL: cfg.monitoring_namespace
+    }
+    assert peer["podSelector"]["matchLabels"] == network.PROMETHEUS_POD_LABELS
+    assert scrape["podSelector"]["matchLabels"] == dcgm.SERVICE_LABELS
+
+
+def _blocking(records: list[dict]) -> list[tuple[str, str, str]]:
+    report = policy.check(policy.resources_from_run(SimpleNamespace(resources=records)))
+    return [(v.rule, v.resource_name, v.message) for v in report.blocking]
+
+
+def test_policy_pack_passes_both_stacks_with_monitoring_on(program):
+    cfg, run = program
+    assert cfg.monitoring is True
+    report = policy.check(policy.resources_from_run(run))
+    assert report.blocking == [], policy.report_lines(report)
+    levels = {
+        n["inputs"]["metadata"]["name"]: n["inputs"]["metadata"]["labels"][
+            pod_security.PSA_ENFORCE
+        ]
+        for n in run.of_type("kubernetes:core/v1:Namespace")
+    }
+    # Every namespace restricted, but the host agents' one.
+    agents = pod_security.agents_namespace(cfg.monitoring_namespace)
+    assert levels.pop(agents) == "privileged"
+    assert set(levels.values()) == {"restricted"}
+    assert cfg.monitoring_namespace in levels
+
+
+class _AsRun(SimpleNamespace):
+    """Records as `_mine` reads them from a run."""
+
+    def __init__(self, resources: list[dict]) -> None:
+        super().__init__(resources=resources)
+
+    def of_type(self, typ: str) -> list[dict]:
+        return [r for r in self.resources if r["type"] == typ]
+
+
+def _edited(run: OfflineRun, cfg, edit) -> list[dict]:
+    records = copy.deepcopy(run.resources)
+    namespace, agents = _namespaces(cfg, _AsRun(records))
+    edit(records, namespace["inputs"]["metadata"], agents["inputs"]["metadata"])
+    return records
+
+
+def _privileged(meta: dict) -> None:
+    meta["labels"][pod_security.PSA_ENFORCE] = "privileged"
+
+
+def test_the_exception_covers_no_other_privileged_namespace(program):
+    cfg, run = program
+    prefix = cfg.name_prefix
+    label = pod_security.HOST_AGENTS_LABEL
+
+    # The monitoring namespace itself privileged.
+    found = _blocking(_edited(run, cfg, lambda r, m, a: _privileged(m)))
+    assert [(r, n) for r, n, _ in found] == [("RG-K8S-08", f"{prefix}-monitoring-ns")]
+
+    # ... and labelled as host agents' namespace: not under the derived name.
+    def relabel(records, meta, agents):
+        _privileged(meta)
+        meta["labels"][label] = cfg.monitoring_namespace
+
+    found = _blocking(_edited(run, cfg, relabel))
+    assert [(r, n) for r, n, _ in found] == [("RG-K8S-08", f"{prefix}-monitoring-ns")]
+    assert "admits only the namespace monitoring-agents" in found[0][2]
+
+    # The Ray namespace claiming to be some namespace's host agents'.
+    records = copy.deepcopy(run.resources)
+    (ray_ns,) = [
+        r
+        for r in records
+        if r["type"] == "kubernetes:core/v1:Namespace"
+        and r["inputs"]["metadata"]["name"] == cfg.ray_namespace
+    ]
+    _privileged(ray_ns["inputs"]["metadata"])
+    ray_ns["inputs"]["metadata"]["labels"][label] = cfg.ray_namespace[:-1]
+    found = _blocking(records)
+    assert [r for r, _, _ in found] == ["RG-K8S-08"], found
+
+
+def test_the_exception_ends_when_another_workload_joins_the_agents(program):
+    cfg, run = program
+    agents = pod_security.agents_namespace(cfg.monitoring_namespace)
+    subject = f"{cfg.name_prefix}-monitoring-agents-ns"
+
+    def move(records, typ, suffix, fn):
+        (record,) = [
+            r for r in records if r["type"] == typ and r["name"].endswith(suffix)
+        ]
+        fn(record["inputs"])
+        return records
+
+    cases = {
+        "the chart itself": lambda i: i.update(namespace=agents),
+        "Grafana by override": lambda i: i["values"]["grafana"].update(
+            namespaceOverride=agents
+        ),
+    }
+    for what, fn in cases.items():
+        records = move(
+            copy.deepcopy(run.resources), RELEASE, "kube-prometheus-stack", fn
+        )
+        found = _blocking(records)
+        assert [(r, n) for r, n, _ in found] == [("RG-K8S-08", subject)], what
+    # The Ray cluster placed there, and another chart released there.
+    records = move(
+        copy.deepcopy(run.resources),
+        "kubernetes:ray.io/v1:RayCluster",
+        "raycluster",
+        lambda i: i["metadata"].update(namespace=agents),
+    )
+    assert ("RG-K8S-08", subject) in {(r, n) for r, n, _ in _blocking(records)}
+    records = move(
+        copy.deepcopy(run.resources),
+        RELEASE,
+        "kuberay-operator",
+        lambda i: i.update(namespace=agents),
+    )
+    found = [m for r, n, m in _blocking(records) if (r, n) == ("RG-K8S-08", subject)]
+    assert found and "kuberay-operator" in found[0]
+    # A namespace labelled so, but with no monitoring namespace beside it.
+    records = [
+        r
+        for r in copy.deepcopy(run.resources)
+        if not (
+            r["type"] == "kubernetes:core/v1:Namespace"
+            and r["inputs"]["metadata"]["name"] == cfg.monitoring_namespace
+        )
+    ]
+    found = _blocking(records)
+    assert ("RG-K8S-08", subject) in {(r, n) for r, n, _ in found}
 
 
 # ------------------------------------------------------------------ EBS CSI
@@ -313,10 +475,8 @@ def test_no_amp_role_without_a_workspace(program):
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_monitoring_false_installs_none_of_it(stack):
-    # The committed stack files set raygpu:monitoring false.
-    cfg = config.load_stack_file(ROOT / f"Pulumi.{stack}.yaml")
-    run = run_offline(stack)
+def test_monitoring_false_installs_none_of_it(stack, tmp_path):
+    cfg, run = _run_with(tmp_path, stack, monitoring=False)
     assert cfg.monitoring is False
     tokens = {r["type"] for r in run.resources} | {
         r["parent_type"] for r in run.resources

@@ -27,6 +27,7 @@ from raygpu.monitoring import (
     dcgm,
     footprint,
     operators,
+    pod_security,
     remote_write,
     stack,
 )
@@ -66,8 +67,12 @@ def everything(cfg) -> list[dict[str, Any]]:
 
 def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     want = selector.get("matchLabels") or {}
-    assert set(selector) <= {"matchLabels"}, "only matchLabels is modelled here"
-    return all(labels.get(k) == v for k, v in want.items())
+    assert set(selector) <= {"matchLabels", "matchExpressions"}
+    expressions = selector.get("matchExpressions") or []
+    assert {e["operator"] for e in expressions} <= {"In"}, "only In is modelled"
+    return all(labels.get(k) == v for k, v in want.items()) and all(
+        labels.get(e["key"]) in e["values"] for e in expressions
+    )
 
 
 def pod_labels(cfg, spec: Mapping[str, Any], node_type: str) -> dict[str, str]:
@@ -150,9 +155,13 @@ def test_the_vendored_crds_are_the_pinned_operators():
     assert (crd_schema.VENDORED_MONITORING_CRDS / "LICENSE").is_file()
 
 
+def _ns(name: str) -> dict[str, str]:
+    return {network_policies.NAMESPACE_NAME_LABEL: name}
+
+
 def test_prometheus_selects_the_rule_and_every_monitor(cfg):
     spec = stack.kube_prometheus_stack_values(cfg)["prometheus"]["prometheusSpec"]
-    ns_labels = {network_policies.NAMESPACE_NAME_LABEL: cfg.monitoring_namespace}
+    ns_labels = _ns(cfg.monitoring_namespace)
     selectors = {
         "PrometheusRule": ("ruleSelector", "ruleNamespaceSelector"),
         "PodMonitor": ("podMonitorSelector", "podMonitorNamespaceSelector"),
@@ -167,6 +176,100 @@ def test_prometheus_selects_the_rule_and_every_monitor(cfg):
         assert matches(spec[by_namespace], ns_labels)
     rule = alerts.prometheus_rule_manifest(cfg)
     assert rule["metadata"]["labels"][stack.RELEASE_LABEL] == stack.RELEASE
+    # node-exporter's chart puts its ServiceMonitor beside it, in the host agents'
+    # namespace: ServiceMonitors are selected there too, and nowhere else.
+    agents = _ns(pod_security.agents_namespace(cfg.monitoring_namespace))
+    assert matches(spec["serviceMonitorNamespaceSelector"], agents)
+    for key in ("rule", "podMonitor", "probe", "scrapeConfig"):
+        assert not matches(spec[f"{key}NamespaceSelector"], agents), key
+    for other in (cfg.ray_namespace, "kube-system", "default"):
+        for key in ("rule", "podMonitor", "serviceMonitor", "probe", "scrapeConfig"):
+            assert not matches(spec[f"{key}NamespaceSelector"], _ns(other)), key
+
+
+# ------------------------------------------------------------- pod security
+
+
+def test_the_monitoring_namespace_is_restricted_and_the_agents_privileged(cfg):
+    namespace, agents = stack.core_objects(cfg)[:2]
+    enforce = pod_security.PSA_ENFORCE
+    assert namespace["metadata"]["name"] == cfg.monitoring_namespace
+    assert namespace["metadata"]["labels"][enforce] == "restricted"
+    assert pod_security.HOST_AGENTS_LABEL not in namespace["metadata"]["labels"]
+    name = f"{cfg.monitoring_namespace}-agents"
+    assert agents["metadata"]["name"] == name
+    assert agents["metadata"]["labels"][enforce] == "privileged"
+    assert agents["metadata"]["labels"][pod_security.HOST_AGENTS_LABEL] == (
+        cfg.monitoring_namespace
+    )
+    # The two host agents, and only they, go there.
+    values = stack.kube_prometheus_stack_values(cfg)
+    assert values["prometheus-node-exporter"]["namespaceOverride"] == name
+    releases = {r.name: r.namespace for r in stack.helm_releases(cfg)}
+    assert releases == {stack.RELEASE: cfg.monitoring_namespace, dcgm.RELEASE: name}
+    monitor = dcgm.dcgm_service_monitor(cfg, stack.monitor_labels(cfg))
+    assert monitor["metadata"]["namespace"] == cfg.monitoring_namespace
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [name]}
+    for obj in stack.monitoring_objects(cfg):
+        assert obj["metadata"]["namespace"] != name, obj["metadata"]["name"]
+
+
+def test_a_monitoring_namespace_too_long_for_its_agents_is_refused():
+    assert pod_security.agents_namespace("m" * 56) == "m" * 56 + "-agents"
+    with pytest.raises(ValueError, match=r"^monitoringNamespace: at most 56 "):
+        pod_security.agents_namespace("m" * 57)
+
+
+# The chart's pods in the restricted namespace: (where the pod's securityContext
+# is set, where each container's is, None where prometheus-operator sets it).
+RESTRICTED_PODS = {
+    "prometheus-operator": (
+        ("prometheusOperator", "securityContext"),
+        [("prometheusOperator", "containerSecurityContext")],
+    ),
+    "prometheus": (("prometheus", "prometheusSpec", "securityContext"), None),
+    "alertmanager": (("alertmanager", "alertmanagerSpec", "securityContext"), None),
+    "grafana": (
+        ("grafana", "securityContext"),
+        [
+            ("grafana", "containerSecurityContext"),
+            ("grafana", "sidecar", "securityContext"),
+        ],
+    ),
+    "kube-state-metrics": (
+        ("kube-state-metrics", "securityContext"),
+        [("kube-state-metrics", "containerSecurityContext")],
+    ),
+}
+
+
+def _at(values: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        values = values[key]
+    return values
+
+
+@pytest.mark.parametrize("pod", sorted(RESTRICTED_PODS))
+def test_the_restricted_namespace_pods_meet_the_restricted_profile(cfg, pod):
+    values = stack.kube_prometheus_stack_values(cfg)
+    pod_path, container_paths = RESTRICTED_PODS[pod]
+    ctx = _at(values, pod_path)
+    assert ctx["runAsNonRoot"] is True and ctx["runAsUser"] != 0
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    for path in container_paths or []:
+        container = _at(values, path)
+        assert container["allowPrivilegeEscalation"] is False, path
+        assert container["capabilities"] == {"drop": ["ALL"]}, path
+        assert container.get("privileged") is not True, path
+    # Nothing in the restricted namespace asks for the host.
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert key not in _at(values, pod_path[:-1]), (pod, key)
+
+
+def test_grafana_runs_no_root_init_container(cfg):
+    grafana = stack.kube_prometheus_stack_values(cfg)["grafana"]
+    assert grafana["initChownData"] == {"enabled": False}
+    assert not grafana.get("persistence", {}).get("enabled")
 
 
 # --------------------------------------------------------------- the Ray pods

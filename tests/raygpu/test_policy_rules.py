@@ -537,3 +537,68 @@ def test_helm_values_images_count_their_registry():
     values["prometheus"]["prometheusSpec"]["image"] = moved
     bad = res(RELEASE, "monitoring", values=values)
     assert [v.rule for v in policy.check([bad], [rule]).violations] == [rule.id]
+
+
+# ------------------------------------ RG-K8S-08: the host agents' namespace
+
+
+def monitoring_resources():
+    """The monitoring stack's namespaces and its two charts, as built for dev."""
+    from raygpu.monitoring import dcgm, pod_security
+    from raygpu.monitoring import stack as monitoring_stack
+
+    served, agents = pod_security.namespace_manifests(CFG)
+    found = [res(NS, "mon-ns", **served), res(NS, "agents-ns", **agents)]
+    for release in monitoring_stack.helm_releases(CFG):
+        found.append(
+            res(RELEASE, release.name, name=release.name, chart=release.chart,
+                namespace=release.namespace, values=release.values)
+        )  # fmt: skip
+    assert {r.props.get("chart") for r in found} >= {
+        dcgm.CHART,
+        "kube-prometheus-stack",
+    }
+    return found
+
+
+def k8s_08(resources):
+    rule = policy.RULES_BY_ID["RG-K8S-08"]
+    return [
+        (v.resource_name, v.message) for v in policy.check(resources, [rule]).violations
+    ]
+
+
+def test_the_host_agents_namespace_may_be_privileged_with_the_two_agents_only():
+    from raygpu.monitoring import pod_security
+
+    resources = monitoring_resources()
+    assert k8s_08(resources) == []
+    agents = pod_security.agents_namespace(CFG.monitoring_namespace)
+    # A third chart there, or a pod of anything else, ends the exception.
+    other = res(RELEASE, "extra", name="extra", chart="extra", namespace=agents)
+    pod = res("kubernetes:core/v1:Pod", "shell", metadata={"namespace": agents})
+    for extra in (other, pod):
+        ((name, message),) = k8s_08([*resources, extra])
+        assert name == "agents-ns" and extra.name in message
+    # A NetworkPolicy there runs nothing: still admitted.
+    policy_obj = res(NETPOL, "deny", metadata={"namespace": agents})
+    assert k8s_08([*resources, policy_obj]) == []
+
+
+def test_the_host_agents_label_admits_no_other_namespace():
+    from raygpu.monitoring import pod_security
+
+    resources = monitoring_resources()
+    served = resources[0].props["metadata"]
+    enforce, label = pod_security.PSA_ENFORCE, pod_security.HOST_AGENTS_LABEL
+    # The monitoring namespace privileged, with or without the label.
+    for extra in ({}, {label: CFG.monitoring_namespace}):
+        meta = {
+            **served,
+            "labels": {**served["labels"], enforce: "privileged", **extra},
+        }
+        edited = [res(NS, "mon-ns", metadata=meta), *resources[1:]]
+        assert [name for name, _ in k8s_08(edited)] == ["mon-ns"], extra
+    # The agents' namespace without the monitoring namespace beside it.
+    ((name, message),) = k8s_08(resources[1:])
+    assert name == "agents-ns" and "creates no namespace monitoring" in message
