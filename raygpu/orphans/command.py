@@ -1,5 +1,6 @@
 """`raygpu orphans`: list, and with --delete remove, what a stack left in its
-cloud (AWS through boto3, Google Cloud through raygpu.orphans.gcp_scan).
+cloud (AWS through boto3, Google Cloud through raygpu.orphans.gcp_scan, Azure
+through raygpu.orphans.azure_scan).
 
 raygpu orphans --stack dev              # list; exit 1 when something is left
 raygpu orphans --stack dev --delete     # delete in dependency order
@@ -49,7 +50,11 @@ def from_stack_file(stack: str) -> tuple[str | None, str | None]:
 
 
 # Where a stack's region is set, per cloud (named when it comes from the file).
-REGION_KEYS = {"aws": "aws:region", "gcp": "gcp:region"}
+REGION_KEYS = {
+    "aws": "aws:region",
+    "gcp": "gcp:region",
+    "azure": "azure-native:location",
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Target:
     region_source: str = "--region"  # named when the region is not AWS's
     cloud: str = "aws"
     project: str | None = None  # the Google Cloud project (gcp:project)
+    subscription: str | None = None  # azure-native:subscriptionId
 
 
 def target_for(
@@ -97,6 +103,8 @@ def target_for(
         region_source=source,
         cloud=cloud,
         project=outputs.get("gcp_project") or getattr(cfg, "gcp_project", None),
+        subscription=outputs.get("subscription_id")
+        or getattr(cfg, "subscription_id", None),
     )
 
 
@@ -123,10 +131,12 @@ def scanner_for(target: Target, **kwargs: Any) -> Any:
     work ends here in one line."""
     if target.cloud == "gcp":
         return _gcp_scanner(target, **kwargs)
+    if target.cloud == "azure":
+        return _azure_scanner(target, **kwargs)
     if target.cloud != "aws":
         raise UsageError(
             f"stack {target.stack!r} runs on {target.cloud!r}: the leftover scan "
-            "knows aws and gcp"
+            "knows aws, gcp and azure"
         )
     scanner = OrphanScanner(
         session_for(target.region, target.region_source),
@@ -160,9 +170,26 @@ def _gcp_scanner(target: Target, **kwargs: Any) -> Any:
     )
 
 
+def _azure_scanner(target: Target, **kwargs: Any) -> Any:
+    from raygpu.orphans import azure_scan
+
+    if not target.subscription:
+        raise UsageError(
+            f"azure-native:subscriptionId: no subscription for stack "
+            f"{target.stack!r} (no stack output 'subscription_id', no valid "
+            f"Pulumi.{target.stack}.yaml)"
+        )
+    names = azure_scan.program_names(target.stack)
+    if target.cluster_name:
+        names = replace(names, cluster=target.cluster_name)
+    return azure_scan.scanner_for(
+        target.stack, target.subscription, target.region, names, **kwargs
+    )
+
+
 def cloud_errors(target: Target) -> Any:
     """The context that turns a cloud's unusable connection into one line (gcloud
-    errors already are one line)."""
+    and az errors already are one line)."""
     return aws_errors() if target.cloud == "aws" else contextlib.nullcontext()
 
 
@@ -177,12 +204,12 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
     options.add_stack(parser)
     options.add_outputs(parser)
     parser.add_argument(
-        "--region", help="AWS or Google Cloud region (default: the stack's)"
+        "--region", help="AWS, Google Cloud or Azure region (default: the stack's)"
     )
     parser.add_argument(
         "--cluster-name",
-        help="EKS or GKE cluster name (default: the stack output cluster_name); needed "
-        "after a destroy, when the stack has no outputs any more",
+        help="EKS, GKE or AKS cluster name (default: the stack output "
+        "cluster_name); needed after a destroy, when the stack has no outputs any more",
     )
 
 
