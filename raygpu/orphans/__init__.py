@@ -1,7 +1,8 @@
 """Find, and with --delete remove, what a stack left behind in its cloud.
 
 A Google Cloud stack is scanned by raygpu.orphans.gcp_scan through the GoogleCloud
-seam of raygpu.orphans.gcp (see there); the rest of this describes AWS.
+seam of raygpu.orphans.gcp, an Azure stack by raygpu.orphans.azure_scan through the
+AzureCloud seam of raygpu.orphans.azure (see there); the rest of this describes AWS.
 
     raygpu orphans --stack dev              # list; exit 1 when something is left
     raygpu orphans --stack dev --delete     # delete in dependency order

@@ -13,7 +13,8 @@ Order, each wait bounded:
 3. In the cloud: wait until what those made is gone (AWS: the load balancers and
    target groups tagged for the cluster, and the network interfaces AWS made for
    them; Google Cloud: GKE's forwarding and `k8s-` firewall rules on the stack's
-   network). Otherwise the network could not be deleted and `pulumi destroy`
+   network; Azure: the load balancers and the Services' public IPs in AKS's node
+   resource group). Otherwise the network could not be deleted and `pulumi destroy`
    would fail after a long wait.
 4. `pulumi destroy --yes`.
 5. Scan for leftovers (`raygpu orphans`, per cloud); exit non-zero listing each one.

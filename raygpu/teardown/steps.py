@@ -8,6 +8,7 @@ from typing import Any
 
 from raygpu.errors import CommandError
 from raygpu.orphans import CLASSIC_LOAD_BALANCER, LOAD_BALANCER, Orphan, OrphanScanner
+from raygpu.orphans.azure_scan import AzureOrphanScanner
 from raygpu.orphans.gcp_scan import GcpOrphanScanner
 from raygpu.stack import Clock, wait_until
 from raygpu.teardown.seams import (
@@ -90,7 +91,7 @@ class Teardown:
         stack: str,
         kubernetes: Kubernetes | None,
         pulumi: Pulumi,
-        scanner: OrphanScanner | GcpOrphanScanner,
+        scanner: OrphanScanner | GcpOrphanScanner | AzureOrphanScanner,
         clock: Clock | None = None,
         limits: Limits = Limits(),
         log: Callable[[str], None] = print,
