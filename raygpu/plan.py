@@ -6,11 +6,12 @@
 
 Runs the real Pulumi program under Pulumi's mock runtime with `Pulumi.<stack>.yaml`
 (see raygpu/offline.py): no credentials, no Pulumi CLI, a few seconds. Costs come
-from the resources the program registered (node groups, NAT gateways, the EKS
-cluster, KMS keys, root volumes) priced with raygpu/instance_types.py. "idle" puts
-every node group at its minimum size, "full" at its maximum. Usage-based charges
-(NAT data processing, S3 storage and requests, CloudWatch Logs, data transfer) are
-listed as excluded, not guessed.
+from the resources the program registered (node groups, NAT gateways, the
+cluster, KMS keys, disks) priced with the cloud's list prices (CLOUD_PRICES:
+raygpu/instance_types.py, prices_gcp.py, prices_azure.py). "idle" puts every node
+group at its minimum size, "full" at its maximum. Usage-based charges (NAT data
+processing, storage and requests, logs, data transfer) are listed as excluded, and
+an item without a price is named, not guessed.
 
 `--policy` runs the security rules of raygpu/policy (the ones the CrossGuard pack
 in infra/policy runs under `pulumi preview`) over the same resources and prints
