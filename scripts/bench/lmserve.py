@@ -23,6 +23,7 @@ Perplexity of fp32 and int8 on held-out blocks comes from prepare.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from typing import Any
 
@@ -158,6 +159,7 @@ def bench_lmserve(bench: Bench) -> dict[str, Any]:
 
     mode = LMSERVE_MODES[bench.mode]
     work = LMSERVE_WORK
+    load_start = [round(x, 2) for x in os.getloadavg()]
     log(f"lmserve: training {work['preset']} for {mode['train_s']:.0f} s, int8 ppl")
     argv = [MODELS_PROGRAM, "prepare", "--work", str(bench.work / "lmserve")]
     argv += ["--preset", work["preset"], "--train-s", str(mode["train_s"])]
@@ -229,6 +231,7 @@ def bench_lmserve(bench: Bench) -> dict[str, Any]:
         "one uvicorn process, 1 thread, one request at a time (asyncio.Lock), "
         "measured beside the HAProxy head; bare: run_batch in a child, 1 thread",
         "heads": heads,
+        "loadavg": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
         "runs": runs,
         **summarise(runs, work["concurrency"]),
     }

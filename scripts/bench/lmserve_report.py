@@ -113,6 +113,7 @@ def lmserve_markdown(section: dict[str, Any] | None) -> list[str]:
         f"{w['rounds']} round(s), median (min-max)",
         f"- load generator: {section['generator']}",
         f"- setup: {section['setup']}",
+        *_load_note(section.get("loadavg")),
         "",
         f"![tokens/s against concurrency]({PLOT_FILE})",
         "",
@@ -145,6 +146,17 @@ def lmserve_markdown(section: dict[str, Any] | None) -> list[str]:
         f"{m['eval']['blocks']} blocks of {m['eval']['tokens_per_block']} tokens",
     ]
     return lines
+
+
+def _load_note(load: dict | None) -> list[str]:
+    if not load:
+        return []
+    busy = max(load["start"][0], load["end"][0]) > 2
+    return [
+        f"- load average (1, 5, 15 min) at the section's start {load['start']}, "
+        f"end {load['end']}"
+        + ("; a shared machine, busy beyond its 2 cores" if busy else "")
+    ]
 
 
 def plot(section: dict[str, Any], path) -> None:

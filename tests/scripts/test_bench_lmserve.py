@@ -198,11 +198,13 @@ def test_the_markdown_and_plot_are_written(tmp_path):
         "perplexity": {"fp32": 4.0, "int8": 4.1},
         "generator": "g",
         "setup": "s",
+        "loadavg": {"start": [6.5, 5.0, 4.0], "end": [1.0, 1.0, 1.0]},
     }
     text = "\n".join(rep.lmserve_markdown(section))
     row = "| serve_haproxy | 16 | 800 (720-880) | 10.0 (10.0-10.0) | 30.0 (30.0-30.0) |"
     assert row in text
     assert "+2.50 %" in text and rep.PLOT_FILE in text
+    assert "start [6.5, 5.0, 4.0], end [1.0, 1.0, 1.0]; a shared machine" in text
     rep.plot(section, tmp_path / rep.PLOT_FILE)
     assert (tmp_path / rep.PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
 
