@@ -27,7 +27,7 @@ from raygpu.errors import CommandError
 from raygpu.names import LOOPBACK
 from raygpu.rayclient import client_auth_env, dashboard_get, ensure_token, ray_cli
 from raygpu.serve_ingress import (
-    DEFAULT_INGRESS,
+    LOCAL_INGRESS,
     serve_ingress_env,
 )
 
@@ -80,7 +80,7 @@ def start_head(
     temp_dir: str | None = None,
     timeout_s: float = 90.0,
     extra_env: dict[str, str] | None = None,
-    serve_ingress: str = DEFAULT_INGRESS,
+    serve_ingress: str = LOCAL_INGRESS,
 ) -> LocalRay:
     """Start a Ray head bound to 127.0.0.1 and wait until its job API answers.
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raygpu import config, helm_values, manifests, names, sizing, versions, workloads
+from raygpu import (
+    config,
+    helm_values,
+    manifests,
+    names,
+    serve_ingress,
+    sizing,
+    versions,
+    workloads,
+)
 from raygpu.manifests import ClusterRefs, ManifestError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -400,10 +409,17 @@ def _ray_containers(manifest: dict) -> list[dict]:
 
 
 @pytest.mark.parametrize("stack", STACKS)
-def test_serve_ingress_default_is_rays_proxy(stack):
+def test_the_stacks_serve_behind_haproxy_and_proxy_leaves_rays_default(stack):
     cfg = stack_config(stack)
-    assert cfg.serve_ingress == "proxy"
-    for c in _ray_containers(manifests.raycluster_manifest(cfg, REFS)):
+    assert cfg.serve_ingress == "haproxy" == serve_ingress.DEFAULT_INGRESS
+    proxy = config.load_config(
+        stack,
+        {
+            **config.stack_file_values(REPO / f"Pulumi.{stack}.yaml"),
+            "serveIngress": "proxy",
+        },
+    )
+    for c in _ray_containers(manifests.raycluster_manifest(proxy, REFS)):
         assert not [e for e in c["env"] if e["name"].startswith("RAY_SERVE_")]
 
 
