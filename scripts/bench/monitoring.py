@@ -1,9 +1,10 @@
 """11. monitoring: what a Prometheus scraping the cluster costs the work on it.
 
 Each round starts one local Ray head (metrics collection on, as on a stack) with
-the serve section's CNN app deployed behind the default ingress, and measures,
-once per condition, a shortened run of the training section's workload (Ray
-Train, a driver joining the head) and then Serve requests/s at c=32: with no
+the serve section's CNN app deployed behind a local head's default ingress, and
+measures, once per condition, a shortened run of the training section's
+workload (Ray Train, a driver joining the head) and then Serve requests/s at
+c=32: with no
 Prometheus at all, and with raygpu.monitoring.local's Prometheus scraping the
 head through Ray's service-discovery file every 15 s (its default). The
 conditions take turns (the order rotates each round) and ratios are paired
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raygpu.names import LOOPBACK
+from raygpu.serve_ingress import LOCAL_INGRESS
 from scripts.bench.proc import Bench
 from scripts.bench.serving import deploy_model, one_load, serve_body, serve_models
 from scripts.bench.settings import (
@@ -243,7 +245,8 @@ def bench_monitoring(bench: Bench) -> dict[str, Any]:
         "work": {
             "train": {**TRAIN_WORK, "epochs": mode["epochs"]},
             "serve": f"{MODEL} app, Serve batching, 2 replicas x 0.5 CPU, "
-            f"default ingress, c={CONCURRENCY}, {mode['serve_s']:g} s",
+            f"{LOCAL_INGRESS} ingress (a local head's default), "
+            f"c={CONCURRENCY}, {mode['serve_s']:g} s",
         },
         "conditions": CONDITIONS,
         "head_env": HEAD_ENV,
@@ -295,13 +298,14 @@ def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
         )
         + "; their order rotates each round, ratios paired within a round. "
         "Scrapes = Prometheus's `up` samples in the window (every target, each "
-        "scrape); Prometheus cores = its own CPU over the condition's window. "
+        "scrape); Prometheus cores = its own CPU over the condition's window; "
+        "other users = CPU of processes outside the bench during the training run. "
         f"Load average at start {la['start']}, at end {la['end']}.",
         "",
         "| round | condition | train samples/s | Serve rps | Serve p99 ms "
         "| scrapes (train / serve window) | targets | Prometheus cores "
-        "| load average (round start / end) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| other users (cores, training) | load average (round start / end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(section["rounds"], 1):
         for c in r["order"]:
@@ -316,6 +320,7 @@ def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
                     else "- | - | "
                 )
                 + f"{fmt(x.get('prometheus_cores'), 3)} | "
+                f"{fmt(x.get('train_foreign_cores'), 2)} | "
                 f"{r['loadavg'][0]} / {r['loadavg'][1]} |"
             )
     lines += ["", "| ratio | median (range) |", "|---|---|"]

@@ -25,6 +25,7 @@ def run(train: float, rps: float, scrapes: tuple[int, int] | None = None) -> dic
         "train_samples_per_s": train,
         "serve_rps": rps,
         "serve_p99_ms": 100.0,
+        "train_foreign_cores": 0.25,
     }
     if scrapes:
         out["scrapes"] = {"train": scrapes[0], "serve": scrapes[1], "targets": 3}
@@ -103,7 +104,7 @@ def test_markdown_has_a_row_per_round_and_condition():
     assert "## Monitoring overhead" in md
     assert md.count("| none | ") == 3
     assert md.count(f"| {PROM} | ") == 3
-    assert "| 9 / 3 | 3 | 0.002 |" in md
+    assert "| 9 / 3 | 3 | 0.002 | 0.25 |" in md
     assert f"| {PROM}/none train | 0.980 (0.950-0.990) |" in md
     assert mon.monitoring_markdown({"skipped": "failed: x"})[-1] == "skipped: failed: x"
 
