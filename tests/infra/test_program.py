@@ -98,8 +98,9 @@ def test_iam_resources_also_name_the_region(stack):
         for r in run.resources
         if r["type"].startswith("aws:iam/") and not r["type"].startswith(untaggable)
     ]
-    # cluster, node, flow-logs, autoscaler and IRSA roles, and the OIDC provider
-    assert len(iam) == 6, [r["name"] for r in iam]
+    # cluster, node, flow-logs, autoscaler and IRSA roles, and the OIDC provider,
+    # and with monitoring on the EBS CSI driver's role (infra/ebs_csi.py)
+    assert len(iam) == 6 + cfg.monitoring, [r["name"] for r in iam]
     for r in iam:
         assert r["inputs"]["tags"]["raygpu:region"] == cfg.region, r["name"]
         assert r["inputs"]["tags"]["raygpu:stack"] == name, r["name"]
