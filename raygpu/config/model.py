@@ -46,7 +46,7 @@ from raygpu.config.fields import (
 )
 from raygpu.config.monitoring_keys import MonitoringKeys
 from raygpu.config.pools import GpuPoolConfig, SystemPoolConfig
-from raygpu.names import PROJECT, REGION_TAG
+from raygpu.names import PROJECT, PROJECT_TAG, REGION_TAG, STACK_TAG
 
 NAMESPACE = "raygpu"
 REGION_KEY = "aws:region"
@@ -468,7 +468,7 @@ class StackConfig(MonitoringKeys):
 
     @property
     def tags(self) -> dict[str, str]:
-        return {"raygpu:stack": self.stack, "raygpu:project": self.project}
+        return {STACK_TAG: self.stack, PROJECT_TAG: self.project}
 
     @property
     def iam_tags(self) -> dict[str, str]:
