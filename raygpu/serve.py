@@ -323,6 +323,13 @@ def serve_on_stack(
     timeout_s: float,
     app: str = workloads.DEFAULT_SERVE_APP,
 ) -> int:
+    if outputs.cloud != "aws":
+        # The package goes to S3 (boto3) only, so far: say so rather than fail there.
+        raise CommandError(
+            f"--stack: {outputs.stack} is a {outputs.cloud} stack, and serve uploads "
+            "its package to S3 only so far (docs/clouds.md); on this stack, serve a "
+            "RayService from `raygpu render`'s template"
+        )
     import boto3
 
     s3 = boto3.Session(region_name=outputs.region).client("s3")

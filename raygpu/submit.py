@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from raygpu import options
+from raygpu import clouds, options
 from raygpu.errors import EXIT_FAILURE, EXIT_OK, CommandError, UsageError
 from raygpu.rayclient import check_address, dashboard_get, ray_cli, ray_client_env
 from raygpu.stack import RAY_JOBS_DIR, StackOutputs, load_outputs, stack_access
@@ -53,7 +53,9 @@ def read_requirements(path: Path = REQUIREMENTS) -> list[str]:
 
 
 def storage_path(outputs: StackOutputs) -> str:
-    return f"s3://{outputs.artifacts_bucket}/runs"
+    """Where a stack's jobs keep their runs: `runs/` of its artifacts bucket, in
+    the URI form of its cloud (s3://, gs://, abfs://)."""
+    return clouds.of(outputs).uri(outputs.artifacts_bucket, "runs")
 
 
 def with_storage_path(entrypoint: Sequence[str], storage: str) -> list[str]:

@@ -24,6 +24,7 @@ from raygpu.submit import (
     exit_code,
     failure_reason,
     stack_runtime_env,
+    storage_path,
     submit_argv,
     with_storage_path,
 )
@@ -223,3 +224,26 @@ def test_unreachable_cluster_is_a_one_line_error():
     # asked before Ray's CLI runs: nothing was submitted, so nothing to follow up
     assert message.startswith(f"cannot reach Ray at {address}: ")
     assert "\n" not in message and "ray job submit" not in message
+
+
+@pytest.mark.parametrize(
+    "values,uri",
+    [
+        ({"artifacts_bucket": "b"}, "s3://b/runs"),
+        ({"cloud": "gcp", "artifacts_bucket": "b"}, "gs://b/runs"),
+        (
+            {"cloud": "azure", "artifacts_bucket": "art@acct.dfs.core.windows.net"},
+            "abfs://art@acct.dfs.core.windows.net/runs",
+        ),
+    ],
+)
+def test_jobs_keep_their_runs_in_the_artifacts_bucket_of_each_cloud(values, uri):
+    assert storage_path(StackOutputs("s", values)) == uri
+
+
+def test_serve_on_a_gcp_or_azure_stack_says_it_uploads_to_s3_only():
+    from raygpu import serve as serve_mod
+
+    outputs = StackOutputs("g", {"cloud": "gcp", "artifacts_bucket": "b"})
+    with pytest.raises(CommandError, match="g is a gcp stack, and serve uploads"):
+        serve_mod.serve_on_stack(outputs, "gs://b/ckpt", {}, None, 1.0)
