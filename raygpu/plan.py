@@ -45,6 +45,8 @@ from raygpu.config import (
 from raygpu.cost_items import item as _item
 from raygpu.errors import UsageError
 from raygpu.manifests import ManifestError
+from raygpu.monitoring import footprint
+from raygpu.monitoring import stack as monitoring_stack
 from raygpu.names import NODE_ROLE_LABEL, SYSTEM_NODE_ROLE
 from raygpu.offline import OfflineRun, mask_secrets, run_offline, stack_path
 
@@ -125,6 +127,14 @@ def _aws_items(run: OfflineRun) -> tuple[list[dict[str, Any]], list[str]]:
                         role,
                     )
                 )
+    for r in run.of_type("kubernetes:helm.sh/v3:Release"):
+        gib = monitoring_stack.prometheus_volume_gib(r["inputs"])
+        if gib:
+            cost = footprint.storage_cost(gib)
+            note = f"{gib} GiB; bills asleep too"
+            items.append(
+                _item("Prometheus volume (gp3)", r["name"], cost.usd_hour, 1, 1, note)
+            )
     return items, []
 
 

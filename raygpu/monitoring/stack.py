@@ -341,6 +341,20 @@ def kube_prometheus_stack_values(
     }
 
 
+def prometheus_volume_gib(release_inputs: Mapping[str, Any]) -> int | None:
+    """The Prometheus volume's GiB a Helm release's inputs ask for (None: the
+    release is not this chart's, or asks for no volume): what the plan prices."""
+    if release_inputs.get("chart") != CHART:
+        return None
+    spec = ((release_inputs.get("values") or {}).get("prometheus") or {}).get(
+        "prometheusSpec"
+    ) or {}
+    claim = (spec.get("storageSpec") or {}).get("volumeClaimTemplate") or {}
+    size = ((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}
+    text = str(size.get("storage") or "")
+    return int(text.removesuffix("Gi")) if text.endswith("Gi") else None
+
+
 def kube_prometheus_stack_release(cfg: StackConfig, **options: Any) -> HelmRelease:
     return HelmRelease(
         name=RELEASE,

@@ -15,6 +15,7 @@ import yaml
 from raygpu import cli
 from raygpu import instance_types as it
 from raygpu.config import StackConfig, load_stack_file
+from raygpu.config.monitoring_keys import monitoring_keys
 from tests.infra.infra_helpers import CONTRACT_OUTPUTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,8 @@ def expected_cost(cfg: StackConfig) -> tuple[float, float]:
     fixed += 2 * it.KMS_KEY_USD_MONTH / it.HOURS_PER_MONTH  # storage + secrets keys
     disk = it.EBS_GP3_USD_GIB_MONTH / it.HOURS_PER_MONTH
     sys_node = cfg.system_pool.node_usd_hour() + cfg.system_pool.disk_size_gib * disk
+    if monitoring_keys(cfg).monitoring:  # the Prometheus volume (gp3)
+        fixed += monitoring_keys(cfg).monitoring_storage_gib * disk
     idle = fixed + cfg.system_pool.min_size * sys_node
     full = fixed + cfg.system_pool.max_size * sys_node
     for pool in cfg.gpu_pools:
@@ -108,6 +111,18 @@ def test_cost_is_itemised_per_node_group_and_fixed_item(stack, capsys):
         cost["idle_usd_hour"], abs=0.01
     )
     assert cost["excluded"]
+
+
+def test_the_prometheus_volume_is_priced_awake_and_asleep(capsys):
+    cost = json_plan("prod", capsys)["cost"]
+    (item,) = [i for i in cost["items"] if i["item"] == "Prometheus volume (gp3)"]
+    gib = monitoring_keys(
+        load_stack_file(ROOT / "Pulumi.prod.yaml")
+    ).monitoring_storage_gib
+    assert item["unit_usd_hour"] == pytest.approx(
+        gib * it.EBS_GP3_USD_GIB_MONTH / it.HOURS_PER_MONTH, rel=1e-3
+    )
+    assert item["pool_role"] is None  # not a node: it stays while the stack sleeps
 
 
 def test_text_plan_prints_the_tree_and_totals(capsys):
