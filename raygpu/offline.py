@@ -17,6 +17,7 @@ every input the program passes is recorded as the engine received it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import runpy
 from collections.abc import Callable, Mapping
@@ -347,6 +348,15 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime asks for the thread's event loop; after an `asyncio.run`
+    in the same thread (which leaves none set) that raises, so set a fresh one."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_under_mocks(
     program: Callable[[], Mapping[str, Any] | None],
     *,
@@ -361,6 +371,7 @@ def run_under_mocks(
     the engine received."""
     mocks = mocks or RaygpuMocks(region)
     monitor = RecordingMonitor(mocks)
+    _ensure_event_loop()
     settings.ROOT.set(None)
     pulumi.runtime.set_all_config(dict(engine_config or {}), [])
     pulumi.runtime.set_mocks(
