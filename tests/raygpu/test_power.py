@@ -81,7 +81,8 @@ def test_asleep_means_no_system_nodes_and_a_suspended_ray_cluster(tmp_path, caps
         assert awake["cost"][key] == asleep["cost"][key]
     assert awake["cost"]["idle_usd_hour"] == awake["cost"]["awake_usd_hour"] <= 0.35
     assert asleep["cost"]["idle_usd_hour"] == asleep["cost"]["asleep_usd_hour"]
-    assert asleep["cost"]["asleep_usd_hour"] < 0.16
+    # control plane, NAT, keys and the Prometheus volume: about $0.15/h
+    assert asleep["cost"]["asleep_usd_hour"] <= 0.16
     assert asleep["asleep"] is True and awake["asleep"] is False
 
 
