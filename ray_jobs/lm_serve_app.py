@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from mlcore.autoscaling import ServeAutoscaling
+from mlcore.autoscaling import ServeAutoscaling, check_replicas, replica_options
 from serve_app import DRAIN_LIMIT_BYTES, BadRequest, read_body
 
 logger = logging.getLogger("ray.serve")
@@ -78,11 +78,7 @@ class LMServeArgs(BaseModel):
                 "variant: int8 runs on CPUs only (torchao's int8 kernels); "
                 "use variant=fp32 with num_gpus > 0, or num_gpus=0"
             )
-        if self.num_replicas is not None and self.autoscaling is not None:
-            raise ValueError(
-                "num_replicas and autoscaling: give a fixed count or autoscaling "
-                "bounds, not both"
-            )
+        check_replicas(self.num_replicas, self.autoscaling)
         if self.context is not None:
             for name in ("max_prompt_tokens", "max_tokens_cap"):
                 value = getattr(self, name)
@@ -93,9 +89,7 @@ class LMServeArgs(BaseModel):
         return self
 
     def replica_options(self) -> dict[str, Any]:
-        if self.autoscaling is not None:
-            return {"autoscaling_config": self.autoscaling.to_serve()}
-        return {"num_replicas": self.num_replicas or 1}
+        return replica_options(self.num_replicas, self.autoscaling)
 
     def max_ongoing_requests(self) -> int:
         # Room for every running and queued sequence plus the cheap GETs, so the

@@ -43,7 +43,7 @@ from ray import serve
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
-from mlcore.autoscaling import ServeAutoscaling
+from mlcore.autoscaling import ServeAutoscaling, check_replicas, replica_options
 
 DEFAULT_MAX_INSTANCES = 256
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -119,18 +119,12 @@ class ServeArgs(BaseModel):
 
     @model_validator(mode="after")
     def _replicas(self) -> "ServeArgs":
-        if self.num_replicas is not None and self.autoscaling is not None:
-            raise ValueError(
-                "num_replicas and autoscaling: give a fixed count or autoscaling "
-                "bounds, not both"
-            )
+        check_replicas(self.num_replicas, self.autoscaling)
         return self
 
     def replica_options(self) -> dict[str, Any]:
         """Serve's deployment options for the replica count."""
-        if self.autoscaling is not None:
-            return {"autoscaling_config": self.autoscaling.to_serve()}
-        return {"num_replicas": self.num_replicas or 1}
+        return replica_options(self.num_replicas, self.autoscaling)
 
     @field_validator("max_queued_requests")
     @classmethod

@@ -43,3 +43,21 @@ class ServeAutoscaling(BaseModel):
     def to_serve(self) -> dict[str, Any]:
         """The deployment's `autoscaling_config` (Serve's own field names)."""
         return self.model_dump()
+
+
+def check_replicas(num_replicas: int | None, autoscaling: Any) -> None:
+    """An app's arguments give a fixed count or autoscaling bounds, not both."""
+    if num_replicas is not None and autoscaling is not None:
+        raise ValueError(
+            "num_replicas and autoscaling: give a fixed count or autoscaling "
+            "bounds, not both"
+        )
+
+
+def replica_options(
+    num_replicas: int | None, autoscaling: ServeAutoscaling | None
+) -> dict[str, Any]:
+    """Serve's deployment options for the replica count (neither: 1 replica)."""
+    if autoscaling is not None:
+        return {"autoscaling_config": autoscaling.to_serve()}
+    return {"num_replicas": num_replicas or 1}
