@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reduction-factor", type=float, default=3, help="ASHA: keep 1/N (3)"
     )
     p.add_argument("--seed", type=int, default=0, help="Optuna's and torch's seed (0)")
+    p.add_argument(
+        "--train-seed",
+        type=int,
+        help="torch's seed in every trial (--seed): held fixed, two searches "
+        "differ only in the configurations they try",
+    )
     p.add_argument("--dataset", default="digits", help=f"one of {DATASETS}")
     p.add_argument("--data-dir", default=None, help="where mnist's files are")
     p.add_argument("--download", action="store_true", help="allow mnist download")
@@ -153,6 +159,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.num_samples is not None:
         at_least("--num-samples", args.num_samples, 1)
     at_least("--grid-points", args.grid_points, 2)
+    at_least("--seed", args.seed, 0)
+    if args.train_seed is not None:
+        at_least("--train-seed", args.train_seed, 0)
     at_least("--max-concurrent", args.max_concurrent, 1)
     if args.startup_trials is not None:
         if args.search != "optuna":
@@ -207,7 +216,7 @@ def request(args: argparse.Namespace, space: Space) -> dict:
     keys = (
         "search scheduler num_samples grid_points startup_trials epochs "
         "grace_period reduction_factor "
-        "seed dataset num_workers cpus_per_worker use_gpu keep_checkpoints"
+        "seed train_seed dataset num_workers cpus_per_worker use_gpu keep_checkpoints"
     ).split()
     return {"space": space.to_dict()["parameters"], "points": space.points} | {
         k: getattr(args, k) for k in keys
@@ -363,7 +372,7 @@ def run(args: argparse.Namespace) -> dict:
         image_shape=tuple(ds.image_shape),
         num_classes=ds.num_classes,
         epochs=args.epochs,
-        seed=args.seed,
+        seed=args.seed if args.train_seed is None else args.train_seed,
         num_workers=args.num_workers,
         cpus_per_worker=args.cpus_per_worker,
         use_gpu=args.use_gpu,

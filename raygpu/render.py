@@ -35,7 +35,8 @@ The monitoring stack (raygpu/monitoring/stack.py) adds its namespaces (the
 monitoring one, `restricted`, and `<it>-agents`, `privileged`, for node-exporter
 and the DCGM exporter only) and StorageClass to the 0x files and
 kube-prometheus-stack and the DCGM exporter to the Helm releases; its monitors are
-checked against prometheus-operator's CRDs.
+checked against prometheus-operator's CRDs. A stack with `raygpu:monitoring: false`,
+or on a cloud whose program installs no monitoring stack, gets none of them.
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def render(
     objects = manifests.cluster_objects(cfg, refs)
     core = [o for o in objects if o["kind"] in ("Namespace", "ServiceAccount")]
     keys = monitoring_keys(cfg)
-    monitoring_core = monitoring.core_objects(cfg)
+    # Only what `pulumi up` installs: no monitoring objects where it installs none.
+    monitoring_core = monitoring.core_objects(cfg) if keys.monitoring else []
     core += monitoring_core
     ray = [o for o in objects if o["apiVersion"] == manifests.RAY_API_VERSION]
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
@@ -242,10 +244,14 @@ def render(
             else []
         ),
         # AMP's remote write needs the role the stack creates: `pulumi up` adds it.
-        *monitoring.helm_releases(
-            cfg,
-            retention=keys.monitoring_retention,
-            storage_gib=keys.monitoring_storage_gib,
+        *(
+            monitoring.helm_releases(
+                cfg,
+                retention=keys.monitoring_retention,
+                storage_gib=keys.monitoring_storage_gib,
+            )
+            if keys.monitoring
+            else []
         ),
     ]
     index = []
@@ -285,15 +291,17 @@ def render(
         path = out / "templates" / file_name
         result.written.append(_dump(path, obj))
 
-    rule = alerts.prometheus_rule_manifest(cfg)
-    name = f"40-prometheusrule-{rule['metadata']['name']}.yaml"
-    result.written.append(_dump(out / name, rule))
-    monitors = monitoring.monitoring_objects(cfg)
-    for name, obj in monitoring.file_names(monitors):
-        result.written.append(_dump(out / name, obj))
+    rules, monitors = [], []
+    if keys.monitoring:
+        rules = [alerts.prometheus_rule_manifest(cfg)]
+        name = f"40-prometheusrule-{rules[0]['metadata']['name']}.yaml"
+        result.written.append(_dump(out / name, rules[0]))
+        monitors = monitoring.monitoring_objects(cfg)
+        for name, obj in monitoring.file_names(monitors):
+            result.written.append(_dump(out / name, obj))
 
     if validate:
-        extra = [*monitoring_core, rule, *monitors]
+        extra = [*monitoring_core, *rules, *monitors]
         result.problems += check(
             ray + templates,
             objects + templates + extra,
@@ -301,8 +309,10 @@ def render(
             crd_dir,
         )
         result.problems += monitoring.problems(extra)
-        found = rulecheck.rule_problems(rule["spec"]["groups"])
-        result.problems += [f"PrometheusRule {alerts.RULE_NAME}: {p}" for p in found]
+        for rule in rules:
+            found = rulecheck.rule_problems(rule["spec"]["groups"])
+            where = f"PrometheusRule {alerts.RULE_NAME}"
+            result.problems += [f"{where}: {p}" for p in found]
     return result
 
 

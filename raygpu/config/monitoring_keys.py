@@ -128,7 +128,8 @@ class MonitoringKeys(ConfigModel):
 
 
 def monitoring_keys(cfg: Any) -> MonitoringKeys:
-    """`cfg`'s monitoring keys; a cloud's model without them gets their defaults."""
+    """`cfg`'s monitoring keys. A cloud's model without them (GCP, Azure: their
+    programs install no monitoring stack yet, docs/clouds.md) gets monitoring off."""
     if isinstance(cfg, MonitoringKeys):
         return cfg
-    return MonitoringKeys.model_construct()
+    return MonitoringKeys.model_construct(monitoring=False)

@@ -232,6 +232,13 @@ def summarise(rounds: list[dict], conditions: list[str]) -> dict[str, Any]:
 def bench_monitoring(bench: Bench) -> dict[str, Any]:
     mode = MON_MODES[bench.mode]
     conditions = list(CONDITIONS)
+    from raygpu.errors import UsageError
+    from raygpu.monitoring import local
+
+    try:  # before the first round, not minutes into it
+        local.find_binary()
+    except UsageError as exc:
+        raise BenchError(f"monitoring: {exc}") from None
     load0 = loadavg()
     ckpts, _ = serve_models(bench)
     rounds = []

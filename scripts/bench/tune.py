@@ -9,7 +9,8 @@ search space (TUNE_WORK["space"]):
    choice), each trained the full epochs (FIFO, no early stopping);
 2. Optuna's TPE with ASHA (grace period 1 epoch, reduction factor 4, at most the
    same epochs), a fixed number of trials (the first few random), once per
-   seed (the seed is Optuna's and torch's).
+   seed. The seed is Optuna's: every trial of both searches trains with torch's
+   seed TUNE_WORK["train_seed"], so a configuration both try trains the same.
 
 A search's figure is its best trial's best-epoch validation accuracy (the same
 rule for both). The targets: the mean over the seeds of Tune's best within 0.5
@@ -117,6 +118,7 @@ def bench_tune(bench) -> dict[str, Any]:
             "--scheduler=fifo",
             epochs,
             "--seed=0",
+            f"--train-seed={cfg['train_seed']}",
         ]
         grid = brief(
             _run_search(
@@ -135,6 +137,7 @@ def bench_tune(bench) -> dict[str, Any]:
                 f"--reduction-factor={cfg['reduction_factor']}",
                 epochs,
                 f"--seed={seed}",
+                f"--train-seed={cfg['train_seed']}",
             ]
             argv = _search_argv(space, storage, name, search)
             tuned[seed] = brief(_run_search(bench, head, argv, name))
@@ -187,7 +190,9 @@ def tune_markdown(tune: dict[str, Any] | None) -> list[str]:
         f"{w['num_samples']} trials of Optuna's TPE ({w['startup_trials']} random "
         "first), ASHA (grace "
         f"{w['grace_period']}, reduction {w['reduction_factor']:g}, at most "
-        f"{w['epochs']} epochs). Both: {w['max_concurrent']} trials at once, 1 "
+        f"{w['epochs']} epochs), one search per Optuna seed. Both: torch's seed "
+        f"{w.get('train_seed', 'the search seed')} in every trial, "
+        f"{w['max_concurrent']} trials at once, 1 "
         f"worker x {w['cpus_per_worker']:g} CPU each. A search's figure: its best "
         "trial's best-epoch validation accuracy. Epochs trained: every epoch a "
         "trial ran, from its checkpoints (the target's count); reported: those "

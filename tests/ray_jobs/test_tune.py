@@ -318,6 +318,8 @@ def test_a_bad_space_stops_the_job_before_any_trial(tmp_path, capsys, monkeypatc
         (["--max-concurrent", "0"], "--max-concurrent: must be a number >= 1"),
         (["--search", "grid", "--startup-trials", "3"], "--startup-trials: goes with"),
         (["--name", "../x"], "--name: use 1-100 letters"),
+        (["--seed", "-1"], "--seed: must be a number >= 0"),
+        (["--train-seed", "-2"], "--train-seed: must be a number >= 0"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, argv, fragment):

@@ -116,11 +116,46 @@ def test_every_bad_key_is_reported_at_once():
     assert "raygpu:monitoringStorageGib" in message
 
 
-def test_a_model_without_the_keys_gets_their_defaults():
+def test_a_model_without_the_keys_has_monitoring_off():
     cfg = config.load_stack_file(ROOT / "Pulumi.gcp-dev.yaml")
     assert not isinstance(cfg, MonitoringKeys)
     keys = monitoring_keys(cfg)
-    assert (keys.monitoring, keys.monitoring_retention) == (True, "15d")
+    assert (keys.monitoring, keys.monitoring_retention) == (False, "15d")
+
+
+MONITORING_FILES = (
+    "*prometheusrule*",
+    "*podmonitor*",
+    "*servicemonitor*",
+    "*configmap-ray-dashboard*",
+    "*helm-kube-prometheus-stack*",
+    "*helm-dcgm*",
+    "*storageclass*",
+)
+
+
+def _monitoring_files(out):
+    return sorted(p.name for pat in MONITORING_FILES for p in out.glob(pat))
+
+
+@pytest.mark.parametrize("stack", ["gcp-dev", "azure-dev"])
+def test_render_writes_no_monitoring_where_the_program_installs_none(tmp_path, stack):
+    out = tmp_path / "out"
+    render.render(stack, out, validate=False)
+    assert _monitoring_files(out) == []
+    assert list(out.glob("*-raycluster-*.yaml"))  # the rest is there
+
+
+def test_render_writes_no_monitoring_when_it_is_off(tmp_path):
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["raygpu:monitoring"] = False
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(yaml.safe_dump(doc))
+    on, off = tmp_path / "on", tmp_path / "off"
+    render.render("dev", on, validate=False)
+    render.render("dev", off, stack_file=stack_file, validate=False)
+    assert len(_monitoring_files(on)) > 5
+    assert _monitoring_files(off) == []
 
 
 def test_render_takes_retention_and_volume_from_the_stack(tmp_path):
