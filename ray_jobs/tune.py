@@ -88,6 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--time-budget-s", type=float, help="stop starting trials after this"
     )
     p.add_argument(
+        "--epoch-budget",
+        type=int,
+        help="end the search once its trials have reported this many epochs",
+    )
+    p.add_argument(
         "--epochs", type=int, default=10, help="epochs per trial at most (10)"
     )
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs first (1)")
@@ -172,6 +177,8 @@ def validate(args: argparse.Namespace) -> None:
             "--time-budget-s", f"must be positive (got {args.time_budget_s})"
         )
     at_least("--epochs", args.epochs, 1)
+    if args.epoch_budget is not None:
+        at_least("--epoch-budget", args.epoch_budget, 1)
     at_least("--grace-period", args.grace_period, 1)
     if args.grace_period > args.epochs:
         raise JobInputError(
@@ -215,7 +222,7 @@ def request(args: argparse.Namespace, space: Space) -> dict:
     """What defines the search: a rerun resumes it only when this is the same."""
     keys = (
         "search scheduler num_samples grid_points startup_trials epochs "
-        "grace_period reduction_factor "
+        "epoch_budget grace_period reduction_factor "
         "seed train_seed dataset num_workers cpus_per_worker use_gpu keep_checkpoints"
     ).split()
     return {"space": space.to_dict()["parameters"], "points": space.points} | {
@@ -358,6 +365,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from train import controller_poll_interval
     from tuning import verdicts
+    from tuning.budget import EpochBudget
 
     poll_interval_s = controller_poll_interval()
     started = time.time()
@@ -407,9 +415,12 @@ def run(args: argparse.Namespace) -> dict:
         print(
             f"[raygpu] searching {', '.join(space.searched)} with {args.search} and "
             f"{args.scheduler}: {planned} trial(s) of up to {args.epochs} epoch(s), "
-            f"{args.max_concurrent} at once, in {experiment.uri}",
+            f"{args.max_concurrent} at once"
+            + (f", {args.epoch_budget} epoch(s) in all" if args.epoch_budget else "")
+            + f", in {experiment.uri}",
             flush=True,
         )
+        budget = EpochBudget(args.epoch_budget) if args.epoch_budget else None
         tuner = tune.Tuner(
             trainable(settings),
             param_space=space.grid_space(args.grid_points)
@@ -421,7 +432,9 @@ def run(args: argparse.Namespace) -> dict:
                 storage_path=storage.path,
                 storage_filesystem=fs,
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                callbacks=[results.Progress(args.epochs, planned)],
+                callbacks=[results.Progress(args.epochs, planned)]
+                + ([budget] if budget else []),
+                stop=budget,
                 verbose=0,
             ),
         )
@@ -431,6 +444,12 @@ def run(args: argparse.Namespace) -> dict:
         "settings": asdict(settings),
         "wall_seconds": round(time.time() - started, 2),
     }
+    if args.epoch_budget:
+        took = sum(r.reported for r in rows)
+        extra["epoch_budget"] = {
+            "epochs": args.epoch_budget,
+            "spent": took >= args.epoch_budget,
+        }
     return results.write_all(rows, experiment, wanted, extra)
 
 

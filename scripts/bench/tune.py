@@ -11,6 +11,9 @@ search space (TUNE_WORK["space"]):
    same epochs), a fixed number of trials (the first few random), once per
    seed. The seed is Optuna's: every trial of both searches trains with torch's
    seed TUNE_WORK["train_seed"], so a configuration both try trains the same.
+   Each search runs under tune.py --epoch-budget: the target's share of the
+   grid's epochs, less one epoch for each other trial in flight when the budget
+   is spent (it may finish the epoch it is on while torn down).
 
 A search's figure is its best trial's best-epoch validation accuracy (the same
 rule for both). The targets: the mean over the seeds of Tune's best within 0.5
@@ -28,6 +31,13 @@ from typing import Any
 
 GAP_TARGET_POINTS = -0.5
 EPOCH_SHARE_TARGET = 0.4
+
+
+def epoch_budget(grid_epochs: int, max_concurrent: int) -> int:
+    """tune.py --epoch-budget for a search held to the target's share of the
+    grid's epochs: the budget counts epochs Tune took, and each other trial in
+    flight when it is spent may have trained one more."""
+    return max(1, int(EPOCH_SHARE_TARGET * grid_epochs) - (max_concurrent - 1))
 
 
 def _search_argv(space: Path, storage: Path, name: str, search: list[str]) -> list:
@@ -125,6 +135,7 @@ def bench_tune(bench) -> dict[str, Any]:
                 bench, head, _search_argv(space, storage, "grid", grid_argv), "grid"
             )
         )
+        budget = epoch_budget(grid["epochs_trained"], cfg["max_concurrent"])
         tuned = {}
         for seed in cfg["seeds"]:
             name = f"asha-optuna-{seed}"
@@ -138,6 +149,7 @@ def bench_tune(bench) -> dict[str, Any]:
                 epochs,
                 f"--seed={seed}",
                 f"--train-seed={cfg['train_seed']}",
+                f"--epoch-budget={budget}",
             ]
             argv = _search_argv(space, storage, name, search)
             tuned[seed] = brief(_run_search(bench, head, argv, name))
@@ -147,6 +159,7 @@ def bench_tune(bench) -> dict[str, Any]:
     out["work"] = {k: v for k, v in cfg.items() if k != "space"} | {
         "space": cfg["space"]["parameters"]
     }
+    out["work"]["epoch_budget"] = budget
     out["head_start_s"] = round(head_s, 2)
     return out
 
@@ -190,7 +203,10 @@ def tune_markdown(tune: dict[str, Any] | None) -> list[str]:
         f"{w['num_samples']} trials of Optuna's TPE ({w['startup_trials']} random "
         "first), ASHA (grace "
         f"{w['grace_period']}, reduction {w['reduction_factor']:g}, at most "
-        f"{w['epochs']} epochs), one search per Optuna seed. Both: torch's seed "
+        f"{w['epochs']} epochs), one search per Optuna seed, each ending once "
+        f"Tune has taken {w.get('epoch_budget', '-')} epochs (tune.py "
+        "--epoch-budget: the target's share of the grid's, less one for the other "
+        "trial in flight). Both: torch's seed "
         f"{w.get('train_seed', 'the search seed')} in every trial, "
         f"{w['max_concurrent']} trials at once, 1 "
         f"worker x {w['cpus_per_worker']:g} CPU each. A search's figure: its best "

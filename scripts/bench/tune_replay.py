@@ -1,7 +1,8 @@
 """An offline replay of the tune section's ASHA + Optuna search, for choosing its
 settings without an hour of Ray per try.
 
-    .venv/bin/python -m scripts.bench.tune_replay [--seeds 90] [--setting 8,3,4 ...]
+    PYTHONPATH=ray_jobs:. python -m scripts.bench.tune_replay \\
+        [--seeds 90] [--setting 8,3,4 ...]
 
 Every trial's validation curve is trained once, as tune.py's worker trains it
 (mlcore's loop, the MLP, Adam, 1 worker, torch's seed TUNE_WORK["train_seed"]),
@@ -181,9 +182,7 @@ def replay(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scripts.bench.settings import RAY_JOBS, TUNE_WORK
-
-    sys.path.insert(0, str(RAY_JOBS))  # mlcore and tuning, as tune.py's workers
+    from scripts.bench.settings import TUNE_WORK
     from scripts.bench.tune import EPOCH_SHARE_TARGET, GAP_TARGET_POINTS
 
     p = argparse.ArgumentParser(prog="tune_replay", description=__doc__.split("\n")[0])

@@ -223,6 +223,63 @@ def test_a_killed_search_resumes_on_the_rerun(ray_head, tmp_path):
         assert len(starts) == 2 and starts[1] >= had[0].epoch + 1, (trial, starts)
 
 
+@pytest.mark.slow
+def test_an_epoch_budget_ends_the_search_and_survives_a_restore(ray_head, tmp_path):
+    """--epoch-budget 5 over 4 trials of 2 epochs: killed after the first trial
+    (2 epochs spent), the rerun goes on counting them and stops at 5, not 2 + 5."""
+    budget = 5
+    argv = [
+        sys.executable,
+        "tune.py",
+        "--lr",
+        "1e-3:1e-2",
+        "--space",
+        write(tmp_path / "space.json", '{"parameters": {"batch_size": 64}}'),
+        "--num-samples",
+        "4",
+        "--scheduler",
+        "fifo",
+        "--epochs",
+        "2",
+        "--epoch-budget",
+        str(budget),
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "budget",
+    ]
+    env = {**os.environ, **ray_head.env()}
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen(
+            argv, cwd=RAY_JOBS, env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        killed = False
+        try:
+            for line in first.stdout:
+                if line.startswith("[raygpu] trial 1/4 "):
+                    first.kill()
+                    killed = True
+                    break
+        finally:
+            first.kill()
+            first.wait(timeout=60)
+    assert killed, (tmp_path / "first.err").read_text()[-3000:]
+
+    second = subprocess.run(
+        argv, cwd=RAY_JOBS, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "[raygpu] resuming the search in" in second.stdout
+    assert "[raygpu] the epoch budget is spent (" in second.stdout
+    summary = json.loads((tmp_path / "budget" / "tune_result.json").read_text())
+    assert summary["epoch_budget"] == {"epochs": budget, "spent": True}
+    # the budget counts the epochs Tune took; the step that spends it may take
+    # one more result (FIFO's workers train on ahead of Tune: their epochs
+    # trained are not bounded by it)
+    assert budget <= summary["epochs_reported"] <= budget + 1, summary
+    assert summary["trials"]["total"] <= 4 and summary["request"]["epoch_budget"] == 5
+
+
 # ------------------------------------------------------------- bad input
 
 
@@ -320,6 +377,7 @@ def test_a_bad_space_stops_the_job_before_any_trial(tmp_path, capsys, monkeypatc
         (["--name", "../x"], "--name: use 1-100 letters"),
         (["--seed", "-1"], "--seed: must be a number >= 0"),
         (["--train-seed", "-2"], "--train-seed: must be a number >= 0"),
+        (["--epoch-budget", "0"], "--epoch-budget: must be a number >= 1"),
     ],
 )
 def test_bad_flags_are_refused_naming_the_flag(tmp_path, capsys, argv, fragment):

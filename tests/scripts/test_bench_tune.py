@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from scripts.bench import cli, report, settings
-from scripts.bench.tune import brief, summarise
+from scripts.bench.tune import EPOCH_SHARE_TARGET, brief, epoch_budget, summarise
 
 
 def search(best: float, epochs: int, done: int, stopped: int = 0) -> dict:
@@ -27,7 +27,7 @@ def test_the_tune_section_reaches_targets_and_markdown():
     }
     section = summarise(grid, tuned) | {
         "work": {k: v for k, v in settings.TUNE_WORK.items() if k != "space"}
-        | {"space": settings.TUNE_WORK["space"]["parameters"]}
+        | {"space": settings.TUNE_WORK["space"]["parameters"], "epoch_budget": 56}
     }
     res = {
         "schema": settings.SCHEMA,
@@ -52,6 +52,7 @@ def test_the_tune_section_reaches_targets_and_markdown():
     md = report.render_markdown(res)
     assert "## 8. Tune: ASHA with Optuna against a grid (digits MLP)" in md
     assert "Grid: 16 points (4 per range" in md
+    assert "each ending once Tune has taken 56 epochs (tune.py --epoch-budget" in md
     assert "| grid | 0 | 0.9800 | - | 144 | 1 | 144 | 16/0/0 | 60.0 |" in md
     row = "| ASHA + Optuna | 1 | 0.9700 | -1.00 | 55 | 0.382 | 42 | 3/13/0 | 60.0 |"
     assert row in md
@@ -69,3 +70,13 @@ def test_tune_is_a_section_whose_full_grid_has_16_points(tmp_path):
     assert space.searched == ["lr", "batch_size", "width"]
     assert space.grid_size(settings.TUNE_WORK["grid_points"]) == 16
     assert "grid_points" not in settings.MODES["full"].get("tune", {})
+
+
+def test_the_epoch_budget_leaves_room_for_the_trials_in_flight():
+    # 16 x 9 epochs: 57.6 is the target's; each other trial in flight may train
+    # one epoch past the budget while torn down
+    assert epoch_budget(144, 2) == 56
+    for concurrent in (1, 2, 4):
+        spent = epoch_budget(144, concurrent) + concurrent - 1
+        assert spent <= 144 * EPOCH_SHARE_TARGET
+    assert epoch_budget(2, 2) == 1  # never 0: tune.py refuses it
