@@ -2,20 +2,22 @@
 
 Each round starts one local Ray head (metrics collection on, as on a stack) with
 the serve section's CNN app deployed behind a local head's default ingress, and
-measures, once per condition, a shortened run of the training section's
-workload (Ray Train, a driver joining the head) and then Serve requests/s at
-c=32: with no
+measures, per condition, a shortened run of the training section's workload
+(Ray Train, a driver joining the head), then Serve requests/s at c=32: with no
 Prometheus at all, and with raygpu.monitoring.local's Prometheus scraping the
-head through Ray's service-discovery file every 15 s (its default). The
-conditions take turns (the order rotates each round) and ratios are paired
-within a round, so the shared host's drift falls on both alike. Each window's
-scrapes are counted from Prometheus's own `up` samples.
+head through Ray's service-discovery file every 15 s (its default). The training
+windows take turns (the order rotates each round); the Serve windows go
+A B B A, so each condition's two stand on both sides of the other's and a drift
+through the round (the second training's leftovers, the host) falls on both
+alike. Ratios are paired within a round. Each window's scrapes, and the seconds
+they took, are read back from Prometheus's own `up` and `scrape_duration_seconds`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -84,21 +86,30 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape_query(t0: float, t1: float) -> str:
-    """PromQL: `up` samples (one per target scrape) in the window (t0, t1]."""
-    return f"sum(count_over_time(up[{max(1, round((t1 - t0) * 1000))}ms] @ {t1:.3f}))"
+def scrape_query(t0: float, t1: float, metric: str = "up", fn: str = "count") -> str:
+    """PromQL: over the window (t0, t1], `fn`_over_time of `metric` over every
+    target, summed: the scrapes made (`up`), or the seconds they took."""
+    span = max(1, round((t1 - t0) * 1000))
+    return f"sum({fn}_over_time({metric}[{span}ms] @ {t1:.3f}))"
 
 
 def scrape_counts(url: str, windows: dict[str, tuple[float, float]]) -> dict:
-    """Per window, the scrapes Prometheus made (all targets); and the targets."""
+    """Per window, the scrapes Prometheus made (all targets) and the seconds
+    they took; and the targets."""
     from raygpu.monitoring import local
 
-    def value(promql: str) -> int:
+    def value(promql: str) -> float:
         result = local.query(url, promql)
-        return int(float(result[0]["value"][1])) if result else 0
+        return float(result[0]["value"][1]) if result else 0.0
 
-    out = {name: value(scrape_query(*w)) for name, w in windows.items()}
-    out["targets"] = value("count(up)")
+    out: dict[str, Any] = {
+        name: int(value(scrape_query(*w))) for name, w in windows.items()
+    }
+    out["seconds"] = {
+        name: round(value(scrape_query(*w, "scrape_duration_seconds", "sum")), 3)
+        for name, w in windows.items()
+    }
+    out["targets"] = int(value("count(up)"))
     return out
 
 
@@ -113,50 +124,96 @@ def serve_load_settings(bench: Bench, seconds: float):
         bench.cfg = saved
 
 
-def measure(
-    bench: Bench, head: Any, url: str, body: bytes, condition: str, cfg: dict
-) -> dict[str, Any]:
-    """One condition's window: Prometheus (if any) up, training, then Serve load."""
+@contextlib.contextmanager
+def prometheus_for(bench: Bench, head: Any, condition: str):
+    """The condition's Prometheus, ready and scraping the head (None: none)."""
     from raygpu.localray import free_port
     from raygpu.monitoring import local
 
     interval = CONDITIONS[condition]
+    if interval is None:
+        yield None
+        return
+    folder = bench.new_path(f"prometheus-{condition}")
+    with local.running(head.temp_dir, free_port(), interval, folder) as prom:
+        yield prom
+
+
+def prometheus_figures(prom: Any, cpu0: float | None, window: tuple) -> dict:
+    """The window's scrapes (and their seconds) and Prometheus's own cores."""
+    out: dict[str, Any] = {"scrapes": scrape_counts(prom.url, {"window": window})}
+    cpu1 = process_cpu_s(prom.process.pid)
+    if cpu0 is not None and cpu1 is not None:
+        out["prometheus_cores"] = round((cpu1 - cpu0) / (window[1] - window[0]), 4)
+    return out
+
+
+def train_window(bench: Bench, head: Any, condition: str, cfg: dict) -> dict:
+    """One condition's training run, Prometheus (if any) up through it."""
     work = {**TRAIN_WORK, "epochs": cfg["epochs"]}
-    with contextlib.ExitStack() as stack:
-        prom = None
-        if interval is not None:
-            folder = bench.new_path(f"prometheus-{condition}")
-            prom = stack.enter_context(
-                local.running(head.temp_dir, free_port(), interval, folder)
-            )
-            cpu0 = process_cpu_s(prom.process.pid)
-        t_start = time.time()
+    with prometheus_for(bench, head, condition) as prom:
+        cpu0 = process_cpu_s(prom.process.pid) if prom else None
         train = one_training_run(bench, "ray_driver", work, head.address)
+        res: dict[str, Any] = {
+            "train_samples_per_s": train["throughput"]["loop"],
+            "train_wall_samples_per_s": train["throughput"]["wall"],
+            "train_epochs": train["throughput"]["epochs"],
+            "train_foreign_cores": train["foreign_cores"],
+        }
+        if prom is not None:
+            window = (train["t_launch"], train["t_exit"])
+            res["train_prometheus"] = prometheus_figures(prom, cpu0, window)
+    return res
+
+
+def serve_window(
+    bench: Bench, head: Any, url: str, body: bytes, condition: str, cfg: dict
+) -> dict:
+    """One Serve window of the condition: c=32 for the mode's seconds."""
+    with prometheus_for(bench, head, condition) as prom:
+        cpu0 = process_cpu_s(prom.process.pid) if prom else None
         s0 = time.time()
         with serve_load_settings(bench, cfg["serve_s"]):
             serve = one_load(bench, url, body, "application/octet-stream", CONCURRENCY)
         s1 = time.time()
         res: dict[str, Any] = {
-            "condition": condition,
-            "scrape_interval_s": interval,
-            "train_samples_per_s": train["throughput"]["loop"],
-            "train_wall_samples_per_s": train["throughput"]["wall"],
-            "train_epochs": train["throughput"]["epochs"],
-            "train_foreign_cores": train["foreign_cores"],
-            "serve_rps": serve["rps"],
-            "serve_p99_ms": serve["p99_ms"],
-            "serve_requests": serve["requests"],
-            "window_s": round(s1 - t_start, 1),
+            "rps": serve["rps"],
+            "p99_ms": serve["p99_ms"],
+            "requests": serve["requests"],
+            "seconds": round(s1 - s0, 2),
         }
         if prom is not None:
-            res["scrapes"] = scrape_counts(
-                prom.url,
-                {"train": (train["t_launch"], train["t_exit"]), "serve": (s0, s1)},
-            )
-            cpu1 = process_cpu_s(prom.process.pid)
-            if cpu0 is not None and cpu1 is not None:
-                res["prometheus_cores"] = round((cpu1 - cpu0) / (s1 - t_start), 4)
+            res |= prometheus_figures(prom, cpu0, (s0, s1))
     return res
+
+
+def combine(condition: str, train: dict, windows: list[dict]) -> dict:
+    """A condition's figures in its round: its training run, its Serve windows."""
+    res = {"condition": condition, "scrape_interval_s": CONDITIONS[condition]}
+    res |= {k: v for k, v in train.items() if k != "train_prometheus"}
+    res["serve_rps"] = round(statistics.mean(w["rps"] for w in windows), 2)
+    res["serve_p99_ms"] = round(statistics.mean(w["p99_ms"] for w in windows), 2)
+    res["serve_requests"] = sum(w["requests"] for w in windows)
+    res["serve_windows"] = windows
+    prom = [train.get("train_prometheus")] + [w for w in windows if "scrapes" in w]
+    if prom[0] is not None:
+        scrapes = [p["scrapes"] for p in prom]
+        res["scrapes"] = {
+            "train": scrapes[0]["window"],
+            "serve": sum(x["window"] for x in scrapes[1:]),
+            "train_s": scrapes[0]["seconds"]["window"],
+            "serve_s": round(sum(x["seconds"]["window"] for x in scrapes[1:]), 3),
+            "targets": scrapes[0]["targets"],
+        }
+        cores = [p["prometheus_cores"] for p in prom if "prometheus_cores" in p]
+        if cores:
+            res["prometheus_cores"] = round(statistics.mean(cores), 4)
+    return res
+
+
+def serve_order(order: list[str]) -> list[str]:
+    """A B B A: each condition's Serve windows on both sides of the other's."""
+    return order + order[::-1]
 
 
 def rotated(conditions: list[str], r: int) -> list[str]:
@@ -177,13 +234,19 @@ def monitoring_round(
         deploy_model(bench, head, port, {APP: (ckpt, True)})
         url = f"http://{LOOPBACK}:{port}/{APP}/predict"
         body = serve_body(SERVE_MODELS[MODEL][1], "application/octet-stream")
-        runs = {}
-        for condition in order:
-            runs[condition] = measure(bench, head, url, body, condition, cfg)
-            r = runs[condition]
+        trains = {c: train_window(bench, head, c, cfg) for c in order}
+        windows: dict[str, list[dict]] = {c: [] for c in order}
+        for condition in serve_order(order):
+            windows[condition].append(
+                serve_window(bench, head, url, body, condition, cfg)
+            )
+        runs = {c: combine(c, trains[c], windows[c]) for c in order}
+        for c in order:
+            r = runs[c]
             log(
-                f"  {condition}: train {fmt(r['train_samples_per_s'])} samples/s, "
-                f"serve {fmt(r['serve_rps'])} rps"
+                f"  {c}: train {fmt(r['train_samples_per_s'])} samples/s, serve "
+                + " / ".join(fmt(w["rps"]) for w in r["serve_windows"])
+                + " rps"
                 + (f", scrapes {r['scrapes']}" if "scrapes" in r else "")
             )
     finally:
@@ -209,7 +272,7 @@ def summarise(rounds: list[dict], conditions: list[str]) -> dict[str, Any]:
         if c == BASELINE:
             continue
         runs = [r["runs"][c] for r in rounds if c in r["runs"]]
-        for window in ("train", "serve"):
+        for window in ("train", "serve", "train_s", "serve_s"):
             summary[c][f"scrapes_{window}"] = stats(
                 [x.get("scrapes", {}).get(window) for x in runs]
             )
@@ -303,28 +366,35 @@ def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
             f"{c} ({'no Prometheus' if s is None else f'scrape every {s} s'})"
             for c, s in section["conditions"].items()
         )
-        + "; their order rotates each round, ratios paired within a round. "
-        "Scrapes = Prometheus's `up` samples in the window (every target, each "
-        "scrape); Prometheus cores = its own CPU over the condition's window; "
-        "other users = CPU of processes outside the bench during the training run. "
+        + "; the training runs' order rotates each round, the Serve windows go "
+        "A B B A (a condition's Serve rps: the mean of its two), ratios paired "
+        "within a round. Scrapes = Prometheus's `up` samples in the windows "
+        "(every target, each scrape), and the seconds they took "
+        "(`scrape_duration_seconds`); Prometheus cores = its own CPU over the "
+        "condition's windows; other users = CPU of processes outside the bench "
+        "during the training run. "
         f"Load average at start {la['start']}, at end {la['end']}.",
         "",
-        "| round | condition | train samples/s | Serve rps | Serve p99 ms "
-        "| scrapes (train / serve window) | targets | Prometheus cores "
-        "| other users (cores, training) | load average (round start / end) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| round | condition | train samples/s | Serve rps (windows) | Serve p99 ms "
+        "| scrapes (train / serve) | scrape s (train / serve) | targets "
+        "| Prometheus cores | other users (cores, training) "
+        "| load average (round start / end) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, r in enumerate(section["rounds"], 1):
         for c in r["order"]:
             x = r["runs"][c]
             sc = x.get("scrapes")
+            each = " / ".join(fmt(w["rps"]) for w in x.get("serve_windows", []))
             lines.append(
                 f"| {i} | {c} | {fmt(x['train_samples_per_s'])} | "
-                f"{fmt(x['serve_rps'])} | {fmt(x['serve_p99_ms'])} | "
+                f"{fmt(x['serve_rps'])} ({each}) | {fmt(x['serve_p99_ms'])} | "
                 + (
-                    f"{sc['train']} / {sc['serve']} | {sc['targets']} | "
+                    f"{sc['train']} / {sc['serve']} | "
+                    f"{fmt(sc['train_s'], 3)} / {fmt(sc['serve_s'], 3)} | "
+                    f"{sc['targets']} | "
                     if sc
-                    else "- | - | "
+                    else "- | - | - | "
                 )
                 + f"{fmt(x.get('prometheus_cores'), 3)} | "
                 f"{fmt(x.get('train_foreign_cores'), 2)} | "

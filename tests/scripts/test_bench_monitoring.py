@@ -27,8 +27,15 @@ def run(train: float, rps: float, scrapes: tuple[int, int] | None = None) -> dic
         "serve_p99_ms": 100.0,
         "train_foreign_cores": 0.25,
     }
+    out["serve_windows"] = [{"rps": rps - 1}, {"rps": rps + 1}]
     if scrapes:
-        out["scrapes"] = {"train": scrapes[0], "serve": scrapes[1], "targets": 3}
+        out["scrapes"] = {
+            "train": scrapes[0],
+            "serve": scrapes[1],
+            "train_s": 0.09,
+            "serve_s": 0.03,
+            "targets": 3,
+        }
         out["prometheus_cores"] = 0.002
     return out
 
@@ -104,14 +111,61 @@ def test_markdown_has_a_row_per_round_and_condition():
     assert "## Monitoring overhead" in md
     assert md.count("| none | ") == 3
     assert md.count(f"| {PROM} | ") == 3
-    assert "| 9 / 3 | 3 | 0.002 | 0.25 |" in md
+    assert "| 9 / 3 | 0.090 / 0.030 | 3 | 0.002 | 0.25 |" in md
+    assert "| 200 (199 / 201) |" in md
     assert f"| {PROM}/none train | 0.980 (0.950-0.990) |" in md
     assert mon.monitoring_markdown({"skipped": "failed: x"})[-1] == "skipped: failed: x"
+
+
+def test_serve_windows_go_abba_and_combine_into_their_condition():
+    conds = list(mon.CONDITIONS)
+    assert mon.serve_order(conds) == [conds[0], conds[1], conds[1], conds[0]]
+    train = {
+        "train_samples_per_s": 100.0,
+        "train_prometheus": {
+            "scrapes": {"window": 12, "seconds": {"window": 0.4}, "targets": 3},
+            "prometheus_cores": 0.002,
+        },
+    }
+    windows = [
+        {
+            "rps": 80.0,
+            "p99_ms": 600.0,
+            "requests": 1200,
+            "seconds": 15.0,
+            "scrapes": {"window": 3, "seconds": {"window": 0.1}, "targets": 3},
+            "prometheus_cores": 0.004,
+        },
+        {
+            "rps": 90.0,
+            "p99_ms": 500.0,
+            "requests": 1350,
+            "seconds": 15.0,
+            "scrapes": {"window": 3, "seconds": {"window": 0.2}, "targets": 3},
+            "prometheus_cores": 0.003,
+        },
+    ]
+    got = mon.combine(PROM, train, windows)
+    assert got["serve_rps"] == 85.0 and got["serve_p99_ms"] == 550.0
+    assert got["serve_requests"] == 2550 and "train_prometheus" not in got
+    assert got["scrapes"] == {
+        "train": 12,
+        "serve": 6,
+        "train_s": 0.4,
+        "serve_s": 0.3,
+        "targets": 3,
+    }
+    assert got["prometheus_cores"] == 0.003
+    bare = mon.combine(mon.BASELINE, {"train_samples_per_s": 1.0}, windows[:1])
+    assert "scrapes" not in bare and bare["serve_rps"] == 80.0
 
 
 def test_scrape_query_counts_up_samples_in_the_window_ending_at_its_end():
     assert mon.scrape_query(100.0, 112.5) == (
         "sum(count_over_time(up[12500ms] @ 112.500))"
+    )
+    assert mon.scrape_query(100.0, 112.5, "scrape_duration_seconds", "sum") == (
+        "sum(sum_over_time(scrape_duration_seconds[12500ms] @ 112.500))"
     )
 
 
@@ -132,6 +186,7 @@ def test_scrape_counts_from_a_real_prometheus(tmp_path):
             counts = mon.scrape_counts(prom.url, {"all": (t0 - 1, time.time())})
         assert counts["all"] >= 3
         assert counts["targets"] == 1
+        assert 0 < counts["seconds"]["all"] < 5  # each scrape's own seconds
         assert mon.scrape_counts(prom.url, {"x": (before - 60, before - 30)})["x"] == 0
         assert mon.process_cpu_s(prom.process.pid) > 0
     assert mon.process_cpu_s(os.getpid()) > 0
