@@ -152,6 +152,26 @@ def latest_good(run: Path):
     return None
 
 
+def kill_after_the_first_trial(argv: list, env: dict, tmp_path: Path, of: int) -> str:
+    """Run the search and kill its driver once its first of `of` trials has
+    ended; that trial's id."""
+    with open(tmp_path / "first.err", "w") as err:
+        first = subprocess.Popen(
+            argv, cwd=RAY_JOBS, env=env, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        finished = None
+        try:
+            for line in first.stdout:
+                if line.startswith(f"[raygpu] trial 1/{of} "):
+                    finished = line.split()[3]
+                    break
+        finally:
+            first.kill()
+            first.wait(timeout=60)
+    assert finished, (tmp_path / "first.err").read_text()[-3000:]
+    return finished
+
+
 @pytest.mark.slow
 def test_a_killed_search_resumes_on_the_rerun(ray_head, tmp_path):
     """Killed once its first trial is done, the rerun restores the experiment:
@@ -177,21 +197,7 @@ def test_a_killed_search_resumes_on_the_rerun(ray_head, tmp_path):
         "resumed",
     ]
     env = {**os.environ, **ray_head.env()}
-    with open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen(
-            argv, cwd=RAY_JOBS, env=env, stdout=subprocess.PIPE, stderr=err, text=True
-        )
-        finished = None
-        try:
-            for line in first.stdout:
-                if line.startswith("[raygpu] trial 1/3 "):
-                    finished = line.split()[3]
-                    first.kill()
-                    break
-        finally:
-            first.kill()
-            first.wait(timeout=60)
-    assert finished, (tmp_path / "first.err").read_text()[-3000:]
+    finished = kill_after_the_first_trial(argv, env, tmp_path, 3)
     runs = tmp_path / "resumed" / "runs"
     before = {p.name: latest_good(p) for p in runs.iterdir()}
 
@@ -249,21 +255,7 @@ def test_an_epoch_budget_ends_the_search_and_survives_a_restore(ray_head, tmp_pa
         "budget",
     ]
     env = {**os.environ, **ray_head.env()}
-    with open(tmp_path / "first.err", "w") as err:
-        first = subprocess.Popen(
-            argv, cwd=RAY_JOBS, env=env, stdout=subprocess.PIPE, stderr=err, text=True
-        )
-        killed = False
-        try:
-            for line in first.stdout:
-                if line.startswith("[raygpu] trial 1/4 "):
-                    first.kill()
-                    killed = True
-                    break
-        finally:
-            first.kill()
-            first.wait(timeout=60)
-    assert killed, (tmp_path / "first.err").read_text()[-3000:]
+    kill_after_the_first_trial(argv, env, tmp_path, 4)
 
     second = subprocess.run(
         argv, cwd=RAY_JOBS, env=env, capture_output=True, text=True, timeout=600
