@@ -2,7 +2,8 @@
 
 A Google Cloud stack is scanned by raygpu.orphans.gcp_scan through the GoogleCloud
 seam of raygpu.orphans.gcp, an Azure stack by raygpu.orphans.azure_scan through the
-AzureCloud seam of raygpu.orphans.azure (see there); the rest of this describes AWS.
+AzureCloud seam of raygpu.orphans.azure (see there), with what the two share in
+raygpu.orphans.cli_cloud; the rest of this describes AWS.
 
     raygpu orphans --stack dev              # list; exit 1 when something is left
     raygpu orphans --stack dev --delete     # delete in dependency order

@@ -12,15 +12,11 @@ the subscription comes from the stack, never from `az account show`).
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from raygpu.errors import CommandError, UsageError
-
-Runner = Callable[..., subprocess.CompletedProcess]
+from raygpu.orphans.cli_cloud import CliCloud, CliError, Runner
 
 # The kinds the seam knows, in the scan's words. ARM resources are one kind,
 # `resource` (listed by tag, or by resource group); the rest take no tags.
@@ -46,8 +42,23 @@ class AzureCloud(Protocol):
         """Delete one resource as `list` returned it."""
 
 
-class AzCli:
+class AzError(CliError):
+    """az refused or failed a call (its last stderr line)."""
+
+    NOT_FOUND = ("notfound", "not found", "could not be found")
+
+
+class AzCli(CliCloud):
     """AzureCloud through `az ... -o json`."""
+
+    tool = "az"
+    error = AzError
+    missing = (
+        "the az CLI was not found on PATH: install the Azure CLI and run "
+        "`az login` (the Azure leftover scan uses it)"
+    )
+    json_flags = ("-o", "json")
+    quiet_flags = ("--only-show-errors",)
 
     def __init__(
         self,
@@ -57,11 +68,8 @@ class AzCli:
         runner: Runner = subprocess.run,
         timeout_s: float = 1800.0,  # a cluster or group delete waits for ARM
     ) -> None:
+        super().__init__(region, executable, runner, timeout_s)
         self.subscription = subscription
-        self.region = region
-        self.executable = executable or shutil.which("az") or "az"
-        self.runner = runner
-        self.timeout_s = timeout_s
 
     # ------------------------------------------------------------- commands
 
@@ -109,52 +117,12 @@ class AzCli:
             BUDGET: ["consumption", "budget", "delete", "--budget-name", name],
         }[kind]
 
-    def argv(self, words: Sequence[str], output: bool) -> list[str]:
-        out = ["-o", "json"] if output else ["--only-show-errors"]
-        return [self.executable, *words, "--subscription", self.subscription, *out]
-
-    # ---------------------------------------------------------------- the seam
+    def scope_args(self) -> list[str]:
+        return ["--subscription", self.subscription]
 
     def list(self, kind: str, parent: str | None = None) -> list[dict[str, Any]]:
-        proc = self._run(self.argv(self.list_args(kind, parent), output=True))
-        try:
-            found = json.loads(proc.stdout or "[]")
-        except ValueError:
-            raise CommandError(f"`az` listing {kind}s did not print JSON") from None
-        items = list(found) if isinstance(found, list) else []
+        items = super().list(kind, parent)
         if kind == FEDERATED_CREDENTIAL:  # what delete needs to name it again
             group, _, identity = str(parent).partition("/")
             items = [{**i, "resourceGroup": group, "identity": identity} for i in items]
         return items
-
-    def delete(self, kind: str, item: Mapping[str, Any]) -> None:
-        self._run(self.argv(self.delete_args(kind, item), output=False))
-
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        try:
-            proc = self.runner(
-                argv, capture_output=True, text=True, timeout=self.timeout_s
-            )
-        except FileNotFoundError:
-            raise UsageError(
-                "the az CLI was not found on PATH: install the Azure CLI and run "
-                "`az login` (the Azure leftover scan uses it)"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise CommandError(
-                f"`az {' '.join(argv[1:4])}` took over {self.timeout_s:g} s"
-            ) from None
-        if proc.returncode != 0:
-            lines = [x for x in (proc.stderr or "").splitlines() if x.strip()]
-            reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-            raise AzError(f"`az {' '.join(argv[1:4])}`: {reason}")
-        return proc
-
-
-class AzError(CommandError):
-    """az refused or failed a call (its last stderr line)."""
-
-    @property
-    def not_found(self) -> bool:
-        text = str(self).lower()
-        return "notfound" in text or "not found" in text or "could not be found" in text

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from raygpu.errors import CommandError
 from raygpu.orphans import azure
 from raygpu.orphans.azure import AzError, AzureCloud
-from raygpu.orphans.model import Orphan, Outcome
+from raygpu.orphans.cli_cloud import CliScanner, carries, marks
+from raygpu.orphans.model import Orphan
 
 CLUSTER_TYPE = "Microsoft.ContainerService/managedClusters"
 STORAGE_TYPE = "Microsoft.Storage/storageAccounts"
@@ -132,7 +132,7 @@ def _same(a: str, b: str) -> bool:
 
 
 @dataclass
-class AzureOrphanScanner:
+class AzureOrphanScanner(CliScanner):
     """Finds and deletes what an Azure stack left in its subscription."""
 
     cloud: AzureCloud
@@ -146,21 +146,8 @@ class AzureOrphanScanner:
         "wait until AKS has deleted the load balancers and public IPs its "
         "LoadBalancer Services made in the node resource group"
     )
-
-    def __post_init__(self) -> None:
-        if not AKS_NAME.match(self.names.cluster):
-            raise CommandError(
-                f"--cluster-name: {self.names.cluster!r} is not an AKS cluster name "
-                "(letters, digits, - and _, up to 63)"
-            )
-
-    @property
-    def region(self) -> str:
-        return self.cloud.region
-
-    @property
-    def cluster_name(self) -> str:
-        return self.names.cluster
+    cluster_pattern = AKS_NAME
+    cluster_rule = "an AKS cluster name (letters, digits, - and _, up to 63)"
 
     def check_access(self) -> None:
         """One call that proves az, its login and the subscription."""
@@ -188,13 +175,6 @@ class AzureOrphanScanner:
         self._items[(kind, rid.lower())] = item
         return Orphan(kind, str(item.get("name", rid)), rid, reason)
 
-    def _matches(self, tags: Mapping[str, str] | None) -> bool:
-        tags = tags or {}
-        return all(tags.get(k) == v for k, v in self.names.tags.items())
-
-    def _tag_reason(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.names.tags.items())
-
     def _stack_tag(self) -> str:
         key = next(iter(self.names.tags))
         return f"{key}={self.names.tags[key]}"
@@ -205,8 +185,8 @@ class AzureOrphanScanner:
             name = str(item.get("name", ""))
             if _same(name, self.names.node_resource_group):
                 reason = f"AKS's node resource group of {self.names.cluster}"
-            elif self._matches(item.get("tags")):
-                reason = self._tag_reason()
+            elif carries(item.get("tags"), self.names.tags):
+                reason = marks(self.names.tags)
             else:
                 continue
             found.append(self._orphan(azure.RESOURCE_GROUP, item, reason))
@@ -214,9 +194,9 @@ class AzureOrphanScanner:
 
     def _tagged(self) -> list[Orphan]:
         return [
-            self._orphan(azure.RESOURCE, item, self._tag_reason())
+            self._orphan(azure.RESOURCE, item, marks(self.names.tags))
             for item in self.cloud.list(azure.RESOURCE, self._stack_tag())
-            if self._matches(item.get("tags"))
+            if carries(item.get("tags"), self.names.tags)
         ]
 
     def _node_group_contents(self) -> list[Orphan]:
@@ -305,37 +285,18 @@ class AzureOrphanScanner:
             )
         ]
 
-    def load_balancer_interfaces(self, lb_names: Iterable[str]) -> list[str]:
-        """AWS leaves load balancers' interfaces behind a while; Azure has no
-        such thing to wait for."""
-        return []
-
     # ---------------------------------------------------------------- delete
 
-    def delete(
-        self, orphans: Iterable[Orphan], delete_data_bucket: bool = False
-    ) -> list[Outcome]:
-        outcomes = []
-        for orphan in self.sort_for_deletion(orphans):
-            outcome = self._delete_one(orphan, delete_data_bucket)
-            self.log(outcome.line())
-            outcomes.append(outcome)
-        return outcomes
+    def item_key(self, orphan: Orphan) -> tuple[str, str]:
+        return orphan.kind, orphan.arn.lower()
 
-    def _delete_one(self, orphan: Orphan, delete_data: bool) -> Outcome:
-        if orphan.protected and not delete_data:
-            return Outcome(orphan, "kept", f"protected: {KEPT_DETAIL}")
-        item = self._items.get((orphan.kind, orphan.arn.lower()))
-        if item is None:
-            return Outcome(orphan, "failed", "not found by this scan; scan again")
+    def kept_message(self, orphan: Orphan) -> str:
+        return f"protected: {KEPT_DETAIL}"
+
+    def delete_item(self, orphan: Orphan, item: Mapping[str, Any]) -> str:
         kind = orphan.kind if orphan.kind in SEAM_KINDS else azure.RESOURCE
-        try:
-            self.cloud.delete(kind, item)
-        except AzError as exc:
-            if exc.not_found:
-                return Outcome(orphan, "deleted", "already gone")
-            return Outcome(orphan, "failed", str(exc))
-        return Outcome(orphan, "deleted")
+        self.cloud.delete(kind, item)
+        return ""
 
     def sort_for_deletion(self, orphans: Iterable[Orphan]) -> list[Orphan]:
         """In KIND_ORDER (ARM types it does not list after those it does); the

@@ -14,15 +14,11 @@ config).
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
-from raygpu.errors import CommandError, UsageError
-
-Runner = Callable[..., subprocess.CompletedProcess]
+from raygpu.orphans.cli_cloud import CliCloud, CliError, Runner
 
 # The kinds the seam knows, in the scan's words.
 CLUSTER = "gke-cluster"
@@ -61,8 +57,23 @@ def _last(url: str) -> str:
     return str(url).rstrip("/").rsplit("/", 1)[-1]
 
 
-class GcloudCli:
+class GcloudError(CliError):
+    """gcloud refused or failed a call (its last stderr line)."""
+
+    NOT_FOUND = ("not found", "was not found", "404")
+
+
+class GcloudCli(CliCloud):
     """GoogleCloud through `gcloud ... --format=json`."""
+
+    tool = "gcloud"
+    error = GcloudError
+    missing = (
+        "the gcloud CLI was not found on PATH: install the Google Cloud "
+        "SDK and run `gcloud auth login` (the GCP leftover scan uses it)"
+    )
+    json_flags = ("--format=json",)
+    quiet_flags = ("--quiet",)
 
     def __init__(
         self,
@@ -72,11 +83,8 @@ class GcloudCli:
         runner: Runner = subprocess.run,
         timeout_s: float = 1800.0,  # a cluster delete waits for GKE
     ) -> None:
+        super().__init__(region, executable, runner, timeout_s)
         self.project = project
-        self.region = region
-        self.executable = executable or shutil.which("gcloud") or "gcloud"
-        self.runner = runner
-        self.timeout_s = timeout_s
 
     # ------------------------------------------------------------- commands
 
@@ -127,48 +135,5 @@ class GcloudCli:
             BUDGET: ["billing", "budgets", "delete", full],
         }[kind]
 
-    def argv(self, words: Sequence[str], output: bool) -> list[str]:
-        fmt = ["--format=json"] if output else ["--quiet"]
-        return [self.executable, *words, f"--project={self.project}", *fmt]
-
-    # ---------------------------------------------------------------- the seam
-
-    def list(self, kind: str, parent: str | None = None) -> list[dict[str, Any]]:
-        proc = self._run(self.argv(self.list_args(kind, parent), output=True))
-        try:
-            found = json.loads(proc.stdout or "[]")
-        except ValueError:
-            raise CommandError(f"`gcloud` listing {kind}s did not print JSON") from None
-        return list(found) if isinstance(found, list) else []
-
-    def delete(self, kind: str, item: Mapping[str, Any]) -> None:
-        self._run(self.argv(self.delete_args(kind, item), output=False))
-
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
-        try:
-            proc = self.runner(
-                argv, capture_output=True, text=True, timeout=self.timeout_s
-            )
-        except FileNotFoundError:
-            raise UsageError(
-                "the gcloud CLI was not found on PATH: install the Google Cloud "
-                "SDK and run `gcloud auth login` (the GCP leftover scan uses it)"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise CommandError(
-                f"`gcloud {' '.join(argv[1:4])}` took over {self.timeout_s:g} s"
-            ) from None
-        if proc.returncode != 0:
-            lines = [x for x in (proc.stderr or "").splitlines() if x.strip()]
-            reason = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-            raise GcloudError(f"`gcloud {' '.join(argv[1:4])}`: {reason}")
-        return proc
-
-
-class GcloudError(CommandError):
-    """gcloud refused or failed a call (its last stderr line)."""
-
-    @property
-    def not_found(self) -> bool:
-        text = str(self).lower()
-        return "not found" in text or "was not found" in text or "404" in text
+    def scope_args(self) -> list[str]:
+        return [f"--project={self.project}"]

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from raygpu.errors import CommandError
 from raygpu.names import GCP_BUCKET_LABEL
 from raygpu.orphans import gcp
-from raygpu.orphans.gcp import GcloudError, GoogleCloud, _last
-from raygpu.orphans.model import Orphan, Outcome
+from raygpu.orphans.cli_cloud import CliScanner, carries, marks
+from raygpu.orphans.gcp import GoogleCloud, _last
+from raygpu.orphans.model import Orphan
 
 # The label infra/gcp/storage.py puts on the two buckets (data, artifacts).
 BUCKET_LABEL = GCP_BUCKET_LABEL
@@ -110,7 +110,7 @@ def program_names(stack: str, path: str | Path | None = None) -> ProgramNames:
 
 
 @dataclass
-class GcpOrphanScanner:
+class GcpOrphanScanner(CliScanner):
     """Finds and deletes what a Google Cloud stack left in its project."""
 
     cloud: GoogleCloud
@@ -125,21 +125,8 @@ class GcpOrphanScanner:
         "wait until GKE has deleted the forwarding and firewall rules its "
         "LoadBalancer Services made on the stack's network"
     )
-
-    def __post_init__(self) -> None:
-        if not CLUSTER_NAME.match(self.names.cluster):
-            raise CommandError(
-                f"--cluster-name: {self.names.cluster!r} is not a GKE cluster name "
-                "(lowercase letters, digits and -, up to 40)"
-            )
-
-    @property
-    def region(self) -> str:
-        return self.cloud.region
-
-    @property
-    def cluster_name(self) -> str:
-        return self.names.cluster
+    cluster_pattern = CLUSTER_NAME
+    cluster_rule = "a GKE cluster name (lowercase letters, digits and -, up to 40)"
 
     def check_access(self) -> None:
         """One call that proves gcloud, its credentials and the project."""
@@ -173,18 +160,11 @@ class GcpOrphanScanner:
         path = str(item.get("selfLink") or item.get("name", rid))
         return Orphan(kind, rid, path, reason, **extra)
 
-    def _matches(self, labels: Mapping[str, str] | None) -> bool:
-        labels = labels or {}
-        return all(labels.get(k) == v for k, v in self.names.labels.items())
-
-    def _label_reason(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.names.labels.items())
-
     def _labelled(self, kind: str, items: Iterable[Mapping], key: str = "labels"):
         return [
-            self._orphan(kind, item, self._label_reason())
+            self._orphan(kind, item, marks(self.names.labels))
             for item in items
-            if self._matches(item.get(key))
+            if carries(item.get(key), self.names.labels)
         ]
 
     def _nodes(self, kind: str) -> list[Orphan]:
@@ -192,8 +172,8 @@ class GcpOrphanScanner:
         for item in self.cloud.list(kind):
             labels = item.get("labels") or {}
             zone = _last(item.get("zone", ""))
-            if self._matches(labels):
-                found.append(self._orphan(kind, item, self._label_reason()))
+            if carries(labels, self.names.labels):
+                found.append(self._orphan(kind, item, marks(self.names.labels)))
             elif (
                 labels.get(GKE_CLUSTER_LABEL) == self.names.cluster
                 and zone.rpartition("-")[0] == self.region
@@ -290,44 +270,26 @@ class GcpOrphanScanner:
             if _last(item.get("network", "")) == network
         ]
 
-    def load_balancer_interfaces(self, lb_names: Iterable[str]) -> list[str]:
-        """AWS leaves load balancers' interfaces behind a while; Google Cloud has
-        no such thing to wait for."""
-        return []
-
     # ---------------------------------------------------------------- delete
 
-    def delete(
-        self, orphans: Iterable[Orphan], delete_data_bucket: bool = False
-    ) -> list[Outcome]:
-        outcomes = []
-        for orphan in sort_for_deletion(orphans):
-            outcome = self._delete_one(orphan, delete_data_bucket)
-            self.log(outcome.line())
-            outcomes.append(outcome)
-        return outcomes
+    def sort_for_deletion(self, orphans: Iterable[Orphan]) -> list[Orphan]:
+        return sort_for_deletion(orphans)
 
-    def _delete_one(self, orphan: Orphan, delete_data: bool) -> Outcome:
-        if orphan.protected and not delete_data:
-            what = "data bucket" if orphan.kind == gcp.BUCKET else "data bucket's key"
-            return Outcome(
-                orphan, "kept", f"protected {what} (pass --delete-data-bucket)"
-            )
-        item = self._items.get((orphan.kind, orphan.id))
-        if item is None:
-            return Outcome(orphan, "failed", "not found by this scan; scan again")
-        try:
-            if orphan.kind == gcp.KMS_KEY:
-                for version in self.cloud.list(gcp.KMS_KEY_VERSION, item["name"]):
-                    if version.get("state") in LIVE_KEY_VERSION:
-                        self.cloud.delete(gcp.KMS_KEY_VERSION, version)
-                return Outcome(orphan, "deleted", "versions scheduled for destruction")
-            self.cloud.delete(orphan.kind, item)
-        except GcloudError as exc:
-            if exc.not_found:
-                return Outcome(orphan, "deleted", "already gone")
-            return Outcome(orphan, "failed", str(exc))
-        return Outcome(orphan, "deleted")
+    def item_key(self, orphan: Orphan) -> tuple[str, str]:
+        return orphan.kind, orphan.id
+
+    def kept_message(self, orphan: Orphan) -> str:
+        what = "data bucket" if orphan.kind == gcp.BUCKET else "data bucket's key"
+        return f"protected {what} (pass --delete-data-bucket)"
+
+    def delete_item(self, orphan: Orphan, item: Mapping[str, Any]) -> str:
+        if orphan.kind == gcp.KMS_KEY:
+            for version in self.cloud.list(gcp.KMS_KEY_VERSION, item["name"]):
+                if version.get("state") in LIVE_KEY_VERSION:
+                    self.cloud.delete(gcp.KMS_KEY_VERSION, version)
+            return "versions scheduled for destruction"
+        self.cloud.delete(orphan.kind, item)
+        return ""
 
 
 def sort_for_deletion(orphans: Iterable[Orphan]) -> list[Orphan]:
