@@ -4,22 +4,25 @@ Its own keys (`azure-native:subscriptionId`, `azure-native:location`, the resour
 group, the VNet's and Azure CNI overlay's ranges, the API server's access, AKS
 and its node pools) are declared here; the keys that mean the same on every cloud
 (the Ray layer, the storage lifecycle, the budget) are the AWS model's fields and
-validators, carried over as on Google Cloud (raygpu.config.gcp's
-`SHARED_FIELDS`), so each is still declared once.
+validators, carried over as on Google Cloud (raygpu.config.cloud_base), so each
+is still declared once.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, ValidationInfo, create_model, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationInfo, field_validator
 
 from raygpu import versions
 from raygpu.config.azure_pools import AzureGpuPoolConfig, AzureSystemPoolConfig
+from raygpu.config.cloud_base import (
+    CloudKeys,
+    private_range,
+    ranges_apart,
+    with_shared_fields,
+)
 from raygpu.config.fields import (
-    ConfigModel,
     EndpointCidr,
     Entries,
     bad,
@@ -28,13 +31,7 @@ from raygpu.config.fields import (
     network,
     one_of,
 )
-from raygpu.config.gcp import SHARED_FIELDS, _carried, _private_range
-from raygpu.config.model import (
-    DEFAULT_PROJECT,
-    MAX_GPU_POOLS,
-    MIN_CLUSTER_MINOR,
-    StackConfig,
-)
+from raygpu.config.model import MAX_GPU_POOLS, StackConfig, _K8sVersion
 
 CLOUD = "azure"
 SUBSCRIPTION_KEY = "azure-native:subscriptionId"
@@ -43,7 +40,6 @@ PROVIDER_KEYS = (SUBSCRIPTION_KEY, LOCATION_KEY)
 # Azure CNI overlay's DNS service takes this address of the service range.
 DNS_SERVICE_HOST = 10
 
-_Name20 = matching(r"^[a-z][a-z0-9-]{0,19}$", "1-20 lowercase letters, digits or '-'")
 _Subscription = matching(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
     "a subscription ID (a lowercase GUID like 0b1f6471-1bf0-4dda-aec3-cb9272f09590)",
@@ -55,18 +51,15 @@ _ResourceGroup = matching(
     r"^[-\w.()]{0,89}[-\w()]$",
     "1-90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'",
 )
-_K8sVersion = matching(r"^1\.(\d{1,2})$", 'a quoted Kubernetes version like "1.33"')
 _GpuPools = Annotated[tuple[AzureGpuPoolConfig, ...], Entries(1, MAX_GPU_POOLS)]
 
 # The VNet, its node subnet, and Azure CNI overlay's pod and service ranges.
 _RANGES = ("vnet_cidr", "node_subnet_cidr", "pod_cidr", "service_cidr")
 
 
-class _AzureKeys(ConfigModel):
+class _AzureKeys(CloudKeys):
     """The keys of an Azure stack that AWS stacks do not have."""
 
-    stack: _Name20 = Field(description="Stack name")
-    project: _Name20 = Field(DEFAULT_PROJECT, description="Pulumi project name")
     cloud: one_of(CLOUD) = Field(
         description="The cloud of the stack: `aws` (the default), `gcp` or `azure`"
     )
@@ -93,19 +86,19 @@ class _AzureKeys(ConfigModel):
     )
 
     # ---- network
-    vnet_cidr: _private_range((16, 24)) = Field(
+    vnet_cidr: private_range((16, 24)) = Field(
         "10.30.0.0/16", description="The VNet's address space"
     )
-    node_subnet_cidr: _private_range((16, 27)) = Field(
+    node_subnet_cidr: private_range((16, 27)) = Field(
         "10.30.0.0/20",
         description="The node subnet inside vnetCidr (node addresses only: pods "
         "take podCidr under Azure CNI overlay)",
     )
-    pod_cidr: _private_range((12, 20)) = Field(
+    pod_cidr: private_range((12, 20)) = Field(
         "10.244.0.0/16",
         description="Azure CNI overlay's pod range (a /24 per node), outside the VNet",
     )
-    service_cidr: _private_range((16, 24)) = Field(
+    service_cidr: private_range((16, 24)) = Field(
         "10.40.0.0/16",
         description="The range of Kubernetes Services (its 10th address is the DNS "
         "service's), outside the VNet and podCidr",
@@ -146,32 +139,9 @@ class _AzureKeys(ConfigModel):
             raise bad(f"{text} is not inside vnetCidr {vnet}")
         return text
 
-    @field_validator("pod_cidr", "service_cidr")
-    @classmethod
-    def _apart(cls, text: str, info: ValidationInfo) -> str:
-        mine = network(text)
-        for earlier in _RANGES[: _RANGES.index(info.field_name)]:
-            other = info.data.get(earlier)
-            if other and mine.overlaps(network(other)):
-                raise bad(f"{text} overlaps {other} ({to_camel(earlier)})")
-        return text
+    _apart = ranges_apart(_RANGES, "pod_cidr", "service_cidr")
 
-    @field_validator("cluster_version")
-    @classmethod
-    def _new_enough(cls, version: str) -> str:
-        if int(version.split(".")[1]) < MIN_CLUSTER_MINOR:
-            raise bad(f"must be 1.{MIN_CLUSTER_MINOR} or newer, got {version!r}")
-        return version
-
-    @field_validator("gpu_pools")
-    @classmethod
-    def _unique_names(cls, pools: tuple[AzureGpuPoolConfig, ...]) -> Any:
-        return StackConfig._unique_names(pools)
-
-    # The same definitions as on AWS; Azure tag names may hold ':'.
-    name_prefix = StackConfig.name_prefix
-    cluster_name = StackConfig.cluster_name
-    system_sizes = StackConfig.system_sizes
+    # Azure tag names may hold ':', so they are the AWS tags.
     tags = StackConfig.tags
 
     @property
@@ -183,21 +153,8 @@ class _AzureKeys(ConfigModel):
         return str(network(self.service_cidr)[DNS_SERVICE_HOST])
 
 
-def _shared_model() -> Any:
-    fields = StackConfig.model_fields
-    validators = {
-        name: _carried(d)
-        for name, d in StackConfig.__pydantic_decorators__.field_validators.items()
-        if set(d.info.fields) <= set(SHARED_FIELDS)
-    }
-    return create_model(
-        "AzureStackConfig",
-        __base__=_AzureKeys,
-        __module__=__name__,
-        __doc__="One Azure stack: its `raygpu:*` and `azure-native:*` keys.",
-        __validators__=validators,
-        **{n: (fields[n].annotation, copy.copy(fields[n])) for n in SHARED_FIELDS},
-    )
-
-
-AzureStackConfig = _shared_model()
+AzureStackConfig = with_shared_fields(
+    _AzureKeys,
+    "AzureStackConfig",
+    "One Azure stack: its `raygpu:*` and `azure-native:*` keys.",
+)

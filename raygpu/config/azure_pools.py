@@ -9,28 +9,12 @@ pool has one VM size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt, field_validator
 
 from raygpu.config.fields import ConfigModel, bad, matching
-from raygpu.config.pools import (
-    MAX_DISK_GIB,
-    MAX_POOL_NODES,
-    SYSTEM_DESIRED_SIZE,
-    _desired_within,
-    _max_not_below_min,
-)
-from raygpu.names import (
-    GPU_MODEL_LABEL,
-    GPU_NODE_ROLE,
-    GPU_TAINT_EFFECT,
-    GPU_TAINT_KEY,
-    GPU_TAINT_VALUE,
-    NODE_ROLE_LABEL,
-    POOL_LABEL,
-    SYSTEM_NODE_ROLE,
-)
+from raygpu.config.pools import MAX_DISK_GIB, GpuPoolSizes, SystemPoolSizes
+from raygpu.names import GPU_TAINT_EFFECT, GPU_TAINT_KEY, GPU_TAINT_VALUE
 
 # AKS puts this taint on every Spot pool itself; the stack declares it too, so
 # Pulumi sees no drift and Ray's workers tolerate it.
@@ -74,11 +58,10 @@ _PoolName = matching(
     "1-12 lowercase letters or digits, starting with a letter (AKS pool names)",
 )
 _VmSize = matching(r"^Standard_[A-Za-z0-9_]+$", "a VM size like Standard_D4s_v5")
-_Nodes = Annotated[StrictInt, Field(le=MAX_POOL_NODES)]
 
 
-class AzureGpuPoolConfig(ConfigModel):
-    """One AKS GPU node pool (mode User; and one Ray worker group)."""
+class _AzureGpuPoolKeys(ConfigModel):
+    """The keys of an AKS GPU pool ahead of its sizes."""
 
     name: _PoolName = Field(
         description="Pool name, unique; the AKS pool, the `raygpu.io/pool` label "
@@ -93,17 +76,6 @@ class AzureGpuPoolConfig(ConfigModel):
         description="Spot VMs (evicted when Azure needs the capacity, deleted on "
         "eviction; much cheaper)",
     )
-    min_size: _Nodes = Field(0, ge=0, description="Minimum nodes; 0 scales to zero")
-    max_size: _Nodes = Field(2, ge=1, description="Maximum nodes, >= minSize")
-    disk_size_gib: StrictInt = Field(
-        200,
-        ge=100,
-        le=MAX_DISK_GIB,
-        description="OS disk in GiB (managed, encrypted at rest); Ray GPU images "
-        "are large",
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
 
     @field_validator("vm_size")
     @classmethod
@@ -112,6 +84,21 @@ class AzureGpuPoolConfig(ConfigModel):
             what = "a CPU" if name in CPU_SIZES else "not a known GPU"
             raise bad(f"{name!r} is {what} VM size; allowed: {', '.join(GPU_SIZES)}")
         return name
+
+
+class AzureGpuPoolConfig(GpuPoolSizes, _AzureGpuPoolKeys):
+    """One AKS GPU node pool (mode User; and one Ray worker group)."""
+
+    disk_size_gib: StrictInt = Field(
+        200,
+        ge=100,
+        le=MAX_DISK_GIB,
+        description="OS disk in GiB (managed, encrypted at rest); Ray GPU images "
+        "are large",
+    )
+
+    def _specs(self) -> list[VmSpec]:
+        return [VM_SIZES[self.vm_size]]
 
     @property
     def instance_types(self) -> tuple[str, ...]:
@@ -122,25 +109,8 @@ class AzureGpuPoolConfig(ConfigModel):
         return VM_SIZES[self.vm_size].gpus
 
     @property
-    def vcpus(self) -> int:
-        return VM_SIZES[self.vm_size].vcpus
-
-    @property
-    def memory_gib(self) -> float:
-        return VM_SIZES[self.vm_size].memory_gib
-
-    @property
     def gpu_model(self) -> str:
         return VM_SIZES[self.vm_size].gpu_model or ""
-
-    @property
-    def node_labels(self) -> dict[str, str]:
-        """The labels the stack sets; AKS adds kubernetes.azure.com/accelerator."""
-        return {
-            NODE_ROLE_LABEL: GPU_NODE_ROLE,
-            POOL_LABEL: self.name,
-            GPU_MODEL_LABEL: self.gpu_model,
-        }
 
     @property
     def taints(self) -> tuple[tuple[str, str, str], ...]:
@@ -150,33 +120,12 @@ class AzureGpuPoolConfig(ConfigModel):
         return (gpu, SPOT_TAINT) if self.spot else (gpu,)
 
 
-class AzureSystemPoolConfig(ConfigModel):
-    """The on-demand CPU pool (AKS mode System) of the operators and the Ray head."""
+class _AzureSystemPoolKeys(ConfigModel):
+    """The key of the AKS system pool ahead of its sizes."""
 
     vm_size: _VmSize = Field(
         "Standard_D4s_v5",
         description="A CPU VM size from raygpu/config/azure_pools.py",
-    )
-    min_size: _Nodes = Field(2, ge=1, description="Minimum nodes")
-    max_size: _Nodes = Field(3, ge=1, description="Maximum nodes, >= minSize")
-    desired_size: _Nodes | None = Field(
-        None,
-        ge=0,
-        description="Nodes at creation, minSize..maxSize",
-        json_schema_extra={
-            "shown_default": f"`{SYSTEM_DESIRED_SIZE}`, moved into minSize..maxSize"
-        },
-    )
-    disk_size_gib: StrictInt = Field(
-        50,
-        ge=30,
-        le=MAX_DISK_GIB,
-        description="OS disk in GiB (managed, encrypted at rest)",
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
-    _check_desired = field_validator("desired_size")(
-        _desired_within(lambda low, high: min(max(SYSTEM_DESIRED_SIZE, low), high))
     )
 
     @field_validator("vm_size")
@@ -190,14 +139,16 @@ class AzureSystemPoolConfig(ConfigModel):
             )
         return name
 
-    @property
-    def vcpus(self) -> int:
-        return VM_SIZES[self.vm_size].vcpus
 
-    @property
-    def memory_gib(self) -> float:
-        return VM_SIZES[self.vm_size].memory_gib
+class AzureSystemPoolConfig(SystemPoolSizes, _AzureSystemPoolKeys):
+    """The on-demand CPU pool (AKS mode System) of the operators and the Ray head."""
 
-    @property
-    def node_labels(self) -> dict[str, str]:
-        return {NODE_ROLE_LABEL: SYSTEM_NODE_ROLE}
+    disk_size_gib: StrictInt = Field(
+        50,
+        ge=30,
+        le=MAX_DISK_GIB,
+        description="OS disk in GiB (managed, encrypted at rest)",
+    )
+
+    def _specs(self) -> list[VmSpec]:
+        return [VM_SIZES[self.vm_size]]

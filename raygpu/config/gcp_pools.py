@@ -9,28 +9,13 @@ sizes here are totals over the stack's zones (`total_*_node_count`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
 
 from pydantic import Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
 from raygpu import clouds
 from raygpu.config.fields import ConfigModel, bad, matching
-from raygpu.config.pools import (
-    MAX_DISK_GIB,
-    MAX_POOL_NODES,
-    SYSTEM_DESIRED_SIZE,
-    _desired_within,
-    _max_not_below_min,
-)
-from raygpu.names import (
-    GPU_MODEL_LABEL,
-    GPU_NODE_ROLE,
-    GPU_TAINT_EFFECT,
-    GPU_TAINT_KEY,
-    NODE_ROLE_LABEL,
-    POOL_LABEL,
-    SYSTEM_NODE_ROLE,
-)
+from raygpu.config.pools import MAX_DISK_GIB, GpuPoolSizes, SystemPoolSizes
+from raygpu.names import GPU_TAINT_EFFECT, GPU_TAINT_KEY
 
 
 @dataclass(frozen=True)
@@ -84,15 +69,14 @@ _PoolName = matching(
 )
 _Machine = matching(r"^[a-z0-9]+-[a-z0-9-]+$", "a machine type like g2-standard-8")
 _Accelerator = matching(r"^nvidia-[a-z0-9-]+$", "a GKE accelerator like nvidia-l4")
-_Nodes = Annotated[StrictInt, Field(le=MAX_POOL_NODES)]
 
 
 def _allowed(names: tuple[str, ...]) -> str:
     return ", ".join(names)
 
 
-class GcpGpuPoolConfig(ConfigModel):
-    """One GKE GPU node pool (and one Ray worker group)."""
+class _GcpGpuPoolKeys(ConfigModel):
+    """The keys of a GKE GPU pool ahead of its sizes."""
 
     name: _PoolName = Field(
         description="Pool name, unique; the `raygpu.io/pool` label and the Ray "
@@ -112,17 +96,6 @@ class GcpGpuPoolConfig(ConfigModel):
         description="GPUs per node: the machine type's own count; 1, 2 or 4 T4s on N1",
     )
     spot: StrictBool = Field(False, description="Spot VMs (preemptible, cheaper)")
-    min_size: _Nodes = Field(0, ge=0, description="Minimum nodes; 0 scales to zero")
-    max_size: _Nodes = Field(2, ge=1, description="Maximum nodes, >= minSize")
-    disk_size_gib: StrictInt = Field(
-        200,
-        ge=100,
-        le=MAX_DISK_GIB,
-        description="Boot disk in GiB (pd-balanced, encrypted); Ray GPU images "
-        "are large",
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
 
     @field_validator("machine_type")
     @classmethod
@@ -162,6 +135,21 @@ class GcpGpuPoolConfig(ConfigModel):
             raise bad(f"{machine} with {accel} takes {listed} GPUs, got {count}")
         return count
 
+
+class GcpGpuPoolConfig(GpuPoolSizes, _GcpGpuPoolKeys):
+    """One GKE GPU node pool (and one Ray worker group)."""
+
+    disk_size_gib: StrictInt = Field(
+        200,
+        ge=100,
+        le=MAX_DISK_GIB,
+        description="Boot disk in GiB (pd-balanced, encrypted); Ray GPU images "
+        "are large",
+    )
+
+    def _specs(self) -> list[MachineSpec]:
+        return [MACHINES[self.machine_type]]
+
     @property
     def instance_types(self) -> tuple[str, ...]:
         return (self.machine_type,)
@@ -171,25 +159,8 @@ class GcpGpuPoolConfig(ConfigModel):
         return self.accelerator_count
 
     @property
-    def vcpus(self) -> int:
-        return MACHINES[self.machine_type].vcpus
-
-    @property
-    def memory_gib(self) -> float:
-        return MACHINES[self.machine_type].memory_gib
-
-    @property
     def gpu_model(self) -> str:
         return ACCELERATORS[self.accelerator_type]
-
-    @property
-    def node_labels(self) -> dict[str, str]:
-        """The labels the stack sets; GKE adds its accelerator label itself."""
-        return {
-            NODE_ROLE_LABEL: GPU_NODE_ROLE,
-            POOL_LABEL: self.name,
-            GPU_MODEL_LABEL: self.gpu_model,
-        }
 
     @property
     def taints(self) -> tuple[tuple[str, str, str], ...]:
@@ -197,33 +168,12 @@ class GcpGpuPoolConfig(ConfigModel):
         return ((GPU_TAINT_KEY, clouds.GCP.gpu_taint_value, GPU_TAINT_EFFECT),)
 
 
-class GcpSystemPoolConfig(ConfigModel):
-    """The on-demand CPU node pool of the operators and the Ray head."""
+class _GcpSystemPoolKeys(ConfigModel):
+    """The key of the GKE system pool ahead of its sizes."""
 
     machine_type: _Machine = Field(
         "e2-standard-4",
         description="A CPU machine type from raygpu/config/gcp_pools.py",
-    )
-    min_size: _Nodes = Field(2, ge=1, description="Minimum nodes")
-    max_size: _Nodes = Field(3, ge=1, description="Maximum nodes, >= minSize")
-    desired_size: _Nodes | None = Field(
-        None,
-        ge=0,
-        description="Nodes at creation, minSize..maxSize",
-        json_schema_extra={
-            "shown_default": f"`{SYSTEM_DESIRED_SIZE}`, moved into minSize..maxSize"
-        },
-    )
-    disk_size_gib: StrictInt = Field(
-        50,
-        ge=20,
-        le=MAX_DISK_GIB,
-        description="Boot disk in GiB (pd-balanced, encrypted)",
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
-    _check_desired = field_validator("desired_size")(
-        _desired_within(lambda low, high: min(max(SYSTEM_DESIRED_SIZE, low), high))
     )
 
     @field_validator("machine_type")
@@ -237,14 +187,16 @@ class GcpSystemPoolConfig(ConfigModel):
             )
         return name
 
-    @property
-    def vcpus(self) -> int:
-        return MACHINES[self.machine_type].vcpus
 
-    @property
-    def memory_gib(self) -> float:
-        return MACHINES[self.machine_type].memory_gib
+class GcpSystemPoolConfig(SystemPoolSizes, _GcpSystemPoolKeys):
+    """The on-demand CPU node pool of the operators and the Ray head."""
 
-    @property
-    def node_labels(self) -> dict[str, str]:
-        return {NODE_ROLE_LABEL: SYSTEM_NODE_ROLE}
+    disk_size_gib: StrictInt = Field(
+        50,
+        ge=20,
+        le=MAX_DISK_GIB,
+        description="Boot disk in GiB (pd-balanced, encrypted)",
+    )
+
+    def _specs(self) -> list[MachineSpec]:
+        return [MACHINES[self.machine_type]]

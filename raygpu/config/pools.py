@@ -6,7 +6,8 @@ itself against the earlier ones in `info.data` (see raygpu.config.model).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from pydantic import Field, StrictInt, StrictStr, ValidationInfo, field_validator
@@ -71,8 +72,74 @@ def _desired_within(default: Callable[[int, int], int]) -> Any:
     return check
 
 
-class GpuPoolConfig(ConfigModel):
-    """One managed GPU node group (and one Ray worker group)."""
+class _NodeSpecs(ConfigModel, ABC):
+    """What the Kubernetes layer reads of the node types of a pool on any cloud."""
+
+    @abstractmethod
+    def _specs(self) -> Sequence[Any]:
+        """The specs (vcpus, memory_gib) of the pool's node types."""
+
+    @property
+    def vcpus(self) -> int:
+        return min(s.vcpus for s in self._specs())
+
+    @property
+    def memory_gib(self) -> float:
+        return min(s.memory_gib for s in self._specs())
+
+
+class GpuPoolSizes(_NodeSpecs):
+    """minSize and maxSize of a GPU pool on any cloud, and its labels. A cloud's
+    pool class lists it first and the class of its own leading keys (name, type)
+    second: pydantic puts the last base's fields first, as the docs table shows."""
+
+    min_size: _Nodes = Field(0, ge=0, description="Minimum nodes; 0 scales to zero")
+    max_size: _Nodes = Field(2, ge=1, description="Maximum nodes, >= minSize")
+
+    _check_max = field_validator("max_size")(_max_not_below_min)
+
+    @property
+    @abstractmethod
+    def gpu_model(self) -> str:
+        """The `raygpu.io/gpu-model` label of the pool's nodes."""
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """The labels the stack sets (GKE and AKS add their accelerator label)."""
+        return {
+            NODE_ROLE_LABEL: GPU_NODE_ROLE,
+            POOL_LABEL: self.name,
+            GPU_MODEL_LABEL: self.gpu_model,
+        }
+
+
+class SystemPoolSizes(_NodeSpecs):
+    """minSize, maxSize and desiredSize of the system pool on any cloud, and its
+    labels; a cloud's pool class lists it first, as with `GpuPoolSizes`."""
+
+    min_size: _Nodes = Field(2, ge=1, description="Minimum nodes")
+    max_size: _Nodes = Field(3, ge=1, description="Maximum nodes, >= minSize")
+    desired_size: _Nodes | None = Field(
+        None,
+        ge=0,
+        description="Nodes at creation, minSize..maxSize",
+        json_schema_extra={
+            "shown_default": f"`{SYSTEM_DESIRED_SIZE}`, moved into minSize..maxSize"
+        },
+    )
+
+    _check_max = field_validator("max_size")(_max_not_below_min)
+    _check_desired = field_validator("desired_size")(
+        _desired_within(lambda low, high: min(max(SYSTEM_DESIRED_SIZE, low), high))
+    )
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        return {NODE_ROLE_LABEL: SYSTEM_NODE_ROLE}
+
+
+class _GpuPoolKeys(ConfigModel):
+    """The keys of an AWS GPU pool ahead of its sizes."""
 
     name: _PoolName = Field(
         description="Pool name, unique; the `raygpu.io/pool` label and the Ray "
@@ -84,26 +151,6 @@ class GpuPoolConfig(ConfigModel):
     )
     capacity_type: _CapacityType = Field(
         "ON_DEMAND", description="On-demand or spot instances"
-    )
-    min_size: _Nodes = Field(0, ge=0, description="Minimum nodes; 0 scales to zero")
-    max_size: _Nodes = Field(2, ge=1, description="Maximum nodes, >= minSize")
-    desired_size: _Nodes | None = Field(
-        None,
-        ge=0,
-        description="Nodes at creation, minSize..maxSize; Pulumi leaves later "
-        "changes by autoscalers alone",
-        json_schema_extra={"shown_default": "minSize"},
-    )
-    disk_size_gib: StrictInt = Field(
-        200,
-        ge=100,
-        le=MAX_DISK_GIB,
-        description="Root volume in GiB (gp3, encrypted); Ray GPU images are large",
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
-    _check_desired = field_validator("desired_size")(
-        _desired_within(lambda low, high: low)
     )
 
     @field_validator("instance_types")
@@ -127,6 +174,28 @@ class GpuPoolConfig(ConfigModel):
             )
         return types
 
+
+class GpuPoolConfig(GpuPoolSizes, _GpuPoolKeys):
+    """One managed GPU node group (and one Ray worker group)."""
+
+    desired_size: _Nodes | None = Field(
+        None,
+        ge=0,
+        description="Nodes at creation, minSize..maxSize; Pulumi leaves later "
+        "changes by autoscalers alone",
+        json_schema_extra={"shown_default": "minSize"},
+    )
+    disk_size_gib: StrictInt = Field(
+        200,
+        ge=100,
+        le=MAX_DISK_GIB,
+        description="Root volume in GiB (gp3, encrypted); Ray GPU images are large",
+    )
+
+    _check_desired = field_validator("desired_size")(
+        _desired_within(lambda low, high: low)
+    )
+
     def _specs(self) -> list[instance_types.InstanceSpec]:
         return [instance_types.INSTANCE_TYPES[n] for n in self.instance_types]
 
@@ -135,25 +204,13 @@ class GpuPoolConfig(ConfigModel):
         return min(s.gpus for s in self._specs())
 
     @property
-    def vcpus(self) -> int:
-        return min(s.vcpus for s in self._specs())
-
-    @property
-    def memory_gib(self) -> float:
-        return min(s.memory_gib for s in self._specs())
-
-    @property
     def gpu_model(self) -> str:
         return self._specs()[0].gpu_model or ""
 
     @property
     def node_labels(self) -> dict[str, str]:
-        return {
-            NODE_ROLE_LABEL: GPU_NODE_ROLE,
-            POOL_LABEL: self.name,
-            GPU_MODEL_LABEL: self.gpu_model,
-            AWS_GPU_LABEL: f"nvidia-{self.gpu_model.lower()}",
-        }
+        gpu = f"nvidia-{self.gpu_model.lower()}"
+        return {**super().node_labels, AWS_GPU_LABEL: gpu}
 
     @property
     def taints(self) -> tuple[tuple[str, str, str], ...]:
@@ -166,30 +223,12 @@ class GpuPoolConfig(ConfigModel):
         return max(getattr(s, attr) for s in self._specs())
 
 
-class SystemPoolConfig(ConfigModel):
-    """The on-demand CPU node group of the operators and the Ray head."""
+class _SystemPoolKeys(ConfigModel):
+    """The key of the AWS system pool ahead of its sizes."""
 
     instance_types: _InstanceTypes = Field(
         ("m6i.xlarge",),
         description="CPU instance types from raygpu/instance_types.py",
-    )
-    min_size: _Nodes = Field(2, ge=1, description="Minimum nodes")
-    max_size: _Nodes = Field(3, ge=1, description="Maximum nodes, >= minSize")
-    desired_size: _Nodes | None = Field(
-        None,
-        ge=0,
-        description="Nodes at creation, minSize..maxSize",
-        json_schema_extra={
-            "shown_default": f"`{SYSTEM_DESIRED_SIZE}`, moved into minSize..maxSize"
-        },
-    )
-    disk_size_gib: StrictInt = Field(
-        50, ge=20, le=MAX_DISK_GIB, description="Root volume in GiB (gp3, encrypted)"
-    )
-
-    _check_max = field_validator("max_size")(_max_not_below_min)
-    _check_desired = field_validator("desired_size")(
-        _desired_within(lambda low, high: min(max(SYSTEM_DESIRED_SIZE, low), high))
     )
 
     @field_validator("instance_types")
@@ -211,20 +250,16 @@ class SystemPoolConfig(ConfigModel):
             raise several(problems)
         return types
 
+
+class SystemPoolConfig(SystemPoolSizes, _SystemPoolKeys):
+    """The on-demand CPU node group of the operators and the Ray head."""
+
+    disk_size_gib: StrictInt = Field(
+        50, ge=20, le=MAX_DISK_GIB, description="Root volume in GiB (gp3, encrypted)"
+    )
+
     def _specs(self) -> list[instance_types.InstanceSpec]:
         return [instance_types.INSTANCE_TYPES[n] for n in self.instance_types]
-
-    @property
-    def vcpus(self) -> int:
-        return min(s.vcpus for s in self._specs())
-
-    @property
-    def memory_gib(self) -> float:
-        return min(s.memory_gib for s in self._specs())
-
-    @property
-    def node_labels(self) -> dict[str, str]:
-        return {NODE_ROLE_LABEL: SYSTEM_NODE_ROLE}
 
     def node_usd_hour(self) -> float:
         return max(s.on_demand_usd_hour for s in self._specs())
