@@ -1,16 +1,16 @@
 """11. monitoring: what a Prometheus scraping the cluster costs the work on it.
 
 Each round starts one local Ray head (metrics collection on, as on a stack) with
-the serve section's CNN app deployed behind a local head's default ingress, and
-measures, per condition, a shortened run of the training section's workload
-(Ray Train, a driver joining the head), then Serve requests/s at c=32: with no
-Prometheus at all, and with raygpu.monitoring.local's Prometheus scraping the
-head through Ray's service-discovery file every 15 s (its default). The training
-windows take turns (the order rotates each round); the Serve windows go
-A B B A, so each condition's two stand on both sides of the other's and a drift
-through the round (the second training's leftovers, the host) falls on both
-alike. Ratios are paired within a round. Each window's scrapes, and the seconds
-they took, are read back from Prometheus's own `up` and `scrape_duration_seconds`.
+the serve section's CNN app deployed behind a local head's default ingress,
+warms both up (unmeasured), and measures, per condition, a shortened run of the
+training section's workload (Ray Train, a driver joining the head), then Serve
+requests/s at c=32: with no Prometheus at all, and with raygpu.monitoring.local's
+Prometheus scraping the head through Ray's service-discovery file every 15 s
+(its default). The training runs take turns (the order rotates each round); the
+Serve windows go A B B A, so each condition's two stand on both sides of the
+other's and a drift through the round falls on both alike. Ratios are paired
+within a round. Each window's scrapes, and the seconds they took, are read back
+from Prometheus's own `up` and `scrape_duration_seconds`.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ MODEL = "cnn"
 APP = f"{MODEL}-serve_batched"
 CONCURRENCY = 32
 MON_MODES = {
-    # The measured epochs span two 15-s scrapes or more; the Serve window one.
-    "full": {"rounds": 3, "epochs": 6, "serve_s": 15.0},
-    "quick": {"rounds": 1, "epochs": 4, "serve_s": 4.0},
+    # The measured epochs span two 15-s scrapes or more; a Serve window one. An
+    # even number of rounds: each condition leads the training runs in half.
+    "full": {"rounds": 4, "epochs": 6, "serve_s": 15.0, "warmup_s": 5.0},
+    "quick": {"rounds": 1, "epochs": 4, "serve_s": 4.0, "warmup_s": 2.0},
 }
 # The head as a stack runs it: Ray's metrics on (LEAN_ENV turns them off, which
 # would leave Prometheus nothing to scrape), the rest of the lean setup kept.
@@ -211,6 +212,15 @@ def combine(condition: str, train: dict, windows: list[dict]) -> dict:
     return res
 
 
+def warm_up(bench: Bench, head: Any, url: str, body: bytes, cfg: dict) -> None:
+    """An unmeasured training run and Serve load first: a new head's first run
+    starts its worker processes, which no condition should pay for alone."""
+    work = {**TRAIN_WORK, "epochs": 2}
+    one_training_run(bench, "ray_driver", work, head.address)
+    with serve_load_settings(bench, cfg["warmup_s"]):
+        one_load(bench, url, body, "application/octet-stream", CONCURRENCY)
+
+
 def serve_order(order: list[str]) -> list[str]:
     """A B B A: each condition's Serve windows on both sides of the other's."""
     return order + order[::-1]
@@ -234,6 +244,7 @@ def monitoring_round(
         deploy_model(bench, head, port, {APP: (ckpt, True)})
         url = f"http://{LOOPBACK}:{port}/{APP}/predict"
         body = serve_body(SERVE_MODELS[MODEL][1], "application/octet-stream")
+        warm_up(bench, head, url, body, cfg)
         trains = {c: train_window(bench, head, c, cfg) for c in order}
         windows: dict[str, list[dict]] = {c: [] for c in order}
         for condition in serve_order(order):
@@ -317,6 +328,8 @@ def bench_monitoring(bench: Bench) -> dict[str, Any]:
             "serve": f"{MODEL} app, Serve batching, 2 replicas x 0.5 CPU, "
             f"{LOCAL_INGRESS} ingress (a local head's default), "
             f"c={CONCURRENCY}, {mode['serve_s']:g} s",
+            "warmup": f"a 2-epoch training run and {mode['warmup_s']:g} s of Serve "
+            "load, unmeasured",
         },
         "conditions": CONDITIONS,
         "head_env": HEAD_ENV,
@@ -357,7 +370,8 @@ def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
         "## Monitoring overhead",
         "",
         "One local Ray head a round (metrics collection on, "
-        f"{section['head_cpus']} logical CPUs on the machine's cores). Per "
+        f"{section['head_cpus']} logical CPUs on the machine's cores), first "
+        f"{w.get('warmup', 'no warm-up')}. Per "
         f"condition: Ray Train, {tw['model']} on {tw['dataset']}, "
         f"{tw['workers']} workers, global batch {tw['batch_size']}, "
         f"{tw['epochs']} epochs, epoch 0 excluded (loop samples/s); then Serve, "
