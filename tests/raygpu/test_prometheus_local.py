@@ -74,7 +74,9 @@ from ray.train.torch import TorchTrainer
 def loop(config):
     import ray.train
     ray.train.report({"step": 0})
-    deadline = time.monotonic() + 120
+    # a backstop only (the fixture releases it): the Serve tests run first and
+    # take minutes on a loaded machine
+    deadline = time.monotonic() + 900
     while not os.path.exists(config["release"]) and time.monotonic() < deadline:
         time.sleep(0.1)
     ray.train.report({"step": 1})
