@@ -24,7 +24,7 @@ from typing import Any
 
 from raygpu.names import LOOPBACK
 from raygpu.serve_ingress import LOCAL_INGRESS
-from scripts.bench.proc import Bench
+from scripts.bench.proc import CLK_TCK, Bench
 from scripts.bench.serving import deploy_model, one_load, serve_body, serve_models
 from scripts.bench.settings import (
     LEAN_ENV,
@@ -84,7 +84,7 @@ def process_cpu_s(pid: int) -> float | None:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def scrape_query(t0: float, t1: float, metric: str = "up", fn: str = "count") -> str:

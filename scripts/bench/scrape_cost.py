@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 import urllib.request
@@ -21,29 +20,13 @@ from pathlib import Path
 
 from raygpu.names import LOOPBACK
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_process() -> dict[int, tuple[str, float]]:
-    """pid -> (command line, user + system CPU seconds) of every process."""
-    out = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except (OSError, ValueError):
-            continue
-        out[int(p.name)] = (cmd[:60], (int(fields[11]) + int(fields[12])) / TICK)
-    return out
-
 
 def spent(before: dict, after: dict, top: int = 3) -> tuple[float, list]:
-    """CPU seconds all processes spent between two readings, and the top users."""
+    """CPU seconds all processes spent between two proc.snapshot()s, and the
+    top users."""
     used = [
-        (round(t - before.get(pid, (cmd, 0.0))[1], 3), cmd)
-        for pid, (cmd, t) in after.items()
+        (round(cpu - before.get(pid, (0.0,))[0], 3), cmd[:60])
+        for pid, (cpu, cmd, _) in after.items()
     ]
     used = [u for u in used if u[0] > 0]
     return round(sum(u[0] for u in used), 3), sorted(used, reverse=True)[:top]
@@ -53,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from raygpu.localray import free_port
     from raygpu.monitoring.local import service_discovery_file
     from scripts.bench.monitoring import APP, MODEL, start_monitored_head
-    from scripts.bench.proc import Bench
+    from scripts.bench.proc import Bench, snapshot
     from scripts.bench.serving import deploy_model, serve_models
 
     p = argparse.ArgumentParser(prog="scrape_cost", description=__doc__.split("\n")[0])
@@ -70,20 +53,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: a target is not on loopback: {targets}")
             return 1
         time.sleep(5)  # the deploy's own work settles
-        before = cpu_by_process()
+        before = snapshot()
         time.sleep(5)
-        idle, _ = spent(before, cpu_by_process())
+        idle, _ = spent(before, snapshot())
         print(f"idle: {idle:.3f} CPU-s in 5 s (the baseline)")
         idle_rate = idle / 5
         for target in targets:
             for _ in range(args.scrapes):
-                before, t0 = cpu_by_process(), time.monotonic()
+                before, t0 = snapshot(), time.monotonic()
                 url = f"http://{target}/metrics"
                 with urllib.request.urlopen(url, timeout=30) as resp:
                     body = resp.read()
                 took = time.monotonic() - t0
                 time.sleep(0.5)  # the answer's tail (the agent's bookkeeping)
-                total, top = spent(before, cpu_by_process())
+                total, top = spent(before, snapshot())
                 lines = body.decode(errors="replace").splitlines()
                 series = sum(1 for x in lines if x and not x.startswith("#"))
                 print(
