@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 SCRAPE_S = 1
 APP = "echo"
 RUN = "metrics-probe"
+SEEN = "30m"  # a range over the whole module: when a set-once gauge was scraped
 # Serve deployment: GET /echo answers 200, /echo/fail 500 (on purpose); its second
 # health check fails once (Serve replaces a replica only after 3 in a row).
 DEPLOY = """
@@ -64,8 +65,8 @@ ray.init(address=sys.argv[1], log_to_driver=False)
 serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[2])})
 serve.run(Echo.bind(), name="echo", route_prefix="/echo", blocking=False)
 """
-# A Ray Train V2 run whose worker waits for a file: the test reads Train's
-# metrics while it runs, then lets it finish.
+# A Ray Train V2 run whose worker reports until a file appears: the test reads
+# Train's metrics while it runs, then lets it finish.
 TRAIN_PROBE = """
 import os, sys, time
 from ray.train import RunConfig, ScalingConfig
@@ -73,13 +74,15 @@ from ray.train.torch import TorchTrainer
 
 def loop(config):
     import ray.train
-    ray.train.report({"step": 0})
-    # a backstop only (the fixture releases it): the Serve tests run first and
-    # take minutes on a loaded machine
+    # Ray exports a gauge only for a few report intervals after it is set, so
+    # the worker keeps reporting (as a training loop does) until released. The
+    # deadline is a backstop: the fixture releases it, after minutes of Serve tests.
     deadline = time.monotonic() + 900
+    step = 0
     while not os.path.exists(config["release"]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    ray.train.report({"step": 1})
+        ray.train.report({"step": step})
+        step += 1
+        time.sleep(1)
 
 TorchTrainer(
     loop,
@@ -178,9 +181,10 @@ def cluster(black_hole):
 
 
 @pytest.fixture(scope="module")
-def train_run(cluster, tmp_path_factory):
-    """The Train probe, submitted first: its start overlaps the Serve deploy.
-    Yields (job client, job id, release file)."""
+def train_run(cluster, prometheus, tmp_path_factory):
+    """The Train probe, submitted once Prometheus scrapes (the controller's
+    state gauges are exported only briefly after each change); its start
+    overlaps the Serve deploy. Yields (job client, job id, release file)."""
     client = jobs_client(cluster)
     folder = tmp_path_factory.mktemp("train")
     (folder / "probe").mkdir()
@@ -321,7 +325,8 @@ def test_prometheus_scrapes_train_metrics_during_a_run(prometheus, train_run):
     q = lambda promql: local.query(prometheus.url, promql)  # noqa: E731
     client, job, release = train_run
     run = f'{{ray_train_run_name="{RUN}"}}'
-    state = f"ray_train_controller_state{run} == 1"
+    # Set once per change, so seen over the run, as the TrainRunFailed rule does.
+    state = f"max_over_time(ray_train_controller_state{run}[{SEEN}]) == 1"
 
     def controller_running():
         status = client.get_job_status(job)
@@ -334,7 +339,9 @@ def test_prometheus_scrapes_train_metrics_during_a_run(prometheus, train_run):
     assert running[0]["metric"]["ray_train_run_id"]
     start = wait_for(
         "the worker group's start time",
-        lambda: q(f"ray_train_worker_group_start_total_time_s{run} > 0"),
+        lambda: q(
+            f"max_over_time(ray_train_worker_group_start_total_time_s{run}[{SEEN}]) > 0"
+        ),
     )
     assert (
         start[0]["metric"]["ray_train_run_id"]
