@@ -12,7 +12,7 @@ from scripts.bench.compress import compress_markdown, compress_targets
 from scripts.bench.data_report import data_markdown
 from scripts.bench.lmserve_report import lmserve_markdown, lmserve_targets
 from scripts.bench.load import generator_name
-from scripts.bench.monitoring import monitoring_markdown, monitoring_targets
+from scripts.bench.monitoring_report import monitoring_markdown, monitoring_targets
 from scripts.bench.settings import (
     CONCURRENCY,
     INTERLEAVED_VARIANTS,
