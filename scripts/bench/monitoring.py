@@ -86,7 +86,6 @@ HEAD_ENV = {
 # each) fit at once; they take turns on the 2 cores, never loaded together.
 HEAD_CPUS = 3
 HEAD_MARKS = "head-marks.jsonl"
-PROMETHEUS_CMD = "/usr/bin/prometheus"
 
 
 def loadavg() -> list[float]:
@@ -256,17 +255,18 @@ def close_window(w: dict, pid: int) -> dict:
     seconds = w["end"] - w["switched"]
     if cpu0 is not None and cpu1 is not None:
         w["prometheus_cores"] = round((cpu1 - cpu0) / seconds, 4)
-    used = group_cpu_s(w.pop("_snap"), snapshot())
+    used = group_cpu_s(w.pop("_snap"), snapshot(), pid)
     w["cores"] = {g: round(s / seconds, 3) for g, s in sorted(used.items()) if s > 0}
     return w
 
 
-def group_cpu_s(before: dict, after: dict) -> dict[str, float]:
-    """CPU seconds each group of processes (cpu.classify) spent between two
-    proc.snapshot()s; a process new since `before` counts all of its own."""
+def group_cpu_s(before: dict, after: dict, prometheus: int) -> dict[str, float]:
+    """CPU seconds each group of processes (cpu.classify; the `prometheus` pid
+    its own) spent between two proc.snapshot()s; a process new since `before`
+    counts all of its own."""
     used: dict[str, float] = {}
     for pid, (cpu, cmd, _) in after.items():
-        group = "prometheus" if cmd.startswith(PROMETHEUS_CMD) else classify(cmd)
+        group = "prometheus" if pid == prometheus else classify(cmd)
         used[group] = used.get(group, 0.0) + cpu - before.get(pid, (0.0,))[0]
     return used
 
