@@ -33,7 +33,7 @@ from raygpu.names import LOOPBACK
 from raygpu.serve_ingress import LOCAL_INGRESS
 from scripts.bench.cpu import classify
 from scripts.bench.marks import read_marks
-from scripts.bench.proc import CLK_TCK, Bench, snapshot
+from scripts.bench.proc import CLK_TCK, Bench, machine_cpu_s, snapshot
 from scripts.bench.serving import deploy_model, one_load, serve_body, serve_models
 from scripts.bench.settings import (
     LEAN_ENV,
@@ -245,6 +245,7 @@ def open_window(pair: int, condition: str, switch: Switch, settle_s: float) -> d
         "start": t + settle_s,
         "_cpu0": process_cpu_s(switch.pid),
         "_snap": snapshot(),
+        "_machine": machine_cpu_s(),
     }
 
 
@@ -257,6 +258,8 @@ def close_window(w: dict, pid: int) -> dict:
         w["prometheus_cores"] = round((cpu1 - cpu0) / seconds, 4)
     used = group_cpu_s(w.pop("_snap"), snapshot(), pid)
     w["cores"] = {g: round(s / seconds, 3) for g, s in sorted(used.items()) if s > 0}
+    m0, m1 = w.pop("_machine"), machine_cpu_s()
+    w["machine_cores"] = {k: round((m1[k] - m0[k]) / seconds, 3) for k in m1}
     return w
 
 

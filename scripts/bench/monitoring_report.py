@@ -45,6 +45,9 @@ def pair_rows(section: dict[str, Any]) -> list[str]:
         def both(d: dict, key: str, digits: int = 1) -> str:
             return " / ".join(fmt(d[c].get(key), digits) for c in (base, prom))
 
+        def cores(d: dict, key: str, name: str) -> str:
+            return " / ".join(fmt(d[c].get(key, {}).get(name), 2) for c in (base, prom))
+
         rows.append(
             f"| {p + 1} | {' '.join(rotated(list(CONDITIONS), p))} "
             f"| {both(t, 'samples_per_s')} ({both(t, 'epochs', 0)}) "
@@ -53,7 +56,10 @@ def pair_rows(section: dict[str, Any]) -> list[str]:
             f"| {both(t, 'scrapes', 0)} / {both(v, 'scrapes', 0)} "
             f"| {fmt(t[prom].get('scrape_s'), 3)} / {fmt(v[prom].get('scrape_s'), 3)} "
             f"| {fmt(t[prom].get('prometheus_cores'), 3)} / "
-            f"{fmt(v[prom].get('prometheus_cores'), 3)} |"
+            f"{fmt(v[prom].get('prometheus_cores'), 3)} "
+            f"| {cores(t, 'cores', 'ray_workers')} "
+            f"| {cores(t, 'machine_cores', 'idle')} "
+            f"| {cores(t, 'machine_cores', 'steal')} |"
         )
     return rows
 
@@ -85,15 +91,21 @@ def monitoring_markdown(section: dict[str, Any] | None) -> list[str]:
         "Ratios paired within a pair. Scrapes = Prometheus's `up` samples in the "
         "window (every target, each scrape) and the seconds they took "
         "(`scrape_duration_seconds`); Prometheus cores = its own CPU over the "
-        "window. Other users during the training run: "
+        "window; Ray workers' cores = the training workers' CPU over the window; "
+        "machine idle and steal = the whole machine's idle CPU and the CPU its "
+        "hypervisor gave to other guests (/proc/stat). Other users during the "
+        "training run: "
         f"{fmt(section.get('train_foreign_cores'), 2)} cores. "
         f"Load average at start {la['start']}, at end {la['end']}.",
         "",
         "| pair | order | train samples/s none / prom (epochs) | ratio "
         "| Serve rps none / prom | ratio | Serve p99 ms none / prom "
         "| scrapes none / prom (train / serve) | scrape s, prom (train / serve) "
-        "| Prometheus cores, prom (train / serve) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Prometheus cores, prom (train / serve) "
+        "| train: Ray workers' cores none / prom "
+        "| train: machine idle cores none / prom "
+        "| train: machine steal cores none / prom |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *pair_rows(section),
         "",
         "| ratio | median (range) |",

@@ -53,6 +53,18 @@ def snapshot() -> dict[int, tuple[float, str, int]]:
     return out
 
 
+def machine_cpu_s() -> dict[str, float]:
+    """The whole machine's CPU seconds so far (/proc/stat): busy, idle (with
+    iowait) and steal (time the hypervisor gave to other guests)."""
+    f = [int(x) / CLK_TCK for x in Path("/proc/stat").read_text().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = f
+    return {
+        "busy": user + nice + system + irq + softirq,
+        "idle": idle + iowait,
+        "steal": steal,
+    }
+
+
 def tree(
     snap: dict[int, tuple[float, str, int]], root: int | None, markers
 ) -> set[int]:

@@ -35,6 +35,8 @@ def windows(phase: str, figures: list[tuple[float, float]]) -> list[dict]:
             w["p99_ms"] = 100.0
         else:
             w["epochs"] = 10
+            w["cores"] = {"ray_workers": 1.5 if cond == PROM else 1.51}
+            w["machine_cores"] = {"busy": 1.8, "idle": 0.1, "steal": 0.1}
         out.append(w)
     return out
 
@@ -149,6 +151,7 @@ def test_markdown_has_a_row_per_pair():
     assert "| 1 | none prometheus_15s | 400 / 396 (10 / 10) | 0.990 |" in md
     assert "| 2 | prometheus_15s none | 401 / 393 (10 / 10) | 0.980 |" in md
     assert "| 200 / 192 | 0.960 | 100 / 100 | 0 / 3 / 0 / 3 |" in md
+    assert "| 1.51 / 1.50 | 0.10 / 0.10 | 0.10 / 0.10 |" in md
     assert f"| {PROM}/none train | 0.980 (0.950-0.990) |" in md
     assert monitoring_markdown({"skipped": "failed: x"})[-1] == "skipped: failed: x"
 
@@ -220,5 +223,9 @@ def test_a_stopped_prometheus_scrapes_nothing_in_its_window(tmp_path):
     none, scraping = got
     assert none["scrapes"] == 0 and none["prometheus_cores"] == 0
     assert "prometheus" not in none["cores"]
+    for w in got:  # the machine's CPU over the window adds up to its cores
+        m = w["machine_cores"]
+        assert set(m) == {"busy", "idle", "steal"} and min(m.values()) >= 0
+        assert sum(m.values()) == pytest.approx(os.cpu_count(), rel=0.2)
     assert 2 <= scraping["scrapes"] <= 4 and scraping["scrape_s"] > 0
     assert none["targets"] == 1 and none["end"] <= scraping["switched"]
