@@ -33,7 +33,7 @@ from raygpu.names import LOOPBACK
 from raygpu.serve_ingress import LOCAL_INGRESS
 from scripts.bench.cpu import classify
 from scripts.bench.marks import read_marks
-from scripts.bench.proc import CLK_TCK, Bench, machine_cpu_s, snapshot
+from scripts.bench.proc import Bench, machine_cpu_s, snapshot
 from scripts.bench.serving import deploy_model, one_load, serve_body, serve_models
 from scripts.bench.settings import (
     LEAN_ENV,
@@ -125,15 +125,6 @@ class Switch:
     def resume(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGCONT)
-
-
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of one process (/proc/PID/stat), None if gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def scrape_query(t0: float, t1: float, metric: str = "up", fn: str = "count") -> str:
@@ -243,7 +234,6 @@ def open_window(pair: int, condition: str, switch: Switch, settle_s: float) -> d
         "condition": condition,
         "switched": t,
         "start": t + settle_s,
-        "_cpu0": process_cpu_s(switch.pid),
         "_snap": snapshot(),
         "_machine": machine_cpu_s(),
     }
@@ -252,11 +242,11 @@ def open_window(pair: int, condition: str, switch: Switch, settle_s: float) -> d
 def close_window(w: dict, pid: int) -> dict:
     """The window's end, and Prometheus's cores over it (from its switch)."""
     w["end"] = time.time()
-    cpu0, cpu1 = w.pop("_cpu0"), process_cpu_s(pid)
     seconds = w["end"] - w["switched"]
-    if cpu0 is not None and cpu1 is not None:
-        w["prometheus_cores"] = round((cpu1 - cpu0) / seconds, 4)
-    used = group_cpu_s(w.pop("_snap"), snapshot(), pid)
+    after = snapshot()
+    used = group_cpu_s(w.pop("_snap"), after, pid)
+    if pid in after:  # absent if Prometheus has gone
+        w["prometheus_cores"] = round(used["prometheus"] / seconds, 4)
     w["cores"] = {g: round(s / seconds, 3) for g, s in sorted(used.items()) if s > 0}
     m0, m1 = w.pop("_machine"), machine_cpu_s()
     w["machine_cores"] = {k: round((m1[k] - m0[k]) / seconds, 3) for k in m1}

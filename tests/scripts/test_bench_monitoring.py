@@ -17,6 +17,7 @@ from raygpu.names import LOOPBACK
 from scripts.bench import monitoring as mon
 from scripts.bench import report
 from scripts.bench.monitoring_report import monitoring_markdown
+from scripts.bench.proc import snapshot
 
 PROM = mon.TARGET_CONDITION
 CONDS = list(mon.CONDITIONS)
@@ -185,8 +186,8 @@ def test_scrape_counts_from_a_real_prometheus(tmp_path):
         assert counts["targets"] == 1
         assert 0 < counts["seconds"]["all"] < 5  # each scrape's own seconds
         assert mon.scrape_counts(prom.url, {"x": (before - 60, before - 30)})["x"] == 0
-        assert mon.process_cpu_s(prom.process.pid) > 0
-    assert mon.process_cpu_s(os.getpid()) > 0
+        assert snapshot()[prom.process.pid][0] > 0
+    assert snapshot()[os.getpid()][0] > 0
 
 
 def test_scrape_cost_adds_up_what_each_process_spent():
